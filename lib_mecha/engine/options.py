@@ -1,0 +1,82 @@
+"""Merge options: one frozen dataclass, with the help text next to each field.
+
+The command line and the WebUI settings are generated from these fields, so a new option
+appears everywhere at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from ..errors import ParameterError
+
+DTYPE_NAMES = {
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    "fp64": torch.float64, "float64": torch.float64, "double": torch.float64,
+}
+KEEP = "keep"
+
+
+def parse_dtype(name, *, allow_keep: bool = False, option: str = "dtype"):
+    """``"fp16"``/``"bf16"``/``"fp32"``/``"fp64"`` (and their torch names) → torch dtype;
+    ``"keep"`` when allowed. torch dtypes pass through."""
+    if isinstance(name, torch.dtype):
+        return name
+    if allow_keep and name == KEEP:
+        return KEEP
+    key = str(name).lower().removeprefix("torch.")
+    if key in DTYPE_NAMES:
+        return DTYPE_NAMES[key]
+    choices = ["fp16", "bf16", "fp32", "fp64"] + ([KEEP] if allow_keep else [])
+    raise ParameterError("merge", option, f"unknown dtype {name!r}", f"choose one of {', '.join(choices)}")
+
+
+def _opt(default, help: str, **meta):
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    device: str = _opt("cpu", "device the merge computes on: cpu, cuda, cuda:1, mps, or what the host gives")
+    compute_dtype: str = _opt("fp32", "dtype of the arithmetic", choices=("fp32", "fp64", "fp16", "bf16"))
+    output_dtype: str = _opt("fp16", "dtype of floating-point outputs; 'keep' keeps each input's own",
+                             choices=("fp16", "bf16", "fp32", KEEP))
+    threads: int = _opt(2, "worker threads (keys merged at once); 0 merges on the calling thread")
+    memory_budget_mb: int = _opt(512, "upper bound for tensors in flight, in MiB; large elementwise keys "
+                                      "are merged in chunks to stay inside it")
+    model_dirs: Tuple[str, ...] = _opt((), "folders searched for relative model names, in order")
+    overwrite: bool = _opt(False, "replace an existing output file")
+    fallback_model: Optional[str] = _opt(None, "take keys the recipe cannot produce from this model")
+
+    def __post_init__(self):
+        parse_dtype(self.compute_dtype, option="compute_dtype")
+        parse_dtype(self.output_dtype, allow_keep=True, option="output_dtype")
+        if int(self.threads) < 0:
+            raise ParameterError("merge", "threads", f"must be 0 or more, got {self.threads}")
+        if int(self.memory_budget_mb) < 16:
+            raise ParameterError("merge", "memory_budget_mb", f"must be at least 16, got {self.memory_budget_mb}")
+        object.__setattr__(self, "model_dirs", tuple(str(d) for d in self.model_dirs))
+
+    @property
+    def torch_compute_dtype(self) -> torch.dtype:
+        return parse_dtype(self.compute_dtype)
+
+    @property
+    def torch_output_dtype(self):
+        return parse_dtype(self.output_dtype, allow_keep=True)
+
+    def with_(self, **changes) -> "MergeOptions":
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ParameterError("merge", sorted(unknown)[0], "no such option",
+                                 "options are: " + ", ".join(sorted(known)))
+        return replace(self, **changes)
+
+    @classmethod
+    def describe(cls) -> Dict[str, Dict[str, Any]]:
+        return {f.name: {"default": f.default, **f.metadata} for f in fields(cls)}

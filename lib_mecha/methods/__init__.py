@@ -1,0 +1,22 @@
+"""The merge-method catalogue. Built-in families are loaded by the explicit list below."""
+from __future__ import annotations
+
+from . import linear, logistics  # noqa: F401  (registration)
+from .registry import (all_methods, bind, build, builder_for, merge_method, merge_space_of, register, resolve,
+                       unregister)
+from .spec import DELTA, PARAM, SAME, WEIGHT, Bool, CurrentKey, Float, Int, MethodSpec, Param, Str, Tensor
+
+BUILTIN_FAMILIES = ("linear", "logistics")
+
+
+def describe_all():
+    """Every registered method described as plain data, sorted by category then name."""
+    specs = sorted(all_methods().values(), key=lambda s: (s.category, s.name))
+    return [s.describe() for s in specs]
+
+
+__all__ = [
+    "all_methods", "bind", "build", "builder_for", "merge_method", "merge_space_of", "register", "resolve",
+    "unregister", "describe_all", "DELTA", "PARAM", "SAME", "WEIGHT", "Bool", "CurrentKey", "Float", "Int",
+    "MethodSpec", "Param", "Str", "Tensor",
+]
