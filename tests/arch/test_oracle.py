@@ -1,0 +1,26 @@
+"""Our generated tables equal sd-mecha 1.1.8's configurations where it has the architecture."""
+import pytest
+import torch
+
+import lib_mecha.arch as arch
+import oracle
+
+ORACLE_IDS = ["sd1-ldm"]
+
+
+@pytest.mark.parametrize("identifier", ORACLE_IDS)
+def test_table_equals_sd_mecha(identifier):
+    expected = oracle.load(identifier)
+    table = arch.resolve_architecture(identifier)
+    # components in sd-mecha's order
+    assert list(table.components) == list(expected)
+    ours = {k: s for k, s in table.keys.items()}
+    theirs = {k: (c, m) for c, keys in expected.items() for k, m in keys.items()}
+    assert set(ours) == set(theirs), (sorted(set(ours) - set(theirs))[:5], sorted(set(theirs) - set(ours))[:5])
+    for key, (component, meta) in theirs.items():
+        spec = ours[key]
+        assert spec.component == component, key
+        assert list(spec.shape) == list(meta["shape"]), key
+        assert spec.dtype == getattr(torch, meta["dtype"]), key
+        assert sorted(spec.aliases) == sorted(meta.get("aliases", [])), key
+        assert spec.optional == bool(meta.get("optional", False)), key
