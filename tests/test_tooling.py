@@ -1,0 +1,143 @@
+"""The project's own tooling: tools/test's verdicts, the venv stamp, markers and lint.
+
+tools/test is exercised against fake venvs whose ``bin/python`` is a shell script, so these
+tests neither build venvs nor run a nested pytest.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BASH = shutil.which("bash")
+pytestmark = pytest.mark.skipif(BASH is None, reason="bash not found")
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+here=$(cd "$(dirname "$0")/.." && pwd)
+echo "$*" >> "$here/calls.log"
+case "$1" in
+  --version) echo "Python 3.0.fake" ;;
+  -c) case "$2" in *gradio*) echo "gradio 0.fake, torch 0.fake" ;; esac ;;
+  -m) if [ "$2" = pytest ]; then cat "$here/pytest.out"; exit "$(cat "$here/pytest.rc")"; fi ;;
+esac
+exit 0
+"""
+
+
+def fake_venv(venvs: pathlib.Path, name: str, rc: int = 0, output: str = "1 passed in 0.01s") -> pathlib.Path:
+    v = venvs / name
+    (v / "bin").mkdir(parents=True)
+    python = v / "bin" / "python"
+    python.write_text(FAKE_PYTHON)
+    python.chmod(python.stat().st_mode | stat.S_IXUSR)
+    (v / "pytest.out").write_text(output + "\n")
+    (v / "pytest.rc").write_text(str(rc))
+    return v
+
+
+def run_tools_test(venvs: pathlib.Path, names: str, *pytest_args: str):
+    env = dict(os.environ, VENVS=str(venvs), MECHA_VENV_NAMES=names, MECHA_SKIP_SETUP="1")
+    return subprocess.run([BASH, str(ROOT / "tools" / "test"), *pytest_args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def summary_lines(stdout: str):
+    return [line for line in stdout.splitlines() if re.match(r"^\[\w+\] ", line)]
+
+
+def test_both_pass_gives_exit_0_and_one_summary_line_each(tmp_path):
+    fake_venv(tmp_path, "one", output="3 passed, 1 skipped in 0.50s")
+    fake_venv(tmp_path, "two", output="=== 2 passed in 0.20s ===")
+    run = run_tools_test(tmp_path, "one two", "-k", "something")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert summary_lines(run.stdout) == [
+        "[one] PASSED: 3 passed, 1 skipped in 0.50s (0s; gradio 0.fake, torch 0.fake)",
+        "[two] PASSED: 2 passed in 0.20s (0s; gradio 0.fake, torch 0.fake)",
+    ]
+    assert "-m pytest -ra -k something" in (tmp_path / "one" / "calls.log").read_text()
+
+
+def test_first_failure_still_runs_the_second_and_fails_overall(tmp_path):
+    fake_venv(tmp_path, "one", rc=1, output="1 failed, 2 passed in 0.30s")
+    fake_venv(tmp_path, "two")
+    run = run_tools_test(tmp_path, "one two")
+    assert run.returncode == 1
+    lines = summary_lines(run.stdout)
+    assert lines[0].startswith("[one] FAILED (pytest exit 1): 1 failed, 2 passed")
+    assert lines[1].startswith("[two] PASSED")
+
+
+@pytest.mark.parametrize("rc,output,verdict", [
+    (5, "no tests ran in 0.01s", "FAILED: no tests collected (pytest exit 5)"),
+    (0, "4 skipped in 0.01s", "FAILED: no test passed"),
+])
+def test_a_run_that_tests_nothing_is_a_failure(tmp_path, rc, output, verdict):
+    fake_venv(tmp_path, "one")
+    fake_venv(tmp_path, "two", rc=rc, output=output)
+    run = run_tools_test(tmp_path, "one two")
+    assert run.returncode == 1
+    assert summary_lines(run.stdout)[1].startswith(f"[two] {verdict}")
+
+
+def setup_sh(venvs: pathlib.Path, script: str):
+    env = dict(os.environ, VENVS=str(venvs), PYTHON=str(venvs / "a1111" / "bin" / "python"))
+    return subprocess.run([BASH, "-c", f'source "{ROOT}/tools/_setup.sh"; {script}'], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_venv_stamp_skips_pip_when_unchanged_and_refreshes_in_place_when_stale(tmp_path):
+    v = fake_venv(tmp_path, "a1111")
+    stamp = setup_sh(tmp_path, "venv_stamp a1111").stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{16}", stamp)
+
+    (v / ".mecha-stamp").write_text("stale\n")
+    run = setup_sh(tmp_path, "ensure_venv a1111")
+    assert run.returncode == 0, run.stderr
+    calls = (v / "calls.log").read_text()
+    assert "-m pip install -r" in calls and "ci-a1111.txt" in calls and "oracles.txt" in calls
+    assert "-m pip check" in calls
+    assert (v / ".mecha-stamp").read_text().strip() == stamp
+    assert (v / "bin" / "python").is_file()  # refreshed in place, not rebuilt
+
+    (v / "calls.log").unlink()
+    run = setup_sh(tmp_path, "ensure_venv a1111")
+    assert run.returncode == 0 and "up to date" in run.stdout
+    assert "pip" not in (v / "calls.log").read_text()
+
+
+def test_a_failed_pip_install_leaves_the_stamp_stale(tmp_path):
+    v = fake_venv(tmp_path, "a1111")
+    python = v / "bin" / "python"
+    python.write_text(python.read_text().replace('case "$1" in', 'case "$1" in\n  -m) [ "$2" = pip ] && exit 1 ;;'))
+    run = setup_sh(tmp_path, "ensure_venv a1111")
+    assert run.returncode != 0
+    assert not (v / ".mecha-stamp").exists()
+
+
+def test_every_marker_used_in_tests_is_registered():
+    ini = (ROOT / "pytest.ini").read_text()
+    registered = set(re.findall(r"^\s+(\w+):", ini, re.M))
+    builtin = {"skip", "skipif", "xfail", "parametrize", "usefixtures", "filterwarnings", "timeout"}
+    used = set()
+    for path in (ROOT / "tests").rglob("*.py"):
+        used |= set(re.findall(r"pytest\.mark\.(\w+)", path.read_text(encoding="utf-8")))
+    assert used - builtin <= registered, f"register these markers in pytest.ini: {sorted(used - builtin - registered)}"
+
+
+def _ruff():
+    local = pathlib.Path(sys.executable).with_name("ruff")
+    return str(local) if local.is_file() else shutil.which("ruff")
+
+
+@pytest.mark.skipif(_ruff() is None, reason="ruff not installed in this venv (requirements/ci-*.txt pins it)")
+def test_ruff_finds_no_problem_in_the_repository():
+    run = subprocess.run([_ruff(), "check", "--no-cache", "--output-format", "concise", "."], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
