@@ -44,11 +44,12 @@ class MergeOptions:
     device: str = _opt("cpu", "device the merge computes on: cpu, cuda, cuda:1, mps, or what the host gives")
     compute_dtype: str = _opt("fp32", "dtype of the arithmetic", choices=("fp32", "fp64", "fp16", "bf16"))
     output_dtype: str = _opt("fp16", "dtype of floating-point outputs; 'keep' keeps each input's own",
-                             choices=("fp16", "bf16", "fp32", KEEP))
+                             choices=("fp16", "bf16", "fp32", KEEP), flags=("--dtype", "--output-dtype"))
     threads: int = _opt(2, "worker threads (keys merged at once); 0 merges on the calling thread")
     memory_budget_mb: int = _opt(512, "upper bound for tensors in flight, in MiB; large elementwise keys "
                                       "are merged in chunks to stay inside it")
-    model_dirs: Tuple[str, ...] = _opt((), "folders searched for relative model names, in order")
+    model_dirs: Tuple[str, ...] = _opt((), "folders searched for relative model names, in order",
+                                       flags=("--models-dir", "--model-dir"))
     overwrite: bool = _opt(False, "replace an existing output file")
     fallback_model: Optional[str] = _opt(None, "take keys the recipe cannot produce from this model")
 

@@ -1,0 +1,9 @@
+"""Command line: ``python -m lib_mecha {merge,info,methods,ui} ...``."""
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

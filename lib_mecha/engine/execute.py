@@ -1,0 +1,279 @@
+"""Execution: evaluate every planned key on a bounded pool and hand each result to a sink.
+
+Memory is bounded by the tensors in flight, never by model size or count:
+
+* each work item is one key, or one slice of a large elementwise key;
+* before an item starts, its estimated working set is taken from a byte budget, and given
+  back when its result has been handed to the sink (a single item larger than the whole
+  budget runs alone);
+* inside an item every sub-expression is computed once and dropped after its last consumer,
+  so each input tensor is read once per key whatever the recipe's shape;
+* a finished tensor goes to the sink at once and is not kept.
+
+Cancellation is checked before every item, so a cancelled merge stops within one key.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional
+
+import torch
+
+from ..errors import MechaError, MergeCancelled
+from ..methods import resolve
+from .expr import Call, Const, Expr, Read, calls, reads
+from .plan import KeyPlan, Plan
+
+MIB = 1 << 20
+# Elementwise keys are merged in slices of at most this many elements: small enough to stay
+# in cache between the cast, the arithmetic and the output cast, large enough that the
+# per-call overhead of torch stays negligible.
+MAX_CHUNK_ELEMENTS = 1 << 20
+
+ProgressFn = Callable[[int, int, int], None]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    plan: KeyPlan
+    start: Optional[int]  # None: the whole key
+    end: Optional[int]
+    cost: int             # estimated bytes in flight while it runs
+
+    @property
+    def is_last_slice(self) -> bool:
+        return self.end is None or self.end == self.plan.numel
+
+
+class Budget:
+    """A byte semaphore: items wait until their estimated working set fits."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, amount: int) -> None:
+        with self._cond:
+            while self.used > 0 and self.used + amount > self.capacity:
+                self._cond.wait()
+            self.used += amount
+
+    def release(self, amount: int) -> None:
+        with self._cond:
+            self.used -= amount
+            self._cond.notify_all()
+
+
+def bytes_per_element(kp: KeyPlan, compute_dtype: torch.dtype) -> int:
+    """Rough working set per output element: raw and cast copy of each input, each
+    intermediate result, and the output."""
+    compute = compute_dtype.itemsize
+    total = kp.dtype.itemsize
+    for r in reads(kp.expr):
+        total += r.dtype.itemsize + (compute if not kp.copy_only else 0)
+    total += compute * sum(1 for _ in calls(kp.expr))
+    return max(total, 1)
+
+
+def work_items(plan: Plan, compute_dtype: torch.dtype, budget_bytes: int, threads: int) -> Iterator[WorkItem]:
+    per_item = max(budget_bytes // max(threads, 1), MIB)
+    for kp in plan.keys:
+        per_elem = bytes_per_element(kp, compute_dtype)
+        whole = per_elem * max(kp.numel, 1)
+        if not kp.chunkable or kp.numel <= MAX_CHUNK_ELEMENTS and whole <= per_item:
+            yield WorkItem(kp, None, None, whole)
+            continue
+        step = max(min(MAX_CHUNK_ELEMENTS, per_item // per_elem), 4096)
+        for start in range(0, kp.numel, step):
+            end = min(start + step, kp.numel)
+            yield WorkItem(kp, start, end, per_elem * (end - start))
+
+
+class Evaluator:
+    """Evaluates one work item's expression with the plan's opened inputs."""
+
+    def __init__(self, plan: Plan, device: torch.device, compute_dtype: torch.dtype):
+        self.sources = plan.sources
+        self.device = device
+        self.compute_dtype = compute_dtype
+
+    def run(self, item: WorkItem) -> torch.Tensor:
+        kp = item.plan
+        if kp.copy_only:
+            return self._read(kp.expr, item)
+        remaining = dict(kp.uses)
+        values: Dict[Expr, object] = {}
+
+        def get(expr: Expr):
+            if expr in values:
+                value = values[expr]
+            else:
+                value = compute(expr)
+                values[expr] = value
+            remaining[expr] -= 1
+            if remaining[expr] <= 0:
+                del values[expr]
+            return value
+
+        def compute(expr: Expr):
+            if isinstance(expr, Read):
+                raw = self._read(expr, item)
+                return raw.to(device=self.device, dtype=self.compute_dtype)
+            if isinstance(expr, Const):
+                return expr.value
+            return self._call(expr, kp, [get(a) for a in expr.args], {k: get(v) for k, v in expr.kwargs})
+
+        result = get(kp.expr)
+        return self._as_output(result, item)
+
+    def _read(self, expr: Read, item: WorkItem) -> torch.Tensor:
+        handle = self.sources[expr.source].file
+        if item.start is None:
+            return handle.read(expr.key)
+        return handle.read_range(expr.key, item.start, item.end)
+
+    def _call(self, expr: Call, kp: KeyPlan, args: List, kwargs: Dict):
+        spec = resolve(expr.method)
+        try:
+            return spec.func(*args, **kwargs)
+        except MechaError:
+            raise
+        except Exception as e:  # a method failing on one key: say which method and key
+            raise MechaError(f"{expr.method} failed on key {kp.key!r}: {type(e).__name__}: {e}") from e
+
+    def _as_output(self, result, item: WorkItem) -> torch.Tensor:
+        kp = item.plan
+        expected = (item.end - item.start,) if item.start is not None else kp.shape
+        if not isinstance(result, torch.Tensor):
+            result = torch.full(expected, float(result), dtype=self.compute_dtype, device=self.device)
+        elif tuple(result.shape) != tuple(expected):
+            if result.numel() == 1:
+                result = result.reshape(()).expand(expected)
+            else:
+                raise MechaError(f"key {kp.key!r}: the merge produced shape {list(result.shape)}, "
+                                 f"expected {list(expected)}")
+        return result.to(dtype=kp.dtype)
+
+
+class CancelFlag:
+    """Normalises the ways a caller can ask to stop: an Event, a callable, or nothing."""
+
+    def __init__(self, cancel=None):
+        self._cancel = cancel
+
+    def __bool__(self) -> bool:
+        c = self._cancel
+        if c is None:
+            return False
+        if isinstance(c, threading.Event):
+            return c.is_set()
+        return bool(c())
+
+
+def execute(plan: Plan, sink, *, device: torch.device, compute_dtype: torch.dtype, threads: int,
+            budget_bytes: int, progress: Optional[ProgressFn] = None, cancel=None) -> int:
+    """Merge every planned key into ``sink``. Returns the number of output bytes.
+
+    On any error or on cancellation the sink is aborted (nothing is left under the output
+    name) and the error is raised: :class:`~lib_mecha.errors.MergeCancelled` for a cancel.
+    """
+    flag = CancelFlag(cancel)
+    evaluator = Evaluator(plan, device, compute_dtype)
+    total = len(plan.keys)
+    state = _Progress(total, progress)
+    try:
+        if threads <= 0:
+            for item in work_items(plan, compute_dtype, budget_bytes, 1):
+                if flag:
+                    raise MergeCancelled()
+                _deliver(sink, item, evaluator.run(item))
+                state.item_done(item)
+        else:
+            _run_pool(plan, sink, evaluator, flag, state, compute_dtype, threads, budget_bytes)
+    except BaseException:
+        sink.abort()
+        raise
+    return state.bytes_done
+
+
+def _deliver(sink, item: WorkItem, tensor: torch.Tensor) -> None:
+    if item.start is None:
+        sink.write(item.plan.key, tensor)
+    else:
+        sink.write_range(item.plan.key, item.start, tensor)
+
+
+def _run_pool(plan, sink, evaluator, flag, state, compute_dtype, threads, budget_bytes) -> None:
+    budget = Budget(budget_bytes)
+    failure: List[BaseException] = []
+
+    def job(item: WorkItem):
+        try:
+            if flag or failure:
+                return None
+            _deliver(sink, item, evaluator.run(item))
+            return item
+        finally:
+            budget.release(item.cost)
+
+    pending: set = set()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mecha-merge") as pool:
+        try:
+            for item in work_items(plan, compute_dtype, budget_bytes, threads):
+                if flag:
+                    break
+                budget.acquire(item.cost)
+                pending.add(pool.submit(job, item))
+                pending = _collect(pending, state, failure, block=len(pending) >= 4 * threads)
+                if failure:
+                    break
+            while pending:
+                pending = _collect(pending, state, failure, block=True)
+        except BaseException as e:
+            failure.append(e)
+            for f in pending:
+                f.cancel()
+            raise
+    if failure:
+        raise failure[0]
+    if flag:
+        raise MergeCancelled()
+
+
+def _collect(pending: set, state, failure: List[BaseException], block: bool) -> set:
+    done, rest = wait(pending, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+    for f in done:
+        exc = f.exception()
+        if exc is not None:
+            failure.append(exc)
+        elif f.result() is not None:
+            state.item_done(f.result())
+    return rest
+
+
+class _Progress:
+    def __init__(self, total: int, callback: Optional[ProgressFn]):
+        self.total = total
+        self.callback = callback
+        self.keys_done = 0
+        self.bytes_done = 0
+        self._slices: Dict[str, int] = {}
+
+    def item_done(self, item: WorkItem) -> None:
+        kp = item.plan
+        if item.start is None:
+            finished = True
+        else:
+            got = self._slices.get(kp.key, 0) + (item.end - item.start)
+            finished = got >= kp.numel
+            self._slices[kp.key] = got
+        self.bytes_done += (item.end - item.start) * kp.dtype.itemsize if item.start is not None else kp.nbytes
+        if finished:
+            self._slices.pop(kp.key, None)
+            self.keys_done += 1
+            if self.callback is not None:
+                self.callback(self.keys_done, self.total, self.bytes_done)
+

@@ -1,0 +1,130 @@
+"""Opened inputs: resolving model names to files, opening them once, knowing their keys.
+
+A :class:`Source` is one input file (or sharded model) of a plan, with its detected
+architecture and the map from canonical key names to the names stored in the file (old
+alias names are accepted on input; the output always uses canonical names).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..arch import base as arch_base
+from ..errors import ModelNotFound, UnknownArchitecture
+from ..io import open_model
+from ..recipe import ModelNode
+
+MODEL_SUFFIXES = (".safetensors",)
+INDEX_SUFFIX = ".safetensors.index.json"
+GENERIC = None  # the architecture of files no table explains: merged by their common keys
+
+
+def resolve_model_path(name: str, model_dirs: Sequence[str] = ()) -> Path:
+    """Find a model by path or name; ``.safetensors`` may be omitted.
+
+    Absolute paths are taken as they are. A relative name is tried against each model folder
+    in order, then against the working directory.
+
+    Raises:
+        ModelNotFound: naming the model and every folder searched.
+    """
+    raw = Path(os.path.expanduser(name))
+    candidates = [raw] if raw.is_absolute() else [Path(d) / raw for d in model_dirs] + [raw]
+    for base in candidates:
+        for path in (base, base.with_name(base.name + ".safetensors"), base.with_name(base.name + INDEX_SUFFIX)):
+            if path.is_file() or (path.is_dir() and any(path.glob("*" + INDEX_SUFFIX))):
+                return path.resolve()
+    searched = [str(Path(d)) for d in model_dirs] if not raw.is_absolute() else []
+    if not raw.is_absolute():
+        searched.append(os.getcwd())
+    raise ModelNotFound(name, searched)
+
+
+@dataclass
+class Source:
+    """One opened input."""
+
+    index: int
+    path: Path
+    file: object  # lib_mecha.io.SafetensorsFile or ShardedModel
+    architecture: Optional[arch_base.Architecture]
+    key_map: Dict[str, str] = field(default_factory=dict)  # canonical -> stored name
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    @property
+    def identity(self) -> str:
+        """What identifies this input's content cheaply: path, size and modification time."""
+        st = self.path.stat()
+        return f"{self.path}:{st.st_size}:{st.st_mtime_ns}"
+
+    def info(self, canonical_key: str):
+        return self.file.tensors[self.key_map[canonical_key]]
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def open_source(index: int, path: Path, node: ModelNode) -> Source:
+    handle = open_model(path)
+    try:
+        stored = list(handle.tensors)
+        arch = _architecture_for(node, handle)
+        key_map: Dict[str, str] = {}
+        for name in stored:
+            canonical = arch.canonical(name) if arch is not None else None
+            key_map.setdefault(canonical or name, name)
+        return Source(index, Path(path), handle, arch, key_map)
+    except BaseException:
+        handle.close()
+        raise
+
+
+def _architecture_for(node: ModelNode, handle) -> Optional[arch_base.Architecture]:
+    config = node.model_config
+    if config and config != "structural":
+        try:
+            return arch_base.resolve_architecture(config)
+        except UnknownArchitecture:
+            # a LoRA or block config named by sd-mecha: not a key table of ours; treat as generic
+            if config in arch_base.architecture_ids():
+                raise
+            return GENERIC
+    shapes = {k: tuple(t.shape) for k, t in handle.tensors.items()}
+    return arch_base.detect(list(handle.tensors), shapes)
+
+
+class SourceSet:
+    """Every input of a plan, opened once each (two names for one file share one Source)."""
+
+    def __init__(self, model_dirs: Sequence[str] = ()):
+        self.model_dirs = tuple(model_dirs)
+        self.sources: List[Source] = []
+        self._by_node: Dict[ModelNode, Source] = {}
+        self._by_path: Dict[Tuple[Path, Optional[str]], Source] = {}
+
+    def open(self, nodes: Iterable[ModelNode]) -> None:
+        try:
+            for node in nodes:
+                path = resolve_model_path(node.path, self.model_dirs)
+                key = (path, node.model_config)
+                source = self._by_path.get(key)
+                if source is None:
+                    source = open_source(len(self.sources), path, node)
+                    self.sources.append(source)
+                    self._by_path[key] = source
+                self._by_node[node] = source
+        except BaseException:
+            self.close()
+            raise
+
+    def of(self, node: ModelNode) -> Source:
+        return self._by_node[node]
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.close()
