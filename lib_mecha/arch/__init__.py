@@ -9,21 +9,37 @@ from .base import (Architecture, KeySpec, all_architectures, architecture_ids, c
                    register_architecture, resolve_architecture)
 
 
-def _lazy(module: str):
+BUILTIN = (
+    ("sd1-ldm", "sd1", "build"),
+    ("sdxl-sgm", "sdxl", "build"),
+    ("sdxl_refiner-sgm", "sdxl", "build_refiner"),
+)
+
+
+def _lazy(module: str, function: str):
     def factory():
         import importlib
-        return importlib.import_module(f"{__name__}.{module}").build()
+        return getattr(importlib.import_module(f"{__name__}.{module}"), function)()
     return factory
 
 
 def _register_builtins():
     from .base import _factories
-    for ident, module in (("sd1-ldm", "sd1"),):
+    for ident, module, function in BUILTIN:
         if ident not in _factories:
-            register_architecture(ident, _lazy(module))
+            register_architecture(ident, _lazy(module, function))
 
 
 _register_builtins()
 
-__all__ = ["Architecture", "KeySpec", "all_architectures", "architecture_ids", "candidates", "detect",
-           "register_architecture", "resolve_architecture"]
+from . import layouts as _layouts  # noqa: E402
+
+_layouts.register_builtin_layouts()
+
+from .block_weights import blocks  # noqa: E402  (registers the block converters)
+from .layouts import BlockLayout, layout_ids, layouts_for, resolve_layout  # noqa: E402
+from .detection import explain_detection  # noqa: E402
+
+__all__ = ["Architecture", "BlockLayout", "KeySpec", "all_architectures", "architecture_ids", "blocks",
+           "candidates", "detect", "explain_detection", "layout_ids", "layouts_for", "register_architecture",
+           "resolve_architecture", "resolve_layout"]

@@ -27,3 +27,17 @@ def load(identifier: str):
     with open(path, encoding="utf-8") as f:
         data = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return data["components"]
+
+
+def block_map(converter: str, layout_id: str, arch_id: str):
+    """{key: block} as sd-mecha's block converter assigns it, or a visible skip."""
+    pytest.importorskip("sd_mecha", reason="sd-mecha is not installed: no block-map oracle")
+    from sd_mecha.extensions import merge_methods, model_configs
+    method = merge_methods.resolve(converter)
+    target = model_configs.resolve(arch_id)
+    key_map = method.build_key_map([model_configs.resolve(layout_id)], {}, target)
+    out = {}
+    for key in target.keys():
+        relation = key_map[key]
+        out[key] = relation.clauses[0].by_param["blocks"][0]
+    return out

@@ -5,7 +5,7 @@ import torch
 import lib_mecha.arch as arch
 import oracle
 
-ORACLE_IDS = ["sd1-ldm"]
+ORACLE_IDS = ["sd1-ldm", "sdxl-sgm", "sd1-supermerger_blocks", "sdxl-supermerger_blocks"]
 
 
 @pytest.mark.parametrize("identifier", ORACLE_IDS)
