@@ -15,6 +15,8 @@ import os
 import pathlib
 import sys
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # lib_mecha from this checkout
+
 SHAPE_DIVISOR = 16
 MODELS = {"demo_a": 1, "demo_b": 2, "demo_c": 3}  # file stem -> seed
 ALPHA_MIX = 0.4
