@@ -118,7 +118,7 @@ def block_values(layout_id: str, values: BlockValues) -> dict:
         text = values.strip()
         if "," not in text and not _is_number(text) and text:
             from .presets import preset
-            return dict(preset(layout_id, text).values)
+            return preset(layout_id, text).as_dict()
         values = [v.strip() for v in text.split(",")]
         if len(values) != len(layout.blocks):
             raise ParameterError(method, "blocks", f"{len(values)} values for the {len(layout.blocks)} blocks "
