@@ -289,7 +289,12 @@ def _as_bytes(tensor: torch.Tensor) -> torch.Tensor:
     t = tensor.detach()
     if t.device.type != "cpu":
         t = t.to("cpu")
-    return t.contiguous().reshape(-1).view(torch.uint8)
+    if t.numel() == 0:
+        return torch.empty(0, dtype=torch.uint8)
+    flat = t.reshape(-1)  # a view when the memory is already in order, else a contiguous copy
+    if flat.stride(0) != 1:  # "contiguous" size-1 tensors may carry stride 0 (expand), which view rejects
+        flat = torch.empty_like(flat, memory_format=torch.contiguous_format).copy_(flat)
+    return flat.view(torch.uint8)
 
 
 def _check_target(path: Path, overwrite: bool) -> Path:
