@@ -37,7 +37,7 @@ def test_classic_sd1_figures():
     assert [p["RING10_3"][b] for b in ("IN05", "IN06", "IN10", "IN11", "OUT00", "OUT01", "OUT05", "OUT06")] == \
         [0, 1, 1, 0, 0, 1, 1, 0]
     assert p["SMOOTHSTEP"]["IN01"] == pytest.approx(0.00506365740740741)
-    assert p["SMOOTHSTEP*3"]["IN10"] == pytest.approx(0.94921875)
+    assert p["SMOOTHSTEP*3"]["IN09"] == pytest.approx(0.94921875)
     assert p["SMOOTHSTEP*3"]["OUT02"] == pytest.approx(0.05078125)
     assert p["SMOOTHSTEP/2"]["OUT00"] == pytest.approx(0.980324074074074)
     assert p["COSINE"]["IN01"] == pytest.approx(0.995722430686905)
