@@ -257,12 +257,12 @@ class _Interpreter:
         return LiteralNode(positional[0][1].items, config, space)
 
     def do_merge(self, command: Token, args: List[Token]) -> RecipeNode:
+        if args and args[0].name is None and not args[0].quoted:
+            self.fail('the method name must be a quoted string: merge "weighted_sum" ...', args[0])
         positional, keywords = self.split(args)
         if not positional:
             self.fail('merge takes a quoted method name first: merge "weighted_sum" &0 &1', command)
         method_token, method = positional[0]
-        if not isinstance(method, str):
-            self.fail('the method name must be a quoted string: merge "weighted_sum" ...', method_token)
         rest = positional[1:]
         if method == SINGLETON_METHOD:
             return self.singleton(method_token, rest, keywords)
