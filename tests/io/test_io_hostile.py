@@ -279,3 +279,12 @@ def test_missing_file(tmp_path):
 
 def test_folder_is_not_a_file(tmp_path):
     assert problem(tmp_path) == "is a folder, not a safetensors file"
+
+
+def test_safetensors_whose_length_bytes_look_like_pickle_still_opens(raw_file):
+    """A header of 640 bytes starts the file with 0x80 0x02, the pickle protocol-2 opcode."""
+    text = b'{"w": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}'
+    path = raw_file(text + b" " * (640 - len(text)), b"\x05", name="model.weights")
+    assert path.read_bytes()[:2] == b"\x80\x02"
+    with open_model(path) as f:
+        assert f.read("w").tolist() == [5]
