@@ -39,7 +39,10 @@ _layouts.register_builtin_layouts()
 from .block_weights import blocks  # noqa: E402  (registers the block converters)
 from .layouts import BlockLayout, layout_ids, layouts_for, resolve_layout  # noqa: E402
 from .detection import explain_detection  # noqa: E402
+from .patterns import PatternWarning, pattern_weights  # noqa: E402
+from .presets import Preset, preset, presets  # noqa: E402
 
 __all__ = ["Architecture", "BlockLayout", "KeySpec", "all_architectures", "architecture_ids", "blocks",
-           "candidates", "detect", "explain_detection", "layout_ids", "layouts_for", "register_architecture",
-           "resolve_architecture", "resolve_layout"]
+           "candidates", "detect", "explain_detection", "layout_ids", "layouts_for", "pattern_weights",
+           "PatternWarning", "Preset", "preset", "presets", "register_architecture", "resolve_architecture",
+           "resolve_layout"]
