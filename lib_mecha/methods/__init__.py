@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from . import linear, logistics  # noqa: F401  (registration)
+from . import (cosine, crossover, dare, ema, geometric, masks, slicing, spectral, supermerger,  # noqa: F401
+               ties)
 from .registry import (all_methods, bind, build, builder_for, merge_method, merge_space_of, register, resolve,
                        unregister)
 from .spec import DELTA, PARAM, SAME, WEIGHT, Bool, CurrentKey, Float, Int, MethodSpec, Param, Str, Tensor
 
-BUILTIN_FAMILIES = ("linear", "logistics")
+BUILTIN_FAMILIES = ("linear", "logistics", "geometric", "masks", "cosine", "ties", "dare", "spectral", "crossover",
+                    "slicing", "ema", "supermerger")
 
 
 def describe_all():

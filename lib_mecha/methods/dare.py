@@ -1,0 +1,147 @@
+"""Random dropout of differences: DARE and DELLA before TIES, and n-supermario ``dropout``.
+
+Identifiers, parameters, defaults and meanings are sd-mecha's (reference §3.2). The random
+draws are ours (see :mod:`.seeding`): the same seed gives the same result on any machine and
+thread count, but not the same draws as sd-mecha's generators.
+"""
+from __future__ import annotations
+
+import math
+from typing import List
+
+import torch
+
+from ._values import as_tensor_like, is_close, scalar
+from .registry import merge_method
+from .seeding import bernoulli_like, key_generator, uniform_like
+from .spec import DELTA, Bool, CurrentKey, Float, Int, Tensor
+from .ties import K_HELP, VOTE_HELP, _ties_extended
+
+PROBABILITY_HELP = "Chance that each entry of a difference is dropped; 0.9 keeps one entry in ten."
+
+
+def della_keep_probability(delta: torch.Tensor, probability, della_eps: float):
+    """Keep-probability per entry: ``1 - p``, shifted by DELLA's magnitude-rank term
+    ``della_eps·(rank/n - (n+1)/(2n))`` (rank 1 = smallest |delta|, ties in storage order)."""
+    keep = 1 - probability
+    if della_eps == 0:
+        return keep
+    n = delta.numel()
+    order = torch.argsort(delta.abs().flatten(), stable=True)
+    rank = torch.empty(n, dtype=delta.dtype, device=delta.device)
+    rank[order] = torch.arange(1, n + 1, dtype=delta.dtype, device=delta.device)
+    shift = torch.nan_to_num((rank / n - (n + 1) / (2 * n)) * della_eps, nan=0.0, posinf=0.0, neginf=0.0)
+    return (as_tensor_like(keep, delta) + shift.reshape(delta.shape)).clamp(0, 1)
+
+
+@merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES with DARE / DELLA", category="ties",
+              stochastic=True,
+              help="Randomly drops entries of each difference (DARE; DELLA favours large ones), merges the "
+                   "rest with TIES and rescales.",
+              notes=("apply_stock is inverted, as in sd-mecha: false (the default) APPLIES Model Stock scaling.",
+                     "seed null or negative uses one fixed default stream, as sd-mecha's unseeded generator does."))
+def ties_sum_with_dropout(
+        *deltas,
+        probability=Float(0.9, minimum=0.0, maximum=1.0, maximum_open=True, per_key=True, help=PROBABILITY_HELP),
+        della_eps=Float(0.0, minimum=-1.0, maximum=1.0, soft_minimum=0.0, soft_maximum=0.2, per_key=True,
+                        label="DELLA epsilon",
+                        help="0 is plain DARE; above 0, large entries are kept more often than small ones."),
+        rescale=Bool(True, help="Divide by the keep rate (1 - probability) so the expected size is unchanged."),
+        k=Float(0.2, minimum=0.0, maximum=1.0, per_key=True, help=K_HELP),
+        vote_sgn=Bool(False, help=VOTE_HELP),
+        apply_stock=Bool(False, label="Skip Model Stock scaling",
+                         help="Inverted name kept from sd-mecha: false (default) scales by Model Stock's factor."),
+        cos_eps=Float(1e-6, minimum=0.0, help="Guards Model Stock's cosine against zero norms."),
+        apply_median=Bool(False, label="Geometric median", help="Geometric median of the agreeing differences."),
+        eps=Float(1e-6, minimum=0.0, minimum_open=True, help="Geometric median: smallest distance."),
+        maxiter=Int(100, minimum=0, help="Geometric median: most iterations."),
+        ftol=Float(1e-20, minimum=0.0, help="Geometric median: relative change that stops it."),
+        seed=Int(None, nullable=True, help="Random seed; the same seed gives the same result."),
+        key=CurrentKey()):
+    if is_close(probability, 1.0):
+        return torch.zeros_like(deltas[0])
+    if deltas[0].numel() == 0:
+        return deltas[0].clone()
+    della = scalar("ties_sum_with_dropout", "della_eps", della_eps)
+    generator = key_generator(None if seed is None or seed < 0 else seed, key, "dare", fresh_when_none=False)
+    dropped: List[torch.Tensor] = []
+    for delta in deltas:
+        keep = della_keep_probability(delta, probability, della)
+        dropped.append(delta * bernoulli_like(delta, keep, generator).to(delta.dtype))
+    result = _ties_extended(dropped, scalar("ties_sum_with_dropout", "k", k), vote_sgn, apply_stock,
+                            apply_median, cos_eps, eps, maxiter, ftol)
+    if not rescale:
+        return result
+    return result / as_tensor_like(1 - probability, result)
+
+
+def _popcounts(n: int) -> torch.Tensor:
+    return torch.tensor([bin(i).count("1") for i in range(1, 2 ** n)], dtype=torch.float64)
+
+
+def overlap_pmf(n: int, p: float, overlap: float, emphasis: float) -> torch.Tensor:
+    """n-supermario's distribution over which of the n models keep an entry.
+
+    Index i (0 ≤ i < 2^n) is the set of models whose bit is set in i; index 0 (no model) has
+    probability p. The non-empty sets share 1 - p: an even integer ``overlap`` gives each entry
+    to exactly one model; otherwise a softmax over ``tan(π(overlap' - 1/2))·(|set| - n/2)``
+    (overlap' = -overlap when floor(overlap) is odd), blended by ``emphasis`` toward a binomial
+    over set sizes (Binomial(n, p), spread evenly over the sets of each size)."""
+    sizes = _popcounts(n)
+    if math.isclose(overlap, round(overlap)):
+        if round(overlap) % 2 == 0:
+            pmf = (sizes == 1).double() / n
+        else:
+            pmf = (sizes == n).double()
+    else:
+        if math.floor(overlap) % 2 == 1:
+            overlap = -overlap
+        logits = math.tan(math.pi * (overlap - 0.5)) * (sizes - n / 2)
+        pmf = torch.softmax(logits, dim=0)
+    # Binomial(n, p) mass of each size, divided by the number of sets of that size
+    spread = p ** sizes * (1 - p) ** (n - sizes)
+    spread = spread / spread.sum()
+    pmf = torch.lerp(pmf, torch.lerp(pmf, spread, 1 - abs(2 * overlap - 1)), emphasis)
+    return torch.cat([torch.tensor([p], dtype=torch.float64), pmf * (1 - p)])
+
+
+@merge_method(returns=DELTA, varargs=Tensor(DELTA), label="Dropout (n-supermario)", category="ties",
+              stochastic=True,
+              help="Randomly gives each entry to some of the differences and averages those (a DARE variant).",
+              notes=("seed null draws fresh randomness on every merge, as in sd-mecha; give a seed to "
+                     "make the result reproducible.",))
+def dropout(*deltas,
+            probability=Float(0.9, minimum=0.0, maximum=1.0, maximum_open=True, help=PROBABILITY_HELP),
+            rescale=Float(1.0, soft_minimum=0.0, soft_maximum=1.0,
+                          help="Exponent of the keep-rate rescaling: 1 restores the expected size, 0 none."),
+            overlap=Float(1.0, soft_minimum=0.0, soft_maximum=2.0,
+                          help="Odd whole numbers: each difference is dropped independently; even: every entry "
+                               "goes to exactly one difference; in between: more or less sharing."),
+            overlap_emphasis=Float(0.0, minimum=0.0, maximum=1.0,
+                                   help="Blends the overlap distribution toward a binomial one."),
+            seed=Int(None, nullable=True, help="Random seed; null draws a new one every merge."),
+            key=CurrentKey()):
+    first = deltas[0]
+    if first.numel() == 0:
+        return first.clone()
+    generator = key_generator(seed, key, "dropout")
+    n = len(deltas)
+    if overlap % 2 == 1:
+        masks = [bernoulli_like(first, 1 - probability, generator) for _ in deltas]
+    else:
+        cdf = torch.cumsum(overlap_pmf(n, probability, overlap, overlap_emphasis), 0).to(torch.float32)
+        subset = torch.searchsorted(cdf, uniform_like(first, generator).flatten(), right=True)
+        subset = subset.clamp_(max=2 ** n - 1).reshape(first.shape)
+        masks = [((subset >> i) & 1).bool() for i in range(n)]
+    total = torch.zeros_like(first)
+    coverage = torch.zeros_like(first)
+    for mask, delta in zip(masks, deltas):
+        total += torch.where(mask, delta, 0.0)
+        coverage += mask
+    coverage.clamp_(min=1)
+    if probability == 1.0:
+        rescalar = 1.0
+    else:
+        rescalar = (1.0 - probability) ** rescale
+        rescalar = rescalar if math.isfinite(rescalar) else 1.0
+    return total / coverage / rescalar

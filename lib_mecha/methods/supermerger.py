@@ -1,0 +1,114 @@
+"""SuperMerger's merge modes that sd-mecha lacks, under identifiers of ours.
+
+Formulas (worked out from SuperMerger's README and calcmode documentation, checked against
+what its modes compute):
+
+* ``sum_twice``:   (1 - β)·((1 - α)·A + α·B) + β·C
+* ``triple_sum``:  (1 - α - β)·A + α·B + β·C
+* ``smooth_add_difference``: A + α·G_σ(M₃(B - C)), where M₃ is a 3-wide median filter and
+  G_σ a Gaussian blur, both over every dimension of the tensor with reflected borders
+  (SuperMerger: scipy's median_filter(size=3) then gaussian_filter(sigma=1))
+* ``extract_features``: with dB = B - A, dC = C - A, c = cos(dB, dC) along the last dimension
+  (per row) and d = ((c + 1)/2)^γ: A + lerp(dB, dC, α)·lerp(d, 1 - d, β). β = 0 keeps what B
+  and C share, β = 1 what sets them apart; α chooses whose version of it.
+* ``add_noise`` (SuperMerger's "plus random"): A + α·N(0, 1), seeded per key
+* ``self_scale`` (SuperMerger's "self"): α·A
+
+SuperMerger leaves keys whose name contains ``to_out``, ``proj_out`` or ``norm`` alone in the
+last two; ``skip_out_and_norm`` does the same here.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._values import as_tensor_like, at_least_1d, is_close, scalar
+from .filters import gaussian_filter, median_filter
+from .registry import merge_method
+from .seeding import key_generator, normal_like
+from .spec import SAME, Bool, CurrentKey, Float, Int, Tensor
+
+SUPERMERGER_SKIPPED = ("to_out", "proj_out", "norm")
+_SKIP_HELP = "Like SuperMerger, leave keys whose name contains to_out, proj_out or norm unchanged."
+
+
+def _skipped(key, skip: bool) -> bool:
+    return skip and key is not None and any(part in key for part in SUPERMERGER_SKIPPED)
+
+
+@merge_method(returns=SAME, label="Sum twice", category="supermerger", elementwise=True,
+              help="Two weighted sums in a row: (1 - beta)·((1 - alpha)·A + alpha·B) + beta·C.")
+def sum_twice(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
+              alpha=Float(0.5, soft_minimum=0.0, soft_maximum=1.0, per_key=True, help="Share of B in the first sum."),
+              beta=Float(0.5, soft_minimum=0.0, soft_maximum=1.0, per_key=True, help="Share of C in the second sum.")):
+    return torch.lerp(torch.lerp(a, b, as_tensor_like(alpha, a)), c, as_tensor_like(beta, a))
+
+
+@merge_method(returns=SAME, label="Triple sum", category="supermerger", elementwise=True,
+              help="Three models at once: (1 - alpha - beta)·A + alpha·B + beta·C.")
+def triple_sum(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
+               alpha=Float(1 / 3, soft_minimum=0.0, soft_maximum=1.0, per_key=True, help="Share of B."),
+               beta=Float(1 / 3, soft_minimum=0.0, soft_maximum=1.0, per_key=True, help="Share of C.")):
+    return a + (b - a) * as_tensor_like(alpha, a) + (c - a) * as_tensor_like(beta, a)
+
+
+@merge_method(returns=SAME, label="Smooth add difference", category="supermerger",
+              help="A + alpha·(B - C), with the difference smoothed by a median then a Gaussian filter, "
+                   "which tames the 'burning' of repeated additions.")
+def smooth_add_difference(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
+                          alpha=Float(1.0, soft_minimum=0.0, soft_maximum=2.0, per_key=True,
+                                      help="Strength of the smoothed difference (smoothing weakens it; "
+                                           "up to 2 is reasonable)."),
+                          median_size=Int(3, minimum=1, maximum=5, help="Width of the median window (1 = none)."),
+                          sigma=Float(1.0, minimum=0.0, soft_maximum=3.0,
+                                      help="Spread of the Gaussian blur, in elements (0 = none).")):
+    smoothed = gaussian_filter(median_filter(b - c, median_size), sigma)
+    return a + smoothed * as_tensor_like(alpha, a)
+
+
+@merge_method(returns=SAME, label="Extract (dis)similar features", category="supermerger",
+              help="Adds to A what B's and C's changes from A have in common (beta 0) or what sets them "
+                   "apart (beta 1), row by row.")
+def extract_features(a=Tensor(SAME, help="the common base"), b=Tensor(SAME), c=Tensor(SAME),
+                     alpha=Float(0.5, minimum=0.0, maximum=1.0, per_key=True,
+                                 help="Whose features: 0 takes them from B, 1 from C."),
+                     beta=Float(0.0, minimum=0.0, maximum=1.0, per_key=True,
+                                help="0 extracts similar features, 1 dissimilar ones, 0.5 both by half."),
+                     gamma=Float(1.0, minimum=0.0, soft_maximum=10.0, per_key=True,
+                                 help="Selectivity: high values count only very similar rows as similar.")):
+    if a.numel() == 0:
+        return a.clone()
+    (a1, b1, c1), restore = at_least_1d(a, b, c)
+    delta_b, delta_c = b1 - a1, c1 - a1
+    cosine = F.cosine_similarity(delta_b, delta_c, dim=-1).clamp(-1, 1).unsqueeze(-1)
+    similar = ((cosine + 1) / 2) ** scalar("extract_features", "gamma", gamma)
+    focus = torch.lerp(delta_b, delta_c, as_tensor_like(alpha, a1))
+    selection = torch.lerp(similar, 1 - similar, as_tensor_like(beta, similar))
+    return restore(a1 + focus * selection)
+
+
+@merge_method(returns=SAME, label="Add noise", category="supermerger", stochastic=True,
+              help="Adds seeded Gaussian noise of standard deviation alpha (SuperMerger's 'plus random').",
+              notes=("seed null draws fresh noise on every merge; give a seed to make it reproducible.",))
+def add_noise(a=Tensor(SAME),
+              alpha=Float(0.001, minimum=0.0, soft_maximum=0.01, per_key=True,
+                          help="Standard deviation of the noise, in weight units (SD weights are ~0.01-0.1)."),
+              *, skip_out_and_norm=Bool(True, help=_SKIP_HELP),
+              seed=Int(None, nullable=True, help="Random seed; the same seed gives the same noise."),
+              key=CurrentKey()):
+    if _skipped(key, skip_out_and_norm) or is_close(alpha, 0.0) or a.numel() == 0:
+        return a
+    noise = normal_like(a, key_generator(seed, key, "noise"))
+    return a + noise * as_tensor_like(alpha, a)
+
+
+@merge_method(returns=SAME, label="Self scaling", category="supermerger", elementwise=True,
+              help="Multiplies the weights by alpha (SuperMerger's 'self').",
+              notes=("SuperMerger leaves a block alone when its alpha is 0; here 0 gives zeros. "
+                     "Use 1 for blocks that must stay unchanged.",))
+def self_scale(a=Tensor(SAME),
+               alpha=Float(1.0, soft_minimum=0.5, soft_maximum=1.5, per_key=True, help="Factor; 1 keeps A."),
+               *, skip_out_and_norm=Bool(True, help=_SKIP_HELP), key=CurrentKey()):
+    if _skipped(key, skip_out_and_norm):
+        return a
+    return a * as_tensor_like(alpha, a)

@@ -1,0 +1,164 @@
+"""Multi-model merges of differences: TIES, Model Stock and the geometric median.
+
+Identifiers, parameter names, defaults and meanings are sd-mecha's (reference §3.2), so
+recipes travel between the two libraries, including ``ties_sum_extended``'s inverted
+``apply_stock`` flag (its label and help say what it really does).
+
+Memory: nothing here stacks the inputs. TIES walks the deltas twice (elect, then sum the
+agreeing entries) and keeps only a few key-sized tensors besides the inputs, so three SD1.5
+deltas fit in the engine's default budget.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ._values import at_least_1d, finite_or_zero, scalar
+from .registry import merge_method
+from .spec import DELTA, SAME, Bool, Float, Int, Tensor
+
+K_HELP = "Fraction of each difference kept, by magnitude: 1 keeps everything, 0.2 keeps the largest 20%."
+VOTE_HELP = "Elect each element's sign by the sum of the differences instead of a majority of their signs."
+
+
+def trim_threshold(delta: torch.Tensor, k: float) -> torch.Tensor:
+    """The smallest magnitude TIES keeps: the ``max(int((1-k)·n), 1)``-th smallest ``|delta|``."""
+    rank = max(int((1 - k) * delta.numel()), 1)
+    magnitudes = delta.abs().flatten()
+    if magnitudes.dtype not in (torch.float32, torch.float64):
+        magnitudes = magnitudes.float()
+    return magnitudes.kthvalue(rank).values.to(delta.dtype)
+
+
+def trimmed(delta: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    return delta * (delta.abs() >= threshold).to(delta.dtype)
+
+
+def ties_filter(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool):
+    """Trim and elect. Returns the trimmed deltas with disagreeing entries zeroed, and how many
+    deltas agreed with the elected sign at each element."""
+    kept = [trimmed(d, trim_threshold(d, k)) for d in deltas]
+    vote = torch.zeros_like(kept[0])
+    for d in kept:
+        vote += d if vote_sgn else torch.sign(d)
+    elected = torch.sign(vote)
+    del vote
+    count = torch.zeros_like(kept[0])
+    for d in kept:  # the trimmed tensors are ours: zero the disagreeing entries in place
+        agrees = (torch.sign(d) == elected).to(d.dtype)
+        count += agrees
+        d.mul_(agrees)
+    return kept, count
+
+
+def model_stock_t(deltas: Sequence[torch.Tensor], cos_eps: float) -> torch.Tensor:
+    """Model Stock's interpolation factor ``t = n·cosθ / (1 + (n-1)·cosθ)``, where cosθ is the mean
+    cosine between consecutive deltas along the last dimension (so one factor per row), shaped
+    to broadcast against a delta. One delta gives t = 1."""
+    n = len(deltas)
+    if n < 2:
+        return torch.ones((), dtype=deltas[0].dtype, device=deltas[0].device)
+    cos_theta = sum(F.cosine_similarity(deltas[i], deltas[i + 1], dim=-1, eps=cos_eps) for i in range(n - 1))
+    cos_theta = cos_theta / (n - 1)
+    return (n * cos_theta / (1 + (n - 1) * cos_theta)).unsqueeze(-1)
+
+
+@merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES", category="ties",
+              help="TIES-merging: trim each difference to its largest entries, elect a sign per element, "
+                   "and average the differences that agree with it.")
+def ties_sum(*models, k=Float(1.0, minimum=0.0, maximum=1.0, per_key=True, help=K_HELP),
+             vote_sgn=Bool(False, help=VOTE_HELP)):
+    first = models[0]
+    if first.numel() == 0:
+        return first.clone()
+    (*deltas,), restore = at_least_1d(*models)
+    filtered, count = ties_filter(deltas, scalar("ties_sum", "k", k), vote_sgn)
+    return restore(finite_or_zero(sum(filtered) / count))
+
+
+@merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES (extended)", category="ties",
+              help="TIES with Model Stock scaling (on by default) or a geometric median of the agreeing "
+                   "differences instead of their mean.",
+              notes=("apply_stock is inverted, as in sd-mecha: false (the default) APPLIES the Model Stock "
+                     "factor, true gives plain TIES. The UI shows it as 'Skip Model Stock scaling'.",))
+def ties_sum_extended(*models, k=Float(0.2, minimum=0.0, maximum=1.0, per_key=True, help=K_HELP),
+                      vote_sgn=Bool(False, help=VOTE_HELP),
+                      apply_stock=Bool(False, label="Skip Model Stock scaling",
+                                       help="Inverted name kept from sd-mecha: when false (default) the result is "
+                                            "scaled by Model Stock's factor; true gives plain TIES."),
+                      apply_median=Bool(False, label="Geometric median",
+                                        help="Combine the agreeing differences by their geometric median "
+                                             "instead of their mean (ignores the Model Stock setting)."),
+                      cos_eps=Float(1e-6, minimum=0.0, help="Guards Model Stock's cosine against zero norms."),
+                      eps=Float(1e-6, minimum=0.0, minimum_open=True, help="Geometric median: smallest distance."),
+                      maxiter=Int(100, minimum=0, help="Geometric median: most iterations."),
+                      ftol=Float(1e-20, minimum=0.0, help="Geometric median: relative change that stops it.")):
+    return _ties_extended(models, scalar("ties_sum_extended", "k", k), vote_sgn, apply_stock, apply_median,
+                          cos_eps, eps, maxiter, ftol)
+
+
+def _ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol):
+    first = models[0]
+    if first.numel() == 0:
+        return first.clone()
+    (*deltas,), restore = at_least_1d(*models)
+    filtered, count = ties_filter(deltas, k, vote_sgn)
+    if apply_median:
+        result = weiszfeld(filtered, eps, maxiter, ftol)
+    else:
+        t = 1.0 if apply_stock else model_stock_t(filtered, cos_eps)
+        result = sum(filtered) * t / count
+    return restore(finite_or_zero(result))
+
+
+@merge_method(returns=DELTA, varargs=Tensor(DELTA), label="Model Stock", category="ties",
+              help="Average of the differences, scaled by how well they agree (Model Stock, per row).")
+def model_stock(*deltas, cos_eps=Float(1e-6, minimum=0.0, help="Guards the cosine against zero norms.")):
+    first = deltas[0]
+    if first.numel() == 0:
+        return first.clone()
+    (*flat,), restore = at_least_1d(*deltas)
+    mean = sum(flat) / len(flat)
+    return restore(torch.nan_to_num(model_stock_t(flat, cos_eps) * mean))
+
+
+@merge_method(returns=SAME, varargs=Tensor(SAME), label="Geometric median", category="ties",
+              help="The point with the least total distance to all models (Weiszfeld's algorithm, "
+                   "whole-tensor distances); robust to one outlier model.")
+def geometric_median(*models, eps=Float(1e-6, minimum=0.0, minimum_open=True, help="Smallest distance used."),
+                     maxiter=Int(100, minimum=0, help="Most iterations."),
+                     ftol=Float(1e-20, minimum=0.0, help="Stop when the objective changes by less than this "
+                                                         "fraction.")):
+    if models[0].numel() == 0:
+        return models[0].clone()
+    return weiszfeld(models, eps, maxiter, ftol)
+
+
+def _weighted_mean(points, weights=None):
+    if weights is None:
+        return sum(points) / len(points)
+    total = torch.zeros_like(points[0])
+    for w, p in zip(weights, points):
+        total.add_(p * w)
+    return total / weights.sum()
+
+
+def weiszfeld(points: Sequence[torch.Tensor], eps: float, maxiter: int, ftol: float) -> torch.Tensor:
+    """Weiszfeld iterations from the mean: weights 1/max(‖x_i - m‖, eps), until the mean distance
+    changes by at most ``ftol`` of itself."""
+    median = _weighted_mean(points)
+    distances = _distances(points, median)
+    objective = distances.mean()
+    for _ in range(max(0, int(maxiter))):
+        median = _weighted_mean(points, 1 / torch.clamp(distances, min=eps))
+        distances = _distances(points, median)
+        previous, objective = objective, distances.mean()
+        if abs(previous - objective) <= ftol * objective:
+            break
+    return median
+
+
+def _distances(points, median):
+    return torch.stack([torch.dist(p, median) for p in points])
