@@ -1,0 +1,231 @@
+"""Matching a LoRA file's modules to an architecture's keys, and telling which model it is for.
+
+:func:`analyse` reads a LoRA file's header (and its scalar ``alpha`` tensors), groups the keys
+into modules, checks every module, and matches each one by name and by shape against an
+architecture's key table. The result says, for every checkpoint key the LoRA changes, which
+modules (and which rows of the key) contribute, and lists every module that matches nothing,
+so nothing a LoRA holds is dropped without being reported.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..arch.base import Architecture, architecture_ids, resolve_architecture
+from ..errors import ArchitectureMismatch
+from .algorithms import Algorithm
+from .formats import group
+from .modules import detect_algorithm
+from .naming import Part, lora_names
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """One module of a LoRA file: its algorithm and its tensors (name in module → file key)."""
+
+    name: str
+    algorithm: Algorithm
+    tensors: Tuple[Tuple[str, str], ...]
+    shapes: Tuple[Tuple[str, Tuple[int, ...]], ...]
+
+    @property
+    def keys(self) -> Mapping[str, str]:
+        return dict(self.tensors)
+
+    def shape(self, tensor: str) -> Optional[Tuple[int, ...]]:
+        return dict(self.shapes).get(tensor)
+
+
+@dataclass
+class LoraFile:
+    """A LoRA file grouped into checked modules (no architecture involved yet)."""
+
+    path: str
+    modules: Dict[str, LoraModule]
+    other_keys: List[str]
+
+
+@dataclass
+class Match:
+    """How one LoRA file meets one architecture."""
+
+    lora: LoraFile
+    architecture: Architecture
+    weights: Dict[str, List[Tuple[LoraModule, Part]]] = field(default_factory=dict)  # checkpoint key -> parts
+    biases: Dict[str, List[Tuple[LoraModule, Part]]] = field(default_factory=dict)
+    unmatched: List[str] = field(default_factory=list)      # module names no key answers to
+    misfits: List[Tuple[str, str]] = field(default_factory=list)  # (module, why): named right, wrong shape
+
+    @property
+    def matched(self) -> int:
+        return len(self.lora.modules) - len(self.unmatched) - len(self.misfits)
+
+    def report(self, examples: int = 5) -> str:
+        """One line on what did not match, or ''."""
+        bad = self.unmatched + [m for m, _ in self.misfits]
+        if not bad:
+            return ""
+        shown = ", ".join(bad[:examples]) + (f" and {len(bad) - examples} more" if len(bad) > examples else "")
+        return (f"{len(bad)} of {len(self.lora.modules)} modules of {self.lora.path} match nothing in "
+                f"{self.architecture.identifier}: {shown}")
+
+
+def read_lora(path: str, tensors: Mapping[str, Tuple[Tuple[int, ...], object]], read_scalar) -> LoraFile:
+    """Group and check a LoRA file's tensors.
+
+    Args:
+        path: the file, for messages.
+        tensors: stored key → (shape, dtype) from the header.
+        read_scalar: key → tensor, used for ``alpha``/``scale``/``on_input`` (one element each).
+
+    Raises:
+        SafetensorsError: a malformed module (see :func:`~.modules.detect_algorithm`).
+    """
+    grouped, other = group(tensors, path)
+    modules: Dict[str, LoraModule] = {}
+    for name, keys in grouped.items():
+        view = {}
+        for tensor, key in keys.items():
+            shape = tuple(tensors[key][0])
+            view[tensor] = read_scalar(key) if tensor in ("alpha", "scale", "on_input") else shape
+        algo = detect_algorithm(name, view, path)
+        modules[name] = LoraModule(name, algo, tuple(sorted(keys.items())),
+                                   tuple((t, tuple(tensors[k][0])) for t, k in sorted(keys.items())))
+    return LoraFile(path, modules, other)
+
+
+def implied_shape(module: LoraModule) -> Optional[Tuple[int, int]]:
+    """(out, in·kernel) of the module's ΔW when its tensors say so without the target weight."""
+    s = module.shape
+    name = module.algorithm.name
+    if name == "lora":
+        up, down, mid = s("lora_up.weight"), s("lora_down.weight"), s("lora_mid.weight")
+        inner = math.prod(down[1:]) * (math.prod(mid[2:]) if mid else 1)
+        return up[0], inner
+    if name == "loha":
+        a, b, core = s("hada_w1_a"), s("hada_w1_b"), s("hada_t1")
+        if core:
+            return a[1], b[1] * math.prod(core[2:])
+        return a[0], math.prod(b[1:])
+    if name == "lokr":
+        w1 = s("lokr_w1") or (s("lokr_w1_a")[0], s("lokr_w1_b")[1])
+        if s("lokr_w2"):
+            w2 = s("lokr_w2")
+            w2 = (w2[0], math.prod(w2[1:]))
+        elif s("lokr_t2"):
+            w2 = (s("lokr_w2_a")[1], s("lokr_w2_b")[1] * math.prod(s("lokr_t2")[2:]))
+        else:
+            w2 = (s("lokr_w2_a")[0], math.prod(s("lokr_w2_b")[1:]))
+        return w1[0] * w2[0], w1[1] * w2[1]
+    if name == "full":
+        d = s("diff")
+        return d[0], math.prod(d[1:])
+    if name == "norm":
+        return math.prod(s("w_norm")), 1
+    return None
+
+
+def fits(module: LoraModule, target: Tuple[int, ...]) -> Optional[str]:
+    """Why the module's ΔW cannot apply to a weight (or row slice) of shape ``target``, or None."""
+    out = target[0] if target else 1
+    rest = math.prod(target[1:]) if len(target) > 1 else 1
+    implied = implied_shape(module)
+    name = module.algorithm.name
+    if implied is not None:
+        if implied == (out, rest) or math.prod(implied) == out * rest and name == "norm":
+            return None
+        # a 4-channel LoRA on a 9-channel inpainting conv_in: zero-padded, as the WebUI does
+        if len(target) == 4 and implied[0] == out and implied[1] < rest and implied[1] % (target[2] * target[3]) == 0:
+            return None
+        return f"its ΔW is {implied[0]}×{implied[1]} but the weight is {list(target)}"
+    if name == "ia3":
+        n = math.prod(module.shape("weight"))
+        return None if n in (out, target[1] if len(target) > 1 else out) else f"{n} scales for a weight {list(target)}"
+    if name == "oft":
+        b = module.shape("oft_blocks") or module.shape("oft_diag")
+        rows = b[0] * b[1] if len(b) == 3 else b[1] * b[2]
+        return None if rows == out else f"rotates {rows} rows of a weight {list(target)}"
+    if name == "glora":
+        outs = {module.shape("b1.weight")[0], module.shape("b2.weight")[0]}
+        return None if out in outs else f"does not produce {out} rows"
+    return None
+
+
+_names_lock = threading.Lock()
+_names_cache: Dict[str, Dict[str, List[Part]]] = {}
+
+
+def names_of(arch: Architecture) -> Dict[str, List[Part]]:
+    with _names_lock:
+        names = _names_cache.get(arch.identifier)
+    if names is None:
+        names = lora_names(arch)
+        with _names_lock:
+            _names_cache[arch.identifier] = names
+    return names
+
+
+def match(lora: LoraFile, arch: Architecture) -> Match:
+    """Match every module of ``lora`` to ``arch`` by name, then by shape."""
+    names = names_of(arch)
+    result = Match(lora, arch)
+    for module in lora.modules.values():
+        parts = names.get(module.name)
+        if not parts:
+            result.unmatched.append(module.name)
+            continue
+        why = None
+        for part in parts:
+            target = tuple(arch.keys[part.key].shape)
+            if part.rows is not None:
+                target = (part.rows[1] - part.rows[0],) + target[1:]
+            why = fits(module, target)
+            if why is not None:
+                break
+        if why is not None:
+            result.misfits.append((module.name, why))
+            continue
+        for part in parts:
+            result.weights.setdefault(part.key, []).append((module, part))
+            if part.bias is not None and module.algorithm.bias_delta is not None:
+                result.biases.setdefault(part.bias, []).append((module, part))
+    return result
+
+
+def best_match(lora: LoraFile, ids: Optional[Sequence[str]] = None) -> Optional[Match]:
+    """The architecture that explains most of the LoRA's modules (None if none explains any)."""
+    best = None
+    for ident in ids or architecture_ids():
+        try:
+            arch = resolve_architecture(ident)
+        except Exception:  # an architecture whose table cannot be built is no candidate
+            continue
+        m = match(lora, arch)
+        if m.matched and (best is None or m.matched > best.matched):
+            best = m
+    return best
+
+
+def match_for(lora: LoraFile, arch: Architecture) -> Match:
+    """Match to the architecture it is applied to, failing loudly when it is for another one.
+
+    Raises:
+        ArchitectureMismatch: nothing matches (naming the architecture the LoRA is for, when one
+            of the known architectures explains it better).
+    """
+    m = match(lora, arch)
+    best = best_match(lora)
+    if best is not None and best.architecture.identifier != arch.identifier and best.matched > m.matched:
+        raise ArchitectureMismatch(
+            f"LoRA {lora.path} is for {best.architecture.identifier} ({best.matched} of "
+            f"{len(lora.modules)} modules match it), not {arch.identifier} ({m.matched} match)",
+            f"apply it to a {best.architecture.identifier} model")
+    if m.matched == 0:
+        sample = ", ".join(sorted(lora.modules)[:3])
+        raise ArchitectureMismatch(
+            f"LoRA {lora.path} matches nothing in {arch.identifier}: none of its {len(lora.modules)} "
+            f"modules ({sample}, ...) names a weight of that model",
+            "check that the LoRA was made for this kind of model")
+    return m
