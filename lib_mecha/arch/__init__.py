@@ -13,6 +13,11 @@ BUILTIN = (
     ("sd1-ldm", "sd1", "build"),
     ("sdxl-sgm", "sdxl", "build"),
     ("sdxl_refiner-sgm", "sdxl", "build_refiner"),
+    ("sd2-ldm", "sd2", "build"),
+    ("sd3-comfyui", "sd3", "build"),
+    ("sd3.5_large-comfyui", "sd3", "build_35_large"),
+    ("sd3.5_medium-comfyui", "sd3", "build_35_medium"),
+    ("flux-flux", "flux", "build"),
 )
 
 

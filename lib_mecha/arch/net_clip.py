@@ -25,7 +25,7 @@ class ClipText:
     projection: int = 0  # text_projection output size; 0 = none
 
 
-CLIP_L = ClipText(layers=12, width=768, mlp=3072)
+CLIP_L = ClipText(layers=12, width=768, mlp=3072, projection=768)
 CLIP_G = ClipText(layers=32, width=1280, mlp=5120, projection=1280)
 OPENCLIP_H = ClipText(layers=24, width=1024, mlp=4096, projection=1024)
 

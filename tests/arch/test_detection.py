@@ -108,3 +108,48 @@ def test_shape_mismatch_is_reported():
 def test_empty_file():
     assert arch.detect([]) is None
     assert explain_detection([]) == "unrecognised model: the file holds no tensors"
+
+
+def test_sd1_and_sd2_unet_only_files_tie_on_names_and_split_on_shapes():
+    sd1, sd2 = _table("sd1-ldm"), _table("sd2-ldm")
+    unet = sd1.keys_of("diffuser")
+    assert set(unet) == set(sd2.keys_of("diffuser"))  # the same names...
+    assert arch.detect(unet, _shapes("sd2-ldm", unet)) is sd2  # ...told apart by shapes
+    assert arch.detect(unet, _shapes("sd1-ldm", unet)) is sd1
+    assert arch.detect(list(sd2.mandatory)) is sd2
+
+
+def test_sd3_family():
+    for ident in ("sd3-comfyui", "sd3.5_large-comfyui", "sd3.5_medium-comfyui"):
+        t = _table(ident)
+        assert arch.detect(list(t.mandatory), _shapes(ident, t.mandatory)) is t, ident
+    # an SD3 medium file is not taken for SD3.5 medium, even without shapes
+    sd3 = _table("sd3-comfyui")
+    assert arch.detect(list(sd3.mandatory)) is sd3
+
+
+def test_flux_transformer_only_with_bare_names_and_schnell(tmp_path):
+    t = _table("flux-flux")
+    bare = [k[len("model.diffusion_model."):] for k in t.keys_of("diffuser")]
+    assert "double_blocks.0.img_attn.qkv.weight" in bare
+    assert arch.detect(bare) is t
+    schnell = [k for k in bare if not k.startswith("guidance_in.")]
+    assert arch.detect(schnell) is t
+    assert explain_detection(schnell).startswith("recognised as flux-flux (knows 776 of 776 keys")
+
+
+def test_sharded_checkpoint_keys_are_detected_as_one_model(tmp_path):
+    import json
+    sd = random_state_dict("flux-flux", seed=3, shape_divisor=512, components=("diffuser",))
+    keys = list(sd)
+    half = len(keys) // 2
+    weight_map = {}
+    for i, part in enumerate((keys[:half], keys[half:])):
+        name = f"model-0000{i + 1}-of-00002.safetensors"
+        save_file({k[len("model.diffusion_model."):]: sd[k] for k in part}, str(tmp_path / name))
+        weight_map.update({k[len("model.diffusion_model."):]: name for k in part})
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert arch.detect(list(index["weight_map"])).identifier == "flux-flux"
+    # neither shard alone is more than a part, but each is still recognised by its names
+    assert arch.detect(list(weight_map)[:half]).identifier == "flux-flux"
