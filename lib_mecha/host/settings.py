@@ -1,0 +1,63 @@
+"""The extension's WebUI settings (section "Mecha"), and merge options built from them.
+
+Settings are registered in ``on_ui_settings`` but always read with ``opts.data.get(key, default)``
+(through ``Host.option``), because API-only mode never runs the settings UI (webui-host §1.8).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from .base import OptionSpec
+
+SECTION = ("mecha", "Mecha")
+
+OPTIONS: List[OptionSpec] = [
+    OptionSpec("mecha_merge_device", "auto", "Merge device", "choice",
+               choices=("auto", "cpu", "cuda", "mps"),
+               help="auto: the WebUI's own device"),
+    OptionSpec("mecha_compute_dtype", "fp32", "Compute dtype", "choice", choices=("fp32", "fp64", "fp16", "bf16")),
+    OptionSpec("mecha_output_dtype", "fp16", "Default output dtype of saved merges", "choice",
+               choices=("fp16", "bf16", "fp32", "keep")),
+    OptionSpec("mecha_threads", 2, "Worker threads", "slider", minimum=0, maximum=16, step=1),
+    OptionSpec("mecha_memory_budget_mb", 1024, "Memory budget for tensors in flight (MiB)", "number",
+               minimum=16),
+    OptionSpec("mecha_save_dir", "", "Save folder, relative to the checkpoint folder (empty: the folder itself)",
+               "text"),
+]
+
+DEFAULTS: Dict[str, Any] = {o.key: o.default for o in OPTIONS}
+
+
+def read(host, key: str) -> Any:
+    """The current value of one of our settings, its default when unset or unregistered."""
+    return host.option(key, DEFAULTS[key])
+
+
+def merge_option_values(host, for_hot_load: bool = False) -> Dict[str, Any]:
+    """Keyword values for :class:`lib_mecha.MergeOptions` from the settings and the host.
+
+    A hot-loaded merge is produced in the host's working dtype when that is a float16/bfloat16/
+    float32 dtype; a saved merge uses the "Default output dtype" setting.
+    """
+    device = str(read(host, "mecha_merge_device") or "auto")
+    if device == "auto":
+        device = str(host.device())
+    values: Dict[str, Any] = {
+        "device": device,
+        "compute_dtype": str(read(host, "mecha_compute_dtype")),
+        "output_dtype": str(read(host, "mecha_output_dtype")),
+        "threads": _int(read(host, "mecha_threads"), DEFAULTS["mecha_threads"]),
+        "memory_budget_mb": max(16, _int(read(host, "mecha_memory_budget_mb"), DEFAULTS["mecha_memory_budget_mb"])),
+        "model_dirs": tuple(str(d) for d in host.checkpoint_dirs() + host.lora_dirs()),
+    }
+    if for_hot_load:
+        name = str(host.work_dtype()).replace("torch.", "")
+        values["output_dtype"] = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(name, "fp16")
+    return values
+
+
+def _int(value, default: int) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,340 @@
+"""What every WebUI host (A1111 and the Forge family) shares: folders, catalogue, lock, previews.
+
+The WebUI's ``modules`` package is imported inside methods only. Subclasses implement
+``_hot_load_locked`` and ``_restore_locked``, which run while the host's ``queue_lock`` is held.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import Busy, HostError, MechaError
+from .base import LoadedModel, MergeIdentity, ModelRef, OptionSpec, PreviewParams
+from .checkpoint_info import is_unsaved
+from .compat import arch_of_model
+from .paths import require_inside, unique_dirs
+from .recipes import INFOTEXT_KEY, RecipeStore
+
+MODEL_EXTS = (".safetensors", ".ckpt")
+NETWORK_EXTS = (".safetensors", ".pt", ".ckpt")
+
+
+def m(name: str):
+    """A module of the WebUI (``modules.<name>``), imported on demand."""
+    return importlib.import_module(f"modules.{name}")
+
+
+class StateProgress:
+    """A ProgressSink that reports through the host's ``shared.state`` (progress bar, Interrupt)."""
+
+    def __init__(self, state):
+        self.state = state
+        self.total = 0
+        self.done = 0
+
+    def begin(self, total: int, text: str = "") -> None:
+        self.total, self.done = max(0, int(total)), 0
+        self.state.job_count = 1
+        self.state.sampling_steps = self.total
+        self.state.sampling_step = 0
+        self.state.textinfo = text or "Mecha"
+
+    def step(self, n: int = 1, text: str = "") -> None:
+        self.done += n
+        self.state.sampling_step = min(self.done, self.total) if self.total else self.done
+        if text:
+            self.state.textinfo = text
+
+    def end(self) -> None:
+        self.state.textinfo = None
+
+
+class WebUIHost:
+    """Shared behaviour of the WebUI hosts. Thread safe; model work runs under ``queue_lock``."""
+
+    name = "webui"
+    label_is_title = True  # A1111 dropdowns show titles; Forge shows names (sd_models.checkpoint_tiles)
+
+    def __init__(self):
+        self._ident: Optional[MergeIdentity] = None
+        self._original = None           # host-specific record of what a restore brings back
+        self._replaced_callbacks: List[Callable[[], None]] = []
+        self._own_load = threading.local()
+        self.recipes = RecipeStore(self.data_dir())
+
+    # --- identity -------------------------------------------------------------------------
+    @property
+    def gradio_major(self) -> int:
+        import gradio
+        return int(gradio.__version__.split(".")[0])
+
+    # --- paths ----------------------------------------------------------------------------
+    def _cmd(self, name: str, default=None):
+        return getattr(m("shared").cmd_opts, name, default)
+
+    def checkpoint_dirs(self) -> List[Path]:
+        return unique_dirs([self._cmd("ckpt_dir"), m("sd_models").model_path])
+
+    def default_save_dir(self) -> Path:
+        base = Path(self._cmd("ckpt_dir") or m("sd_models").model_path)
+        sub = str(self.option("mecha_save_dir", "") or "").strip()
+        target = Path(os.path.abspath(base / sub)) if sub else base
+        return require_inside(target, [base], "save folder (setting mecha_save_dir)")
+
+    def lora_dirs(self) -> List[Path]:
+        models = m("paths").models_path
+        return unique_dirs([self._cmd("lora_dir") or os.path.join(models, "Lora"),
+                            self._cmd("lyco_dir_backcompat")])
+
+    def vae_dirs(self) -> List[Path]:
+        sd_vae = m("sd_vae")
+        return unique_dirs([getattr(sd_vae, "vae_path", None), self._cmd("vae_dir")])
+
+    def model_roots(self) -> List[Path]:
+        return unique_dirs([*self.checkpoint_dirs(), *self.lora_dirs(), *self.vae_dirs(), m("paths").models_path])
+
+    def data_dir(self) -> Path:
+        return Path(m("paths").data_path) / "mecha"
+
+    def outputs_dir(self, kind: str = "txt2img") -> Path:
+        opts = m("shared").opts
+        return Path(opts.data.get("outdir_samples") or opts.data.get(f"outdir_{kind}_samples")
+                    or os.path.join(m("paths").data_path, "outputs", f"{kind}-images"))
+
+    # --- catalogue ------------------------------------------------------------------------
+    def _ref(self, info) -> ModelRef:
+        label = info.title if self.label_is_title else info.name
+        return ModelRef(label=label, path=str(info.filename), name=info.name, sha256=getattr(info, "sha256", None))
+
+    def list_checkpoints(self) -> List[ModelRef]:
+        infos = list(m("sd_models").checkpoints_list.values())
+        return [self._ref(i) for i in infos
+                if not is_unsaved(i) and str(i.filename).lower().endswith(MODEL_EXTS)]
+
+    def resolve_checkpoint(self, label: str) -> Optional[ModelRef]:
+        if not label:
+            return None
+        sd_models = m("sd_models")
+        info = sd_models.get_closet_checkpoint_match(label)
+        if info is None and os.path.isabs(label):
+            real = os.path.realpath(label)
+            info = next((i for i in sd_models.checkpoints_list.values()
+                         if os.path.realpath(i.filename) == real), None)
+        if info is None or is_unsaved(info):
+            return None
+        return self._ref(info)
+
+    def refresh_checkpoints(self) -> None:
+        m("sd_models").list_models()
+        self._after_refresh()
+
+    def _after_refresh(self) -> None:
+        """Hook: re-register what a refresh dropped (A1111 keeps its merge registered)."""
+
+    def _walk(self, dirs: Sequence[Path], exts: Tuple[str, ...]) -> List[ModelRef]:
+        out, seen = [], set()
+        for d in dirs:
+            for root, _, files in os.walk(d, followlinks=True):
+                for f in sorted(files):
+                    path = os.path.join(root, f)
+                    if f.lower().endswith(exts) and path not in seen:
+                        seen.add(path)
+                        rel = os.path.relpath(path, d)
+                        out.append(ModelRef(label=os.path.splitext(rel)[0], path=path, name=rel))
+        return out
+
+    def list_loras(self) -> List[ModelRef]:
+        return self._walk(self.lora_dirs(), NETWORK_EXTS)
+
+    def list_vaes(self) -> List[ModelRef]:
+        sd_vae = m("sd_vae")
+        with contextlib.suppress(Exception):
+            sd_vae.refresh_vae_list()
+        return [ModelRef(label=k, path=str(v), name=os.path.basename(str(v)))
+                for k, v in dict(getattr(sd_vae, "vae_dict", {})).items()]
+
+    # --- runtime --------------------------------------------------------------------------
+    def device(self):
+        return m("devices").device
+
+    def work_dtype(self):
+        return m("devices").dtype
+
+    def free_memory(self) -> None:
+        m("devices").torch_gc()
+
+    # --- jobs -----------------------------------------------------------------------------
+    def _call_model_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run model work where the host runs it (Forge: its main thread)."""
+        return fn(*args)
+
+    def run_exclusive(self, fn: Callable[..., Any], *args: Any, job: str = "mecha", wait: float = 0.0) -> Any:
+        """Run ``fn(*args)`` holding the host's ``queue_lock`` (shared with generation).
+
+        Raises :class:`Busy` when the lock stays taken for ``wait`` seconds. Never call it
+        from inside a generation hook: the lock is not reentrant.
+        """
+        lock = m("call_queue").queue_lock
+        deadline = time.monotonic() + max(0.0, wait)
+        while not lock.acquire(blocking=False):
+            if time.monotonic() >= deadline:
+                raise Busy(f"the WebUI is busy with a generation or another merge; {job} was not started",
+                           "try again when it finishes")
+            time.sleep(0.05)
+        state = m("shared").state
+        try:
+            state.begin(job=f"mecha {job}")
+            try:
+                return self._call_model_thread(fn, *args)
+            finally:
+                state.end()
+        finally:
+            lock.release()
+
+    def progress(self) -> StateProgress:
+        return StateProgress(m("shared").state)
+
+    def interrupted(self) -> bool:
+        state = m("shared").state
+        return bool(getattr(state, "interrupted", False) or getattr(state, "stopping_generation", False))
+
+    # --- model ----------------------------------------------------------------------------
+    def _live_model(self):
+        """The loaded model object, without triggering A1111's lazy load (webui-host §3.6.13)."""
+        model = m("sd_models").model_data.sd_model
+        return model if model is not None and hasattr(model, "sd_checkpoint_info") else None
+
+    def current_model(self) -> Optional[LoadedModel]:
+        model = self._live_model()
+        if model is None:
+            return None
+        info = model.sd_checkpoint_info
+        ident = self._ident if is_unsaved(info) else None
+        label = info.title if self.label_is_title else info.name
+        return LoadedModel(label=label, path=None if ident else str(info.filename), arch=arch_of_model(model),
+                           is_merge=ident is not None, identity=ident)
+
+    def hot_loaded(self) -> Optional[MergeIdentity]:
+        return self._ident
+
+    def hot_load(self, state_dict: Dict[str, Any], ident: MergeIdentity, wait: float = 0.0) -> None:
+        """Put ``state_dict`` (consumed) into the running pipeline as ``ident``.
+
+        On failure the previous model is restored and the error is raised.
+        """
+        self.recipes.remember(ident)
+        self.run_exclusive(self._guarded_hot_load, state_dict, ident, job="hot-load", wait=wait)
+
+    def _guarded_hot_load(self, state_dict, ident) -> None:
+        self._own_load.active = True
+        self._touching = False  # set by _hot_load_locked just before it changes the loaded model
+        try:
+            self._hot_load_locked(state_dict, ident)
+            self._ident = ident
+        except Exception as exc:
+            state_dict.clear()
+            if self._touching:
+                with contextlib.suppress(Exception):
+                    self._restore_locked()
+            elif self._ident is None:
+                self._original = None  # nothing was changed and no merge is loaded
+            if isinstance(exc, MechaError):
+                raise
+            raise HostError(f"hot-load of {ident.display_name} failed: {exc}",
+                            "the previous model was restored") from exc
+        finally:
+            self._own_load.active = False
+
+    def restore(self, wait: float = 0.0) -> None:
+        """Bring back the checkpoint that was loaded before the first hot-load (no-op without one)."""
+        if self._original is None and self._ident is None:
+            return
+        self.run_exclusive(self._guarded_restore, job="restore", wait=wait)
+
+    def _guarded_restore(self) -> None:
+        self._own_load.active = True
+        try:
+            self._restore_locked()
+        finally:
+            self._own_load.active = False
+
+    def _hot_load_locked(self, state_dict, ident) -> None:  # pragma: no cover - abstract
+        raise HostError(f"{self.name}: hot-loading is not supported")
+
+    def _restore_locked(self) -> None:  # pragma: no cover - abstract
+        self._forget()
+
+    def _forget(self) -> None:
+        self._ident = None
+        self._original = None
+
+    def notice_model_loaded(self, sd_model) -> None:
+        """``on_model_loaded`` hook: the host replaced our merge by another model."""
+        if getattr(self._own_load, "active", False) or self._ident is None:
+            return
+        if is_unsaved(getattr(sd_model, "sd_checkpoint_info", None)):
+            return
+        self._forget()
+        for cb in list(self._replaced_callbacks):
+            with contextlib.suppress(Exception):
+                cb()
+
+    def on_model_replaced(self, callback: Callable[[], None]) -> None:
+        if callback not in self._replaced_callbacks:
+            self._replaced_callbacks.append(callback)
+
+    def close(self) -> None:
+        """Unload hook: bring the user's model back and drop all state (Reload UI)."""
+        with contextlib.suppress(Exception):
+            self.restore(wait=60.0)
+        self._forget()
+        self._replaced_callbacks.clear()
+
+    # --- generation -----------------------------------------------------------------------
+    def generate(self, params: PreviewParams, extra_infotext: Optional[Dict[str, str]] = None,
+                 wait: float = 0.0) -> List[Tuple[Any, str]]:
+        """txt2img through the host's own processing; the infotext carries ``Mecha recipe``."""
+        extra = dict(extra_infotext or {})
+        if self._ident is not None:
+            extra.setdefault(INFOTEXT_KEY, self._ident.short_id)
+        return self.run_exclusive(self._generate_locked, params, extra, job="preview", wait=wait)
+
+    def _generate_locked(self, params: PreviewParams, extra: Dict[str, str]):
+        processing, shared = m("processing"), m("shared")
+        opts = shared.opts
+        cls = processing.StableDiffusionProcessingTxt2Img
+        wanted = dict(prompt=params.prompt, negative_prompt=params.negative_prompt, seed=int(params.seed),
+                      steps=int(params.steps), width=int(params.width), height=int(params.height),
+                      cfg_scale=float(params.cfg_scale), sampler_name=params.sampler_name,
+                      batch_size=int(params.batch_size), n_iter=1, styles=[],
+                      outpath_samples=str(self.outputs_dir("txt2img")),
+                      outpath_grids=opts.data.get("outdir_grids") or opts.data.get("outdir_txt2img_grids"),
+                      do_not_save_samples=not params.save, do_not_save_grid=True,
+                      override_settings={}, enable_hr=False, refiner_checkpoint=None)
+        known = {f.name for f in fields(cls)} if hasattr(cls, "__dataclass_fields__") else set(wanted)
+        p = cls(**{k: v for k, v in wanted.items() if k in known})
+        p.scripts = None   # process_images guards every script hook with `if p.scripts is not None`
+        p.script_args = []
+        p.extra_generation_params.update(extra)
+        with contextlib.closing(p):
+            processed = processing.process_images(p)
+        tqdm = getattr(shared, "total_tqdm", None)
+        if tqdm is not None:
+            with contextlib.suppress(Exception):
+                tqdm.clear()
+        return list(zip(processed.images, processed.infotexts))
+
+    # --- settings -------------------------------------------------------------------------
+    def option(self, key: str, default: Any = None) -> Any:
+        opts = m("shared").opts
+        return opts.data.get(key, default)
+
+    def register_options(self, specs: Sequence[OptionSpec]) -> None:
+        from .settings_ui import add_options
+        add_options(m("shared"), specs)

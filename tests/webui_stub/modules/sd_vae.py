@@ -1,0 +1,16 @@
+"""modules/sd_vae.py: vae_dict (name → path) from models/VAE and --vae-dir."""
+import os
+
+from modules import paths, shared
+
+vae_path = os.path.abspath(os.path.join(paths.models_path, "VAE"))
+vae_dict = {}
+
+
+def refresh_vae_list():
+    vae_dict.clear()
+    for folder in [vae_path, shared.cmd_opts.vae_dir]:
+        if folder and os.path.isdir(folder):
+            for f in sorted(os.listdir(folder)):
+                if f.endswith((".safetensors", ".pt", ".ckpt")):
+                    vae_dict[f] = os.path.join(folder, f)
