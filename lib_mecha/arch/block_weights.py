@@ -90,12 +90,32 @@ def make_converter(name: str, layout_id: str, help_text: str):
                         label=f"Blocks of {layout_id}", help=help_text)
 
 
-convert_sd1_blocks_to_ldm = make_converter(
-    "convert_sd1_blocks_to_ldm", "sd1-supermerger_blocks",
-    "A value per SD1 block (BASE, IN00-IN11, M00, OUT00-OUT11) spread over the sd1-ldm keys.")
-convert_sdxl_blocks_to_sgm = make_converter(
-    "convert_sdxl_blocks_to_sgm", "sdxl-supermerger_blocks",
-    "A value per SDXL block (BASE, IN00-IN08, M00, OUT00-OUT08, VAE) spread over the sdxl-sgm keys.")
+BUILTIN_CONVERTERS = (  # (method name, layout): sd-mecha's names for sd-mecha's layouts
+    ("convert_sd1_blocks_to_ldm", "sd1-supermerger_blocks"),
+    ("convert_sdxl_blocks_to_sgm", "sdxl-supermerger_blocks"),
+    ("convert_sd2_blocks_to_ldm", "sd2-supermerger_blocks"),
+    ("convert_sdxl_refiner_blocks_to_sgm", "sdxl_refiner-mecha_blocks"),
+    ("convert_sd3_blocks_to_comfyui", "sd3-mecha_blocks"),
+    ("convert_sd35_large_blocks_to_comfyui", "sd3.5_large-mecha_blocks"),
+    ("convert_sd35_medium_blocks_to_comfyui", "sd3.5_medium-mecha_blocks"),
+    ("convert_flux_blocks_to_flux", "flux-mecha_blocks"),
+)
+
+
+def _register_converters():
+    from ..methods.registry import all_methods
+    for name, layout_id in BUILTIN_CONVERTERS:
+        if name in all_methods():  # a reloaded module: the registry outlives it
+            CONVERTERS[name] = layout_id
+            continue
+        layout = resolve_layout(layout_id)
+        shown = ", ".join(layout.blocks) if len(layout.blocks) <= 8 else \
+            f"{', '.join(layout.blocks[:3])}, ..., {layout.blocks[-1]}"
+        make_converter(name, layout_id, f"A value per block of {layout_id} ({shown}) spread over the "
+                                        f"{layout.architecture} keys.")
+
+
+_register_converters()
 
 
 def converter_for(layout_id: str) -> str:

@@ -14,6 +14,9 @@ Layouts with sd-mecha's identifiers keep sd-mecha's key -> block map:
   ``OUT00``-``OUT08``, ``VAE``. As SD1, with ``label_emb`` in ``BASE``, ``out.*`` in ``OUT08`` and
   ``first_stage_model.*`` in ``VAE``; the text encoders are ``BASE``.
 
+``sd2-supermerger_blocks`` and ``sdxl_refiner-mecha_blocks`` apply the same rule to SD2 and to
+the 4-level SDXL refiner UNet; the transformer layouts are described in ``layouts_dit``.
+
 Each layout is also registered as a tiny architecture of scalar keys (one per block), the way
 sd-mecha declares block configs, so ``literal({...}, config="sd1-supermerger_blocks")`` resolves.
 """
@@ -152,6 +155,18 @@ def _sd1_layout() -> BlockLayout:
                        "SD1 blocks (SuperMerger): BASE, IN00-IN11, M00, OUT00-OUT11")
 
 
+def _sd2_layout() -> BlockLayout:
+    return BlockLayout("sd2-supermerger_blocks", "sd2-ldm", unet_blocks(12),
+                       unet_rule("OUT11", (".time_embed",), None),
+                       "SD2 blocks (as SD1): BASE, IN00-IN11, M00, OUT00-OUT11")
+
+
+def _sdxl_refiner_layout() -> BlockLayout:
+    return BlockLayout("sdxl_refiner-mecha_blocks", "sdxl_refiner-sgm", unet_blocks(12, ("VAE",)),
+                       unet_rule("OUT11", (".time_embed", ".label_emb"), "VAE"),
+                       "SDXL refiner blocks: BASE, IN00-IN11, M00, OUT00-OUT11, VAE")
+
+
 def _sdxl_layout() -> BlockLayout:
     return BlockLayout("sdxl-supermerger_blocks", "sdxl-sgm", unet_blocks(9, ("VAE",)),
                        unet_rule("OUT08", (".time_embed", ".label_emb"), "VAE"),
@@ -161,10 +176,13 @@ def _sdxl_layout() -> BlockLayout:
 BUILTIN_LAYOUTS = {
     "sd1-supermerger_blocks": _sd1_layout,
     "sdxl-supermerger_blocks": _sdxl_layout,
+    "sd2-supermerger_blocks": _sd2_layout,
+    "sdxl_refiner-mecha_blocks": _sdxl_refiner_layout,
 }
 
 
-def register_builtin_layouts(extra: Dict[str, Callable[[], BlockLayout]] = None) -> None:
-    for ident, factory in {**BUILTIN_LAYOUTS, **(extra or {})}.items():
+def register_builtin_layouts() -> None:
+    from .layouts_dit import DIT_LAYOUTS
+    for ident, factory in {**BUILTIN_LAYOUTS, **DIT_LAYOUTS}.items():
         if ident not in _layouts:
             register_layout(ident, factory)

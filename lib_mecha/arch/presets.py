@@ -1,8 +1,8 @@
 """Block-weight presets: named value sets for one block layout, each with a one-line description.
 
-Presets are data. Each layout's presets live in a module of their own (``presets_sd1``,
-``presets_sdxl``, ...) listed in :data:`PRESET_MODULES`; they are loaded on first use and
-validated then: every block of the layout gets a value, and no other name appears.
+Presets are data. Each layout's presets live in a module made for its architecture
+(``presets_sd1``, ``presets_sdxl``, ``presets_dit``) and are listed in :data:`PRESET_MODULES`; they
+are loaded on first use and validated then: every block of the layout gets a value, and no other name appears.
 """
 from __future__ import annotations
 
@@ -15,9 +15,15 @@ from typing import Callable, Dict, Mapping, Sequence, Tuple
 from ..errors import ArchitectureMismatch, ParameterError, suggest
 from .layouts import resolve_layout
 
-PRESET_MODULES = {
-    "sd1-supermerger_blocks": "presets_sd1",
-    "sdxl-supermerger_blocks": "presets_sdxl",
+PRESET_MODULES = {  # layout -> (module, attribute holding {name: (description, values)})
+    "sd1-supermerger_blocks": ("presets_sd1", "PRESETS"),
+    "sd2-supermerger_blocks": ("presets_sd1", "SD2_PRESETS"),
+    "sdxl-supermerger_blocks": ("presets_sdxl", "PRESETS"),
+    "sdxl_refiner-mecha_blocks": ("presets_sd1", "REFINER_PRESETS"),
+    "sd3-mecha_blocks": ("presets_dit", "SD3_PRESETS"),
+    "sd3.5_medium-mecha_blocks": ("presets_dit", "SD3_PRESETS"),
+    "sd3.5_large-mecha_blocks": ("presets_dit", "SD35_LARGE_PRESETS"),
+    "flux-mecha_blocks": ("presets_dit", "FLUX_PRESETS"),
 }
 
 
@@ -42,10 +48,11 @@ def presets(layout_id: str) -> Dict[str, Preset]:
     with _lock:
         if layout_id in _loaded:
             return dict(_loaded[layout_id])
-    module = PRESET_MODULES.get(layout_id)
+    source = PRESET_MODULES.get(layout_id)
     table: Dict[str, Preset] = {}
-    if module is not None:
-        raw = importlib.import_module(f"{__package__}.{module}").PRESETS
+    if source is not None:
+        module, attribute = source
+        raw = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
         for name, (description, values) in raw.items():
             table[name] = _validated(layout, name, description, values)
     with _lock:
@@ -79,8 +86,9 @@ def preset(layout_id: str, name: str) -> Preset:
         return own[name]
     elsewhere = [ident for ident in PRESET_MODULES if ident != layout_id and name in presets(ident)]
     if elsewhere:
+        shown = ", ".join(list(own)[:6]) + (", ..." if len(own) > 6 else "")
         raise ArchitectureMismatch(f"preset {name!r} is for {', '.join(elsewhere)}, not {layout_id}",
-                                   f"presets of {layout_id}: {', '.join(own) or 'none'}")
+                                   f"presets of {layout_id}: {shown or 'none'}")
     hints = suggest(name, own)
     raise ParameterError("blocks", "preset", f"{layout_id} has no preset {name!r}",
                          ("did you mean " + " or ".join(repr(h) for h in hints) + "?") if hints

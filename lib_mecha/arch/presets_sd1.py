@@ -90,3 +90,9 @@ PRESETS = {
     "ALL_A": ("model A everywhere", pick(BLOCKS, (), BASE=0)),
     "ALL_B": ("model B everywhere, text encoder and VAE included", pick(BLOCKS, BLOCKS)),
 }
+
+# SD2 has the SD1 block structure: the same figures apply. The SDXL refiner's 4-level UNet has
+# the same 25 UNet blocks plus a VAE block, kept at A except in ALL_B.
+SD2_PRESETS = PRESETS
+REFINER_PRESETS = {name: (description, {**values, "VAE": values["BASE"]}) for name, (description, values)
+                   in PRESETS.items()}

@@ -163,3 +163,51 @@ def test_values_as_list_and_string():
         arch.blocks(SD1, ",".join(["1"] * 25))
     with pytest.raises(ParameterError, match="'abc' for block IN00"):
         arch.blocks(SD1, "0," + ",".join(["abc"] + ["1"] * 24))
+
+
+def test_transformer_layouts_spot_checks():
+    flux = arch.resolve_layout("flux-mecha_blocks")
+    assert len(flux.blocks) == 61 and flux.blocks[:3] == ("BASE", "IN", "DOUBLE00")
+    assert flux.blocks[-3:] == ("SINGLE37", "OUT", "VAE")
+    spots = {
+        "double_blocks.3.img_mlp.0.weight": "DOUBLE03",  # bare transformer name (alias)
+        "model.diffusion_model.double_blocks.18.txt_attn.norm.key_norm.scale": "DOUBLE18",
+        "model.diffusion_model.single_blocks.37.linear2.weight": "SINGLE37",
+        "model.diffusion_model.guidance_in.in_layer.weight": "IN",
+        "model.diffusion_model.txt_in.bias": "IN",
+        "model.diffusion_model.final_layer.linear.weight": "OUT",
+        "text_encoders.t5xxl.transformer.encoder.block.3.layer.1.DenseReluDense.wo.weight": "BASE",
+        "text_encoders.clip_l.transformer.text_model.final_layer_norm.bias": "BASE",
+        "vae.encoder.down.0.block.1.conv2.weight": "VAE",
+    }
+    for key, block in spots.items():
+        assert flux.block_of(key) == block, key
+    counts = Counter(flux.key_map().values())
+    assert counts["DOUBLE00"] == 24 and counts["SINGLE00"] == 8 and counts["OUT"] == 4 and counts["VAE"] == 244
+    sd3 = arch.resolve_layout("sd3-mecha_blocks")
+    assert len(sd3.blocks) == 28
+    assert sd3.block_of("model.diffusion_model.joint_blocks.23.context_block.attn.qkv.weight") == "JOINT23"
+    assert sd3.block_of("model.diffusion_model.pos_embed") == "IN"
+    assert sd3.block_of("model.diffusion_model.context_embedder.weight") == "IN"
+    assert sd3.block_of("model.model_sampling.sigmas") == "BASE"
+    assert sd3.block_of("first_stage_model.decoder.conv_in.weight") == "VAE"
+    counts = Counter(sd3.key_map().values())
+    assert counts["JOINT00"] == 20 and counts["JOINT23"] == 14
+    large = arch.resolve_layout("sd3.5_large-mecha_blocks")
+    assert large.blocks[-3] == "JOINT37"
+    refiner = arch.resolve_layout("sdxl_refiner-mecha_blocks")
+    assert refiner.block_of("model.diffusion_model.label_emb.0.0.weight") == "BASE"
+    assert refiner.block_of("model.diffusion_model.input_blocks.11.0.in_layers.0.weight") == "IN11"
+    assert refiner.block_of("first_stage_model.post_quant_conv.weight") == "VAE"
+    sd2 = arch.resolve_layout("sd2-supermerger_blocks")
+    assert sd2.block_of("cond_stage_model.model.transformer.resblocks.3.attn.in_proj_weight") == "BASE"
+
+
+def test_flux_converter_route():
+    values = {b: i for i, b in enumerate(arch.resolve_layout("flux-mecha_blocks").blocks)}
+    node = arch.blocks("flux-mecha_blocks", values)
+    assert node.method == "convert_flux_blocks_to_flux"
+    assert value_for(node, "model.diffusion_model.single_blocks.0.linear1.weight") == values["SINGLE00"]
+    with pytest.raises(ArchitectureMismatch, match="flux-mecha_blocks is for flux-flux, but the model being "
+                                                   "merged is sd3-comfyui"):
+        value_for(node, "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight")

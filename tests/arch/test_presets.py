@@ -55,9 +55,14 @@ def test_sdxl_presets_follow_sdxl_levels():
 
 
 def test_preset_of_another_layout_is_a_clear_error():
-    with pytest.raises(ArchitectureMismatch, match="preset 'RING10_3' is for sd1-supermerger_blocks, "
-                                                   "not sdxl-supermerger_blocks"):
+    with pytest.raises(ArchitectureMismatch) as e:
         preset("sdxl-supermerger_blocks", "RING10_3")
+    assert e.value.format_message() == (
+        "preset 'RING10_3' is for sd1-supermerger_blocks, sd2-supermerger_blocks, sdxl_refiner-mecha_blocks, "
+        "not sdxl-supermerger_blocks (presets of sdxl-supermerger_blocks: ALL_A, ALL_B, UNET_B, TEXT_B, "
+        "FLAT_25, FLAT_50, ...)")
+    with pytest.raises(ArchitectureMismatch, match="preset 'DOUBLE_B' is for flux-mecha_blocks, not sd3-mecha_blocks"):
+        preset("sd3-mecha_blocks", "DOUBLE_B")
     with pytest.raises(ArchitectureMismatch, match="preset 'CORE_SOFT' is for sdxl-supermerger_blocks"):
         arch.blocks("sd1-supermerger_blocks", "CORE_SOFT")
 

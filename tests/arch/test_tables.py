@@ -51,4 +51,8 @@ def test_mandatory_keys_exist_and_random_state_dict_fits(table):
     assert table.mandatory
     sd = random_state_dict(table.identifier, seed=1, shape_divisor=256)
     assert set(sd) == set(table.mandatory)
-    assert arch.detect(list(sd)) is table
+    found = arch.detect(list(sd))
+    if table.identifier in arch.layout_ids():  # layouts of same-shaped UNets share their block names
+        assert list(found.keys) == list(table.keys)
+    else:
+        assert found is table
