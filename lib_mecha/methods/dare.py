@@ -100,8 +100,11 @@ def overlap_pmf(n: int, p: float, overlap: float, emphasis: float) -> torch.Tens
         pmf = torch.softmax(logits, dim=0)
     # Binomial(n, p) mass of each size, divided by the number of sets of that size
     spread = p ** sizes * (1 - p) ** (n - sizes)
-    spread = spread / spread.sum()
-    pmf = torch.lerp(pmf, torch.lerp(pmf, spread, 1 - abs(2 * overlap - 1)), emphasis)
+    if emphasis != 0 and spread.sum() > 0:  # p = 0 leaves no mass to spread
+        spread = spread / spread.sum()
+        pmf = torch.lerp(pmf, torch.lerp(pmf, spread, 1 - abs(2 * overlap - 1)), emphasis)
+        pmf = pmf.clamp(min=0)  # the inner weight can extrapolate past the binomial
+        pmf = pmf / pmf.sum()
     return torch.cat([torch.tensor([p], dtype=torch.float64), pmf * (1 - p)])
 
 

@@ -9,7 +9,6 @@ UNet under ``model_ema.`` with the key's ``model.`` prefix dropped and its dots 
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Callable, Dict, Optional
 
 from ..errors import ParameterError
@@ -29,15 +28,21 @@ def _sd1_ema_name(key: str) -> Optional[str]:
 EMA_LAYOUTS["sd1-ldm"] = _sd1_ema_name
 
 
-@lru_cache(maxsize=8)
+_reverse_cache: Dict[str, tuple] = {}
+
+
 def _reverse_index(arch) -> Dict[str, str]:
-    """EMA key -> weight key, for one architecture table."""
+    """EMA key -> weight key, for one architecture table (built once per table)."""
+    cached = _reverse_cache.get(arch.identifier)
+    if cached is not None and cached[0] is arch:
+        return cached[1]
     to_ema = EMA_LAYOUTS[arch.identifier]
     index = {}
     for key in arch.keys:
         ema = to_ema(key)
         if ema is not None:
             index[ema] = key
+    _reverse_cache[arch.identifier] = (arch, index)
     return index
 
 

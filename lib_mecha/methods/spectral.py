@@ -119,7 +119,8 @@ def rotate(a=Tensor(SAME), b=Tensor(SAME),
         return a
     if is_close(alignment, 1.0) and is_close(alpha, 1.0):
         return b
-    if a.dim() <= 1 or a.numel() == 0 or torch.allclose(a.half(), b.half()):
+    if (a.dim() <= 1 or a.numel() == 0 or not (torch.isfinite(a).all() and torch.isfinite(b).all())
+            or torch.allclose(a.half(), b.half())):
         return torch.lerp(a, b, as_tensor_like(alpha, a))
     shape_2d = matrix_view_shape(a.shape)
     a_2d, b_2d = a.reshape(shape_2d), b.reshape(shape_2d)
@@ -166,8 +167,8 @@ def truncate_rank(a=Tensor(DELTA),
                                               help="Power iterations of the randomized SVD: more is more exact."),
                   approximate_basis_seed=Int(None, nullable=True, help="Seed of the randomized SVD."),
                   *, key=CurrentKey()):
-    if a.dim() < 2 or a.numel() == 0:
-        return a
+    if a.dim() < 2 or a.numel() == 0 or not torch.isfinite(a).all():
+        return a  # nothing to truncate, or no SVD of non-finite values
     a_2d = a.flatten(start_dim=1)
     max_rank = min(a_2d.shape)
     target = min(max(round(scalar("truncate_rank", "rank", rank)), 0), max_rank)

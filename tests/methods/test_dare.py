@@ -1,0 +1,73 @@
+"""ties_sum_with_dropout (DARE / DELLA) and dropout (n-supermario): exact cases at probability 0,
+statistics at other probabilities, and seeding."""
+import pytest
+import torch
+
+from method_calls import raw
+
+
+def test_dare_without_dropout_is_ties():
+    deltas = [torch.randn(6, 5) for _ in range(3)]
+    result = raw("ties_sum_with_dropout", *deltas, probability=0.0, k=0.5, apply_stock=True, seed=3)
+    assert torch.allclose(result, raw("ties_sum", *deltas, k=0.5), atol=1e-6)
+
+
+@pytest.mark.parametrize("rescale, expected_mean", [(False, 0.3), (True, 1.0)])
+def test_dare_keeps_about_one_minus_p_and_rescales(rescale, expected_mean):
+    ones = torch.ones(200, 200)
+    result = raw("ties_sum_with_dropout", ones, probability=0.7, k=1.0, apply_stock=True, rescale=rescale, seed=1)
+    kept = (result != 0).float().mean()
+    assert abs(float(kept) - 0.3) < 0.01
+    assert abs(float(result.mean()) - expected_mean) < 0.03
+
+
+def test_della_keeps_large_entries_more_often():
+    delta = torch.arange(1, 40_001, dtype=torch.float32)
+    result = raw("ties_sum_with_dropout", delta, probability=0.5, della_eps=0.8, k=1.0, apply_stock=True,
+                 rescale=False, seed=5)
+    kept = result != 0
+    small, large = kept[:10_000].float().mean(), kept[-10_000:].float().mean()
+    assert float(large) > float(small) + 0.4  # keep rates ~0.15 vs ~0.85
+
+
+def test_dare_is_seeded_per_seed_and_key():
+    d = torch.randn(50, 50)
+    run = lambda **kw: raw("ties_sum_with_dropout", d, d * 0.5, probability=0.5, k=1.0, **kw)
+    assert torch.equal(run(seed=1), run(seed=1))
+    assert not torch.equal(run(seed=1), run(seed=2))
+    assert not torch.equal(run(seed=1, key="a.weight"), run(seed=1, key="b.weight"))
+    # unseeded is sd-mecha's fixed default stream: reproducible too, and negative seeds mean the same
+    assert torch.equal(run(seed=None), run(seed=None))
+    assert torch.equal(run(seed=None), run(seed=-1))
+
+
+def test_dropout_without_dropout_averages_the_deltas():
+    deltas = [torch.randn(5, 4) for _ in range(3)]
+    result = raw("dropout", *deltas, probability=0.0, seed=0)
+    assert torch.allclose(result, sum(deltas) / 3, atol=1e-6)
+
+
+def test_dropout_independent_masks_rescale_to_the_expected_size():
+    ones = torch.ones(300, 300)
+    result = raw("dropout", ones, probability=0.5, seed=2)
+    assert set(result.unique().tolist()) <= {0.0, 2.0}
+    assert abs(float(result.mean()) - 1.0) < 0.02
+
+
+def test_dropout_even_overlap_gives_each_entry_to_exactly_one_delta():
+    d1, d2 = torch.ones(100, 100), torch.full((100, 100), 2.0)
+    result = raw("dropout", d1, d2, probability=0.0, overlap=2.0, seed=4)
+    assert set(result.unique().tolist()) == {1.0, 2.0}
+    assert abs(float((result == 1.0).float().mean()) - 0.5) < 0.03
+
+
+def test_dropout_fractional_overlap_runs_and_respects_the_drop_rate():
+    deltas = [torch.ones(100, 100) for _ in range(3)]
+    result = raw("dropout", *deltas, probability=0.6, overlap=0.7, overlap_emphasis=0.5, rescale=0.0, seed=4)
+    assert abs(float((result == 0).float().mean()) - 0.6) < 0.03
+
+
+def test_dropout_unseeded_draws_fresh_randomness_like_sd_mecha():
+    d = torch.randn(64, 64)
+    assert not torch.equal(raw("dropout", d, probability=0.5), raw("dropout", d, probability=0.5))
+    assert torch.equal(raw("dropout", d, probability=0.5, seed=9), raw("dropout", d, probability=0.5, seed=9))

@@ -1,0 +1,104 @@
+"""TIES, Model Stock and the geometric median: hand-computed cases and properties."""
+import pytest
+import torch
+
+from method_calls import raw
+
+T = torch.tensor
+
+
+def test_ties_with_k_one_and_agreeing_signs_is_the_mean_of_the_deltas():
+    d1, d2 = T([1.0, 2.0, -3.0]), T([3.0, 2.0, -1.0])
+    assert torch.allclose(raw("ties_sum", d1, d2, k=1.0), T([2.0, 2.0, -2.0]))
+    deltas = [torch.rand(4, 5) + 0.1 for _ in range(3)]
+    assert torch.allclose(raw("ties_sum", *deltas), sum(deltas) / 3, atol=1e-6)
+
+
+def test_ties_averages_only_the_deltas_that_agree_with_the_elected_sign():
+    d1, d2, d3 = T([1.0, -2.0]), T([3.0, 1.0]), T([2.0, -1.0])
+    assert torch.allclose(raw("ties_sum", d1, d2, d3), T([2.0, -1.5]))
+
+
+def test_ties_vote_sgn_elects_by_the_sum_of_values():
+    deltas = T([-1.0]), T([-1.0]), T([5.0])
+    assert torch.allclose(raw("ties_sum", *deltas, vote_sgn=False), T([-1.0]))
+    assert torch.allclose(raw("ties_sum", *deltas, vote_sgn=True), T([5.0]))
+
+
+def test_ties_trims_by_magnitude_rank():
+    # k = 0.5 over 4 entries: the threshold is the int(0.5·4) = 2nd smallest magnitude, so 3 entries stay
+    assert torch.allclose(raw("ties_sum", T([1.0, -2.0, 3.0, 4.0]), k=0.5), T([0.0, -2.0, 3.0, 4.0]))
+    # k = 0 keeps only the largest
+    assert torch.allclose(raw("ties_sum", T([1.0, -2.0, 3.0, 4.0]), k=0.0), T([0.0, 0.0, 0.0, 4.0]))
+
+
+def test_ties_of_opposite_deltas_is_zero_not_nan():
+    assert torch.equal(raw("ties_sum", T([1.0, 2.0]), T([-1.0, -2.0])), T([0.0, 0.0]))
+
+
+def test_ties_extended_apply_stock_true_is_plain_ties_as_in_sd_mecha():
+    deltas = [torch.randn(6, 4) for _ in range(3)]
+    extended = raw("ties_sum_extended", *deltas, k=0.5, apply_stock=True)
+    assert torch.allclose(extended, raw("ties_sum", *deltas, k=0.5), atol=1e-6)
+
+
+def test_ties_extended_default_applies_model_stock_scaling():
+    base = torch.randn(6, 4)
+    orthogonal_rows = [base, torch.linalg.qr(torch.randn(4, 4))[0][:, :1].T.expand(6, 4).contiguous()]
+    plain = raw("ties_sum_extended", *orthogonal_rows, k=1.0, apply_stock=True)
+    scaled = raw("ties_sum_extended", *orthogonal_rows, k=1.0, apply_stock=False)
+    assert not torch.allclose(plain, scaled)
+    same = raw("ties_sum_extended", base, base, k=1.0)
+    assert torch.allclose(same, base, atol=1e-5)  # identical deltas: factor 1
+
+
+def test_ties_extended_median_of_identical_deltas_is_that_delta():
+    d = torch.randn(5, 3)
+    assert torch.allclose(raw("ties_sum_extended", d, d, d, k=1.0, apply_median=True), d, atol=1e-5)
+
+
+def test_model_stock_of_identical_deltas_is_that_delta():
+    d = torch.randn(4, 6)
+    assert torch.allclose(raw("model_stock", d, d, d), d, atol=1e-5)
+
+
+def test_model_stock_hand_case():
+    d1, d2 = T([1.0, 0.0]), T([1.0, 1.0])
+    c = 1 / 2 ** 0.5
+    t = 2 * c / (1 + c)
+    assert torch.allclose(raw("model_stock", d1, d2), t * T([1.0, 0.5]), atol=1e-6)
+
+
+def test_model_stock_factor_is_per_row_and_orthogonal_rows_vanish():
+    d1 = T([[1.0, 0.0], [1.0, 0.0]])
+    d2 = T([[0.0, 1.0], [2.0, 0.0]])  # row 0 orthogonal (t = 0), row 1 parallel (t = 1)
+    result = raw("model_stock", d1, d2)
+    assert torch.allclose(result, T([[0.0, 0.0], [1.5, 0.0]]), atol=1e-6)
+
+
+def test_model_stock_of_one_delta_is_that_delta():
+    d = torch.randn(3, 3)
+    assert torch.allclose(raw("model_stock", d), d)
+
+
+def test_geometric_median_of_identical_models_is_that_model():
+    m = torch.randn(7, 3)
+    assert torch.allclose(raw("geometric_median", m, m, m), m, atol=1e-6)
+
+
+def test_geometric_median_resists_an_outlier():
+    models = [T([0.0]), T([1.0]), T([1000.0])]
+    median = raw("geometric_median", *models, maxiter=500)
+    assert abs(float(median) - 1.0) < 1e-2  # the mean would be ~333.7
+
+
+def test_geometric_median_with_no_iterations_is_the_mean():
+    models = [torch.randn(4) for _ in range(3)]
+    assert torch.allclose(raw("geometric_median", *models, maxiter=0), sum(models) / 3, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ties_sum", "ties_sum_extended", "model_stock", "geometric_median"])
+def test_single_model_calls_return_the_model_itself(name):
+    d = torch.rand(5, 4) + 0.5
+    kwargs = {"k": 1.0} if name.startswith("ties") else {}
+    assert torch.allclose(raw(name, d, **kwargs), d, atol=1e-5)
