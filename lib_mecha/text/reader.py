@@ -17,8 +17,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from ..errors import RecipeError, RecipeSyntaxError
 from ..methods.registry import bind, resolve
 from ..methods.spec import SPACES
-from ..recipe import LiteralNode, MergeNode, ModelNode, RecipeNode
-from .tokens import Token, tokenize
+from ..recipe import LiteralNode, ModelNode, RecipeNode
+from .tokens import Token, syntax_error, tokenize
 
 FORMAT_VERSION = "0.1.0"
 VERSION_LINE = f"version {FORMAT_VERSION}"
@@ -86,28 +86,24 @@ def read(text: Union[str, bytes, Sequence[str]]) -> Tuple[RecipeNode, Tuple[str,
             continue
         instructions.append(_Line(number, raw))
     if not version_seen:
-        raise RecipeSyntaxError("the text is empty: a recipe starts with the line 'version 0.1.0'", 1)
+        problem = "missing version line" if comments else "the text is empty"
+        raise RecipeSyntaxError(f"{problem}: a recipe starts with the line '{VERSION_LINE}'", 1)
     if not instructions:
-        raise RecipeSyntaxError("the recipe has no instruction after the version line", version_line,
-                                lines[version_line - 1])
+        raise syntax_error("the recipe has no instruction after the version line", version_line,
+                           lines[version_line - 1])
     results = _Interpreter(instructions).run()
     root = results[-1]
-    if isinstance(root, _Dict):
-        root = root.node()
-    if not isinstance(root, RecipeNode):
-        last = instructions[-1]
-        raise RecipeSyntaxError("the last instruction must build a node", last.number, last.text)
-    return root, tuple(comments)
+    return (root.node() if isinstance(root, _Dict) else root), tuple(comments)
 
 
 def _check_version(raw: str, number: int) -> None:
     words = raw.split()
     if words[0] != "version":
-        raise RecipeSyntaxError(f"missing version line: the recipe must start with '{VERSION_LINE}'", number, raw)
+        raise syntax_error(f"missing version line: the recipe must start with '{VERSION_LINE}'", number, raw)
     if len(words) != 2:
-        raise RecipeSyntaxError(f"bad version line; expected '{VERSION_LINE}'", number, raw)
+        raise syntax_error(f"bad version line; expected '{VERSION_LINE}'", number, raw)
     if words[1] != FORMAT_VERSION:
-        raise RecipeSyntaxError(f"unsupported format version {words[1]}; this reader knows {FORMAT_VERSION}",
+        raise syntax_error(f"unsupported format version {words[1]}; this reader knows {FORMAT_VERSION}",
                                 number, raw)
 
 
@@ -130,8 +126,8 @@ class _Interpreter:
     # --- errors and values ----------------------------------------------------------------
 
     def fail(self, problem: str, token: Optional[Token] = None, cause: Optional[BaseException] = None):
-        err = RecipeSyntaxError(problem, self.line.number, self.line.text, token.column if token else None)
-        raise err from cause
+        column = token.column if token else None
+        raise syntax_error(problem, self.line.number, self.line.text, column) from cause
 
     def value(self, token: Token) -> Value:
         if token.quoted:

@@ -43,6 +43,20 @@ class _Builder:
         self.closed = False  # a closing quote was seen: only a separator may follow
 
 
+_SHOWN = 120  # characters of a long line quoted in an error message
+
+
+def syntax_error(problem: str, line_no: int, line: str, column: Optional[int] = None) -> RecipeSyntaxError:
+    """A RecipeSyntaxError quoting the line, or for a long line (a big dict) the part around
+    ``column``, so that the message stays readable."""
+    shown = line.strip()
+    if len(shown) > _SHOWN:
+        start = max(0, (column or 1) - 1 - (len(line) - len(line.lstrip())) - _SHOWN // 2)
+        piece = shown[start:start + _SHOWN]
+        shown = ("…" if start else "") + piece + ("…" if start + _SHOWN < len(shown) else "")
+    return RecipeSyntaxError(problem, line_no, shown, column)
+
+
 def tokenize(line: str, line_no: int) -> List[Token]:
     """The tokens of ``line`` (a whole line of the text, leading whitespace included).
 
@@ -57,7 +71,7 @@ def tokenize(line: str, line_no: int) -> List[Token]:
     quote_col = 0
 
     def fail(problem: str, index: int):
-        raise RecipeSyntaxError(problem, line_no, line, index + 1)
+        raise syntax_error(problem, line_no, line, index + 1)
 
     def finish(b: _Builder):
         if b.name is not None and not b.chars and not b.quoted:

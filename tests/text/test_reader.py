@@ -154,7 +154,7 @@ M = 'model "a" model_config="sd1-ldm" merge_space="weight"\n'
 
 @pytest.mark.parametrize("text, line, column, problem", [
     ("", 1, None, "the text is empty"),
-    ("\n  \n# only a comment\n", 1, None, "the text is empty"),
+    ("\n  \n# only a comment\n", 1, None, "missing version line"),
     ('model "a"', 1, None, "missing version line"),
     ("version 0.2.0\n" + M, 1, None, "unsupported format version 0.2.0"),
     ("version\n" + M, 1, None, "bad version line"),
@@ -251,3 +251,13 @@ def test_merge_space_conflict_keeps_its_error_as_cause():
         deserialize(V + M + 'merge "add_difference" &0 &0')
     assert info.value.line == 3 and isinstance(info.value.__cause__, MergeSpaceError)
     assert "expects a delta" in info.value.problem
+
+
+def test_an_error_in_a_very_long_line_quotes_only_the_part_around_the_column():
+    keys = " ".join(f"k{i}={i}.5" for i in range(3000))
+    with pytest.raises(RecipeSyntaxError) as info:
+        deserialize(V + "dict " + keys + " bad=oops " + keys.replace("k", "j"))
+    err = info.value
+    assert err.line == 2 and "unquoted word 'oops'" in err.problem
+    assert "bad=oops" in err.text and len(err.text) < 130 and err.text.startswith("…") and err.text.endswith("…")
+    assert err.column == len("dict " + keys + " ") + 1
