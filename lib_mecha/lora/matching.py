@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
 
 from ..arch.base import Architecture, architecture_ids, resolve_architecture
-from ..errors import ArchitectureMismatch
+from ..errors import ArchitectureMismatch, SafetensorsError
 from .algorithms import Algorithm
 from .formats import group
 from .modules import detect_algorithm
@@ -45,6 +47,7 @@ class LoraFile:
     path: str
     modules: Dict[str, LoraModule]
     other_keys: List[str]
+    scalars: Dict[str, float] = field(default_factory=dict)  # file key -> value of alpha/scale/on_input
 
 
 @dataclass
@@ -85,15 +88,29 @@ def read_lora(path: str, tensors: Mapping[str, Tuple[Tuple[int, ...], object]], 
     """
     grouped, other = group(tensors, path)
     modules: Dict[str, LoraModule] = {}
+    scalars: Dict[str, float] = {}
     for name, keys in grouped.items():
         view = {}
         for tensor, key in keys.items():
             shape = tuple(tensors[key][0])
-            view[tensor] = read_scalar(key) if tensor in ("alpha", "scale", "on_input") else shape
+            if tensor in ("alpha", "scale", "on_input"):
+                view[tensor] = read_scalar(key)
+            else:
+                view[tensor] = shape
+                dtype = tensors[key][1]
+                if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
+                    raise SafetensorsError(path, f"LoRA module {name!r}: {tensor} holds {dtype}, not numbers "
+                                                 "a weight can be made of")
         algo = detect_algorithm(name, view, path)
+        for tensor, key in keys.items():
+            if tensor in ("alpha", "scale", "on_input"):
+                v = view[tensor]
+                if v.numel() != 1:
+                    raise SafetensorsError(path, f"LoRA module {name!r}: {tensor} is not one number")
+                scalars[key] = float(v.reshape(-1)[0].item())
         modules[name] = LoraModule(name, algo, tuple(sorted(keys.items())),
                                    tuple((t, tuple(tensors[k][0])) for t, k in sorted(keys.items())))
-    return LoraFile(path, modules, other)
+    return LoraFile(path, modules, other, scalars)
 
 
 def implied_shape(module: LoraModule) -> Optional[Tuple[int, int]]:
@@ -167,10 +184,15 @@ def names_of(arch: Architecture) -> Dict[str, List[Part]]:
     return names
 
 
-def match(lora: LoraFile, arch: Architecture) -> Match:
-    """Match every module of ``lora`` to ``arch`` by name, then by shape."""
+def match(lora: LoraFile, arch: Architecture, shape_of: Optional[Callable[[str], Optional[tuple]]] = None) -> Match:
+    """Match every module of ``lora`` to ``arch`` by name, then by shape.
+
+    ``shape_of(key)`` gives the shape of a key in the model the LoRA is applied to (None when
+    that model lacks the key); by default the architecture table's shape.
+    """
     names = names_of(arch)
     result = Match(lora, arch)
+    shape_of = shape_of or (lambda k: tuple(arch.keys[k].shape))
     for module in lora.modules.values():
         parts = names.get(module.name)
         if not parts:
@@ -178,9 +200,14 @@ def match(lora: LoraFile, arch: Architecture) -> Match:
             continue
         why = None
         for part in parts:
-            target = tuple(arch.keys[part.key].shape)
-            if part.rows is not None:
-                target = (part.rows[1] - part.rows[0],) + target[1:]
+            target = shape_of(part.key)
+            if target is None:
+                why = f"the model has no {part.key}"
+                break
+            target = tuple(target)
+            rows = part.row_range(target[0]) if target else None
+            if rows is not None:
+                target = (rows[1] - rows[0],) + target[1:]
             why = fits(module, target)
             if why is not None:
                 break
@@ -196,8 +223,11 @@ def match(lora: LoraFile, arch: Architecture) -> Match:
 
 def best_match(lora: LoraFile, ids: Optional[Sequence[str]] = None) -> Optional[Match]:
     """The architecture that explains most of the LoRA's modules (None if none explains any)."""
+    from ..arch.layouts import is_layout
     best = None
     for ident in ids or architecture_ids():
+        if is_layout(ident):
+            continue
         try:
             arch = resolve_architecture(ident)
         except Exception:  # an architecture whose table cannot be built is no candidate
@@ -208,14 +238,14 @@ def best_match(lora: LoraFile, ids: Optional[Sequence[str]] = None) -> Optional[
     return best
 
 
-def match_for(lora: LoraFile, arch: Architecture) -> Match:
+def match_for(lora: LoraFile, arch: Architecture, shape_of=None) -> Match:
     """Match to the architecture it is applied to, failing loudly when it is for another one.
 
     Raises:
         ArchitectureMismatch: nothing matches (naming the architecture the LoRA is for, when one
             of the known architectures explains it better).
     """
-    m = match(lora, arch)
+    m = match(lora, arch, shape_of)
     best = best_match(lora)
     if best is not None and best.architecture.identifier != arch.identifier and best.matched > m.matched:
         raise ArchitectureMismatch(

@@ -30,12 +30,23 @@ TEXT_COMPONENTS = ("clip_l", "clip_g", "t5xxl")
 
 @dataclass(frozen=True)
 class Part:
-    """Where one LoRA module's ΔW goes: ``rows`` of ``key`` (None: all of it), and the bias."""
+    """Where one LoRA module's ΔW goes: ``rows`` of ``key`` (None: all of it), and the bias.
+
+    ``rows`` is ``(start, stop, total)`` in units of ``1/total`` of the key's first dimension
+    (q, k, v of a fused qkv are (0, 1, 3), (1, 2, 3), (2, 3, 3)), so it holds for any width.
+    """
 
     key: str
     bias: Optional[str] = None
-    rows: Optional[Tuple[int, int]] = None
+    rows: Optional[Tuple[int, int, int]] = None
     swap_halves: bool = False
+
+    def row_range(self, n: int) -> Optional[Tuple[int, int]]:
+        """The rows of a first dimension of size ``n`` (None: all of them)."""
+        if self.rows is None:
+            return None
+        start, stop, total = self.rows
+        return n * start // total, n * stop // total
 
 
 def flat(path: str) -> str:
@@ -133,11 +144,11 @@ _QKV = ("to_q", "to_k", "to_v")
 _ADD_QKV = ("add_q_proj", "add_k_proj", "add_v_proj")
 
 
-def _thirds(base: str, names, width: int) -> List[Tuple[str, Tuple[int, int], bool]]:
-    return [(f"{base}.{n}", (i * width, (i + 1) * width), False) for i, n in enumerate(names)]
+def _thirds(base: str, names, total: int = 3) -> List[Tuple[str, Tuple[int, int, int], bool]]:
+    return [(f"{base}.{n}", (i, i + 1, total), False) for i, n in enumerate(names)]
 
 
-def dit_to_diffusers(path: str, shape: Tuple[int, ...]) -> List[Tuple[str, Optional[Tuple[int, int]], bool]]:
+def dit_to_diffusers(path: str, shape: Tuple[int, ...]) -> List[Tuple[str, Optional[Tuple[int, int, int]], bool]]:
     """Diffusers names of a FLUX or SD3 module path, each with its row slice and halves swap."""
     width = shape[1] if len(shape) > 1 else shape[0]
     if path in _FLUX_FIXED:
@@ -148,15 +159,16 @@ def dit_to_diffusers(path: str, shape: Tuple[int, ...]) -> List[Tuple[str, Optio
     if m:
         b, rest = f"transformer_blocks.{m.group(1)}", m.group(2)
         if rest == "img_attn.qkv":
-            return _thirds(b + ".attn", _QKV, width)
+            return _thirds(b + ".attn", _QKV)
         if rest == "txt_attn.qkv":
-            return _thirds(b + ".attn", _ADD_QKV, width)
+            return _thirds(b + ".attn", _ADD_QKV)
         return [(f"{b}.{_FLUX_DOUBLE[rest]}", None, False)] if rest in _FLUX_DOUBLE else []
     m = re.fullmatch(r"single_blocks\.(\d+)\.(.+)", path)
     if m:
         b, rest = f"single_transformer_blocks.{m.group(1)}", m.group(2)
-        if rest == "linear1":
-            return _thirds(b + ".attn", _QKV, width) + [(b + ".proj_mlp", (3 * width, shape[0]), False)]
+        if rest == "linear1":  # q, k, v (width rows each), then the MLP's input (the rest)
+            total = shape[0] // width
+            return _thirds(b + ".attn", _QKV, total) + [(b + ".proj_mlp", (3, total, total), False)]
         return [(f"{b}.{_FLUX_SINGLE[rest]}", None, False)] if rest in _FLUX_SINGLE else []
     if path in _SD3_FIXED:
         return [(_SD3_FIXED[path], None, False)]
@@ -164,11 +176,11 @@ def dit_to_diffusers(path: str, shape: Tuple[int, ...]) -> List[Tuple[str, Optio
     if m:
         b, rest = f"transformer_blocks.{m.group(1)}", m.group(2)
         if rest == "x_block.attn.qkv":
-            return _thirds(b + ".attn", _QKV, width)
+            return _thirds(b + ".attn", _QKV)
         if rest == "context_block.attn.qkv":
-            return _thirds(b + ".attn", _ADD_QKV, width)
+            return _thirds(b + ".attn", _ADD_QKV)
         if rest == "x_block.attn2.qkv":
-            return _thirds(b + ".attn2", _QKV, width)
+            return _thirds(b + ".attn2", _QKV)
         if rest == "context_block.adaLN_modulation.1":
             # the last block's context side only has (shift, scale), stored swapped by diffusers
             return [(b + ".norm1_context.linear", None, shape[0] == 2 * width)]
@@ -204,7 +216,7 @@ def _text_root(key: str) -> Optional[Tuple[str, str]]:
     return None
 
 
-def text_names(key: str, shape) -> List[Tuple[str, Optional[Tuple[int, int]]]]:
+def text_names(key: str, shape) -> List[Tuple[str, Optional[Tuple[int, int, int]]]]:
     """HF-style names (without prefix) of a text encoder weight, with row slices."""
     root = _text_root(key)
     if root is None:
@@ -213,9 +225,8 @@ def text_names(key: str, shape) -> List[Tuple[str, Optional[Tuple[int, int]]]]:
     if style == "openclip":
         m = re.fullmatch(r"transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)", path)
         if m:
-            width = shape[0] // 3
             base = f"text_model.encoder.layers.{m.group(1)}.self_attn"
-            return [(f"{base}.{p}", (i * width, (i + 1) * width)) for i, p in enumerate(("q_proj", "k_proj", "v_proj"))]
+            return [(f"{base}.{p}", (i, i + 1, 3)) for i, p in enumerate(("q_proj", "k_proj", "v_proj"))]
         module = _module_path(path)
         for pattern, repl in _OPENCLIP:
             if re.fullmatch(pattern, module):

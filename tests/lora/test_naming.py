@@ -104,7 +104,7 @@ def test_sdxl_openclip_qkv_are_row_slices_of_in_proj(sdxl):
     for proj in ("q_proj", "k_proj", "v_proj"):
         (part,) = sdxl[f"lora_te2_text_model_encoder_layers_3_self_attn_{proj}"]
         assert part.key == key and part.bias == key.replace("_weight", "_bias")
-        rows[proj] = part.rows
+        rows[proj] = part.row_range(3840)
     assert rows == {"q_proj": (0, 1280), "k_proj": (1280, 2560), "v_proj": (2560, 3840)}
 
 
@@ -117,15 +117,25 @@ def test_ldm_to_diffusers_rejects_unknown_paths():
     assert ldm_unet_to_diffusers("not_a_unet") is None
 
 
+def _rows(entries, n):
+    return [(name, Part("k", rows=rows).row_range(n), swap) for name, rows, swap in entries]
+
+
 def test_flux_names_from_native_paths():
     h = 3072
-    assert dit_to_diffusers("double_blocks.0.img_attn.qkv", (3 * h, h)) == [
+    assert _rows(dit_to_diffusers("double_blocks.0.img_attn.qkv", (3 * h, h)), 3 * h) == [
         ("transformer_blocks.0.attn.to_q", (0, h), False), ("transformer_blocks.0.attn.to_k", (h, 2 * h), False),
         ("transformer_blocks.0.attn.to_v", (2 * h, 3 * h), False)]
-    assert dit_to_diffusers("double_blocks.5.txt_attn.qkv", (3 * h, h))[1] == \
+    assert _rows(dit_to_diffusers("double_blocks.5.txt_attn.qkv", (3 * h, h)), 3 * h)[1] == \
         ("transformer_blocks.5.attn.add_k_proj", (h, 2 * h), False)
-    single = dit_to_diffusers("single_blocks.2.linear1", (7 * h, h))
-    assert single[-1] == ("single_transformer_blocks.2.proj_mlp", (3 * h, 7 * h), False)
+    single = _rows(dit_to_diffusers("single_blocks.2.linear1", (7 * h, h)), 7 * h)
+    assert single == [("single_transformer_blocks.2.attn.to_q", (0, h), False),
+                      ("single_transformer_blocks.2.attn.to_k", (h, 2 * h), False),
+                      ("single_transformer_blocks.2.attn.to_v", (2 * h, 3 * h), False),
+                      ("single_transformer_blocks.2.proj_mlp", (3 * h, 7 * h), False)]
+    # the same fractions hold for a narrower test model
+    assert _rows(dit_to_diffusers("single_blocks.2.linear1", (7 * 8, 8)), 56)[3] == \
+        ("single_transformer_blocks.2.proj_mlp", (24, 56), False)
     assert dit_to_diffusers("single_blocks.2.linear2", (h, 5 * h)) == [("single_transformer_blocks.2.proj_out", None, False)]
     assert dit_to_diffusers("final_layer.adaLN_modulation.1", (2 * h, h)) == [("norm_out.linear", None, True)]
     assert dit_to_diffusers("double_blocks.0.img_mod.lin", (6 * h, h)) == [("transformer_blocks.0.norm1.linear", None, False)]
@@ -133,7 +143,7 @@ def test_flux_names_from_native_paths():
 
 def test_sd3_names_from_native_paths():
     h = 1536
-    assert dit_to_diffusers("joint_blocks.3.context_block.attn.qkv", (3 * h, h))[0] == \
+    assert _rows(dit_to_diffusers("joint_blocks.3.context_block.attn.qkv", (3 * h, h)), 3 * h)[0] == \
         ("transformer_blocks.3.attn.add_q_proj", (0, h), False)
     assert dit_to_diffusers("joint_blocks.3.x_block.mlp.fc2", (h, 4 * h)) == [("transformer_blocks.3.ff.net.2", None, False)]
     # the last block's context side holds only (shift, scale): diffusers swaps it

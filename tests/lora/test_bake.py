@@ -1,0 +1,190 @@
+"""Baking LoRAs through the engine: real key names, tiny shapes, files written by the test."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import lib_mecha
+from lib_mecha.arch.demo import random_state_dict
+from lib_mecha.errors import ArchitectureMismatch, MergeSpaceError, SafetensorsError
+from lib_mecha.lora import bake, inspect, lora
+from lib_mecha.lora.algorithms import ALGORITHMS
+from lib_mecha.lora.methods import apply_lora, lora_delta
+
+U = "model.diffusion_model."
+PROJ_IN = U + "input_blocks.1.1.proj_in.weight"          # conv 1x1, (5, 5, 1, 1) at 1/64 size
+Q_TE = "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"  # (12, 12)
+MID_Q = U + "middle_block.1.transformer_blocks.0.attn1.to_q.weight"  # (20, 20)
+OUT_FF = U + "output_blocks.11.1.transformer_blocks.0.ff.net.2.weight"  # (5, 20)
+
+
+@pytest.fixture(scope="module")
+def base_sd():
+    return random_state_dict("sd1-ldm", seed=1, dtype=torch.float32, shape_divisor=64, scale=0.1)
+
+
+@pytest.fixture()
+def base_path(tmp_path, base_sd):
+    path = tmp_path / "base.safetensors"
+    save_file(base_sd, str(path))
+    return path
+
+
+def _lora_file(tmp_path, name, tensors):
+    path = tmp_path / name
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
+              metadata={"ss_network_module": "networks.lora"})
+    return path
+
+
+def _g(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed + sum(shape)))
+
+
+@pytest.fixture()
+def mixed_lora(tmp_path):
+    """kohya LoRA on a conv, a diffusers/PEFT text-encoder module, LoHa, DoRA, and one stray module."""
+    t = {
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": _g(5, 2, 1, 1),
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": _g(2, 5, 1, 1, seed=1),
+        "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(1.0),
+        "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight": _g(3, 12),
+        "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight": _g(12, 3, seed=2),
+        "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q.hada_w1_a": _g(20, 2),
+        "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q.hada_w1_b": _g(2, 20, seed=3),
+        "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q.hada_w2_a": _g(20, 2, seed=4),
+        "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q.hada_w2_b": _g(2, 20, seed=5),
+        "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q.alpha": torch.tensor(4.0),
+        "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2.lora_up.weight": _g(5, 2, seed=6),
+        "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2.lora_down.weight": _g(2, 20, seed=7),
+        "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2.dora_scale": _g(1, 20, seed=8).abs(),
+        "lora_unet_not_a_module_anywhere.lora_up.weight": _g(5, 2, seed=9),
+        "lora_unet_not_a_module_anywhere.lora_down.weight": _g(2, 5, seed=10),
+    }
+    return _lora_file(tmp_path, "mixed.safetensors", t), t
+
+
+def _module(t, prefix):
+    return {k[len(prefix) + 1:]: v for k, v in t.items() if k.startswith(prefix + ".")}
+
+
+def _expected_deltas(t, base_sd):
+    A = ALGORITHMS
+    out = {}
+    m = _module(t, "lora_unet_down_blocks_0_attentions_0_proj_in")
+    out[PROJ_IN] = A["lora"].delta(m, None, tuple(base_sd[PROJ_IN].shape))
+    m = {"lora_down.weight": t["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"],
+         "lora_up.weight": t["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight"]}
+    out[Q_TE] = A["lora"].delta(m, None, (12, 12))
+    out[MID_Q] = A["loha"].delta(_module(t, "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q"),
+                                 None, (20, 20))
+    out[OUT_FF] = A["lora"].delta(_module(t, "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2"),
+                                  base_sd[OUT_FF], (5, 20))
+    return out
+
+
+def test_bake_matches_the_algorithms_and_leaves_the_rest(base_path, base_sd, mixed_lora, caplog):
+    path, t = mixed_lora
+    with caplog.at_level(logging.WARNING, logger="lib_mecha.lora"):
+        result = lib_mecha.merge(bake(lib_mecha.model(str(base_path)), lora(str(path), 0.7)), output_dtype="fp32")
+    sd = result.state_dict
+    deltas = _expected_deltas(t, base_sd)
+    for key, d in deltas.items():
+        assert d.abs().max() > 1e-3
+        torch.testing.assert_close(sd[key], base_sd[key] + 0.7 * d, rtol=1e-5, atol=1e-6)
+    untouched = [k for k in base_sd if k not in deltas and base_sd[k].is_floating_point()]
+    assert len(untouched) > 1000
+    for key in untouched[::50]:
+        assert torch.equal(sd[key], base_sd[key]), key
+    # the stray module is reported by count and name
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "1 of 5 modules" in text and "lora_unet_not_a_module_anywhere" in text
+
+
+def test_two_loras_apply_in_order_and_add_for_linear_algorithms(tmp_path, base_path, base_sd):
+    t1 = {"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": _g(12, 2),
+          "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": _g(2, 12, seed=1)}
+    t2 = {"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lokr_w1": _g(3, 2),
+          "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lokr_w2": _g(4, 6, seed=1)}
+    p1, p2 = _lora_file(tmp_path, "a.safetensors", t1), _lora_file(tmp_path, "b.safetensors", t2)
+    sd = lib_mecha.merge(bake(str(base_path), lora(str(p1), 0.5), lora(str(p2), -1.0)), output_dtype="fp32").state_dict
+    d1 = ALGORITHMS["lora"].delta(_module(t1, "lora_te_text_model_encoder_layers_0_self_attn_q_proj"), None, (12, 12))
+    d2 = ALGORITHMS["lokr"].delta(_module(t2, "lora_te_text_model_encoder_layers_0_self_attn_q_proj"), None, (12, 12))
+    torch.testing.assert_close(sd[Q_TE], base_sd[Q_TE] + 0.5 * d1 - d2, rtol=1e-5, atol=1e-6)
+
+
+def test_block_weights_scale_per_block(tmp_path, base_path, base_sd):
+    t = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": _g(5, 2, 1, 1),
+         "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": _g(2, 5, 1, 1, seed=1),
+         "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2.lora_up.weight": _g(5, 2),
+         "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2.lora_down.weight": _g(2, 20, seed=2)}
+    path = _lora_file(tmp_path, "lbw.safetensors", t)
+    node = lora(str(path), 0.5, blocks={"IN01": 0.0, "OUT11": 2.0}, layout="sd1-supermerger_blocks")
+    sd = lib_mecha.merge(bake(str(base_path), node), output_dtype="fp32").state_dict
+    torch.testing.assert_close(sd[PROJ_IN], base_sd[PROJ_IN])  # IN01 weight 0
+    d = ALGORITHMS["lora"].delta(_module(t, "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2"),
+                                 None, (5, 20))
+    torch.testing.assert_close(sd[OUT_FF], base_sd[OUT_FF] + 1.0 * d, rtol=1e-5, atol=1e-6)
+
+
+def test_lora_for_another_architecture_says_which(tmp_path, base_path):
+    t = {"lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": _g(1280, 1),
+         "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": _g(1, 1280),
+         "lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_up.weight": _g(640, 1),
+         "lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_down.weight": _g(1, 2048)}
+    path = _lora_file(tmp_path, "xl.safetensors", t)
+    with pytest.raises(ArchitectureMismatch, match=r"xl.safetensors is for sdxl-sgm .*not sd1-ldm"):
+        lib_mecha.merge(bake(str(base_path), lora(str(path))))
+    assert inspect(str(path)).architecture.identifier == "sdxl-sgm"
+
+
+def test_lora_matching_nothing_is_an_error(tmp_path, base_path):
+    t = {"lora_unet_nowhere.lora_up.weight": _g(5, 2), "lora_unet_nowhere.lora_down.weight": _g(2, 5)}
+    path = _lora_file(tmp_path, "none.safetensors", t)
+    with pytest.raises(ArchitectureMismatch, match="matches nothing in sd1-ldm"):
+        lib_mecha.merge(bake(str(base_path), lora(str(path))))
+
+
+@pytest.mark.parametrize("tensors,message", [
+    ({"lora_unet_x.lora_up.weight": _g(5, 3), "lora_unet_x.lora_down.weight": _g(2, 5)}, "up/down ranks disagree"),
+    ({"lora_unet_x.lora_up.weight": _g(5, 2), "lora_unet_x.lora_down.weight": _g(2, 5),
+      "lora_unet_x.alpha": torch.tensor(float("inf"))}, "alpha is not a number"),
+    ({"lora_unet_x.lora_up.weight": _g(5, 2), "lora_unet_x.lora_down.weight": _g(2, 5),
+      "lora_unet_x.hada_w1_a": _g(5, 2), "lora_unet_x.hada_w1_b": _g(2, 5),
+      "lora_unet_x.hada_w2_a": _g(5, 2), "lora_unet_x.hada_w2_b": _g(2, 5)}, "both LoRA / LoCon and LoHa"),
+])
+def test_bad_lora_files_write_nothing(tmp_path, base_path, tensors, message):
+    path = _lora_file(tmp_path, "bad.safetensors", tensors)
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(SafetensorsError, match=message) as info:
+        lib_mecha.merge(bake(str(base_path), lora(str(path))), str(out))
+    assert "lora_unet_x" in str(info.value) and "bad.safetensors" in str(info.value)
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_truncated_lora_file(tmp_path, base_path, mixed_lora):
+    path, _ = mixed_lora
+    data = path.read_bytes()
+    bad = tmp_path / "truncated.safetensors"
+    bad.write_bytes(data[: len(data) - 100])
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(SafetensorsError, match="truncated.safetensors"):
+        lib_mecha.merge(bake(str(base_path), lora(str(bad))), str(out))
+    assert not out.exists()
+
+
+def test_lora_delta_refuses_weight_dependent_modules(tmp_path, base_path, mixed_lora):
+    path, _ = mixed_lora
+    recipe = lib_mecha.model(str(base_path)) + lora_delta(lib_mecha.model(str(path)), 1.0)
+    with pytest.raises((MergeSpaceError, ArchitectureMismatch)):
+        lib_mecha.merge(recipe)
+
+
+def test_apply_lora_serializes(base_path, mixed_lora):
+    path, _ = mixed_lora
+    text = lib_mecha.serialize(apply_lora(lib_mecha.model(str(base_path)), lib_mecha.model(str(path)), 0.5))
+    assert 'merge "apply_lora" &0 &1 &' in text
+    assert lib_mecha.deserialize(text) == apply_lora(lib_mecha.model(str(base_path)), lib_mecha.model(str(path)), 0.5)
