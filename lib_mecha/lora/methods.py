@@ -134,7 +134,9 @@ def _delta_route(node, key, ctx, arch=None):
     arch = arch or _delta_architecture(node, ctx)
     parts, is_bias = _parts_for(match_of(ctx, lora_node, arch), key)
     if not parts:
-        return None
+        # a key of the architecture the LoRA leaves alone changes by nothing (so that
+        # add_difference(base, delta) keeps it); keys of other models are not this node's
+        return Const(0.0) if key in arch.keys else None
     dependent = depends_on_base(parts)
     if dependent and not is_bias:
         raise MergeSpaceError(

@@ -188,3 +188,57 @@ def test_apply_lora_serializes(base_path, mixed_lora):
     text = lib_mecha.serialize(apply_lora(lib_mecha.model(str(base_path)), lib_mecha.model(str(path)), 0.5))
     assert 'merge "apply_lora" &0 &1 &' in text
     assert lib_mecha.deserialize(text) == apply_lora(lib_mecha.model(str(base_path)), lib_mecha.model(str(path)), 0.5)
+
+
+def test_sdxl_openclip_q_and_v_land_in_their_rows_of_in_proj(tmp_path):
+    base_sd = random_state_dict("sdxl-sgm", seed=2, dtype=torch.float32, shape_divisor=64, scale=0.1,
+                                components=("clip_l", "clip_g", "diffuser"))
+    base = tmp_path / "xl.safetensors"
+    save_file(base_sd, str(base))
+    key = "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"
+    w = base_sd[key].shape[1]
+    assert base_sd[key].shape == (3 * w, w)
+    t = {"lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": _g(w, 2),
+         "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": _g(2, w, seed=1),
+         "text_encoder_2.text_model.encoder.layers.0.self_attn.v_proj.lora_B.weight": _g(w, 2, seed=2),
+         "text_encoder_2.text_model.encoder.layers.0.self_attn.v_proj.lora_A.weight": _g(2, w, seed=3),
+         "lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_up.weight": _g(10, 1, seed=4),
+         "lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_down.weight": _g(1, 32, seed=5)}
+    path = _lora_file(tmp_path, "xl_lora.safetensors", t)
+    sd = lib_mecha.merge(bake(str(base), lora(str(path))), output_dtype="fp32").state_dict
+    dq = t["lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight"] @ \
+        t["lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"]
+    dv = t["text_encoder_2.text_model.encoder.layers.0.self_attn.v_proj.lora_B.weight"] @ \
+        t["text_encoder_2.text_model.encoder.layers.0.self_attn.v_proj.lora_A.weight"]
+    torch.testing.assert_close(sd[key][:w], base_sd[key][:w] + dq, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sd[key][w:2 * w], base_sd[key][w:2 * w])
+    torch.testing.assert_close(sd[key][2 * w:], base_sd[key][2 * w:] + dv, rtol=1e-5, atol=1e-6)
+    k2 = U + "input_blocks.4.1.transformer_blocks.1.attn2.to_k.weight"
+    assert not torch.equal(sd[k2], base_sd[k2])
+
+
+SD_MECHA_TEXT = """version 0.1.0
+model "{base}" model_config="sd1-ldm" merge_space="weight"
+model "{lora}" model_config="sd1-kohya_kohya_lora" merge_space="weight"
+merge "convert_'sd1-kohya_kohya_lora'_to_base" &1
+merge "convert_'sd1-kohya'_to_'sd1-ldm'" &2
+dict key=1.0
+literal &4 model_config="singleton-mecha" merge_space="param"
+merge "convert_singleton" &5
+merge "add_difference" &0 &3 &6"""
+
+
+def test_sd_mecha_lora_recipe_text(tmp_path):
+    """sd-mecha's two converters read from .mecha text bake a LoRA (real shapes, two keys)."""
+    base_sd = {Q_TE.replace("(12, 12)", ""): _g(768, 768) * 0.02, PROJ_IN: _g(320, 320, 1, 1) * 0.02}
+    base = tmp_path / "sd1_part.safetensors"
+    save_file(base_sd, str(base))
+    t = {"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": _g(768, 2),
+         "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": _g(2, 768, seed=1),
+         "lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha": torch.tensor(1.0)}
+    path = _lora_file(tmp_path, "sd1_lora.safetensors", t)
+    recipe = lib_mecha.deserialize(SD_MECHA_TEXT.format(base=base, lora=path))
+    sd = lib_mecha.merge(recipe, output_dtype="fp32").state_dict
+    d = ALGORITHMS["lora"].delta(_module(t, "lora_te_text_model_encoder_layers_0_self_attn_q_proj"), None, (768, 768))
+    torch.testing.assert_close(sd[Q_TE], base_sd[Q_TE] + d, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sd[PROJ_IN], base_sd[PROJ_IN])
