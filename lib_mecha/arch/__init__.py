@@ -43,11 +43,12 @@ _layouts.register_builtin_layouts()
 
 from .block_weights import blocks  # noqa: E402  (registers the block converters)
 from .layouts import BlockLayout, layout_ids, layouts_for, resolve_layout  # noqa: E402
+from .components import component_weights  # noqa: E402
 from .detection import explain_detection  # noqa: E402
 from .patterns import PatternWarning, pattern_weights  # noqa: E402
 from .presets import Preset, preset, presets  # noqa: E402
 
 __all__ = ["Architecture", "BlockLayout", "KeySpec", "all_architectures", "architecture_ids", "blocks",
-           "candidates", "detect", "explain_detection", "layout_ids", "layouts_for", "pattern_weights",
+           "candidates", "component_weights", "detect", "explain_detection", "layout_ids", "layouts_for", "pattern_weights",
            "PatternWarning", "Preset", "preset", "presets", "register_architecture", "resolve_architecture",
            "resolve_layout"]

@@ -31,7 +31,8 @@ def test_every_layout_puts_each_key_in_exactly_one_of_its_blocks():
         mapping = layout.key_map()
         assert list(mapping) == list(table.keys)
         counts = Counter(mapping.values())
-        assert set(counts) == set(layout.blocks), f"{layout_id}: blocks without keys: {set(layout.blocks) - set(counts)}"
+        empty = set(layout.blocks) - set(counts)
+        assert not empty, f"{layout_id}: blocks without keys: {empty}"
 
 
 def test_sd1_block_counts_and_spot_checks():

@@ -1,6 +1,4 @@
 """Detection from a file's keys (and shapes where names tie), and the explanation of a failure."""
-import pytest
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
