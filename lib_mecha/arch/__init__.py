@@ -48,7 +48,8 @@ from .detection import explain_detection  # noqa: E402
 from .patterns import PatternWarning, pattern_weights  # noqa: E402
 from .presets import Preset, preset, presets  # noqa: E402
 
-__all__ = ["Architecture", "BlockLayout", "KeySpec", "all_architectures", "architecture_ids", "blocks",
-           "candidates", "component_weights", "detect", "explain_detection", "layout_ids", "layouts_for", "pattern_weights",
-           "PatternWarning", "Preset", "preset", "presets", "register_architecture", "resolve_architecture",
-           "resolve_layout"]
+__all__ = [
+    "Architecture", "BlockLayout", "KeySpec", "PatternWarning", "Preset", "all_architectures", "architecture_ids",
+    "blocks", "candidates", "component_weights", "detect", "explain_detection", "layout_ids", "layouts_for",
+    "pattern_weights", "preset", "presets", "register_architecture", "resolve_architecture", "resolve_layout",
+]
