@@ -110,7 +110,7 @@ def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progre
             sink = FileSink(output, p.keys, _metadata(p, text, hashes), overwrite=opts.overwrite)
         written = execute(p, sink, device=torch.device(opts.device), compute_dtype=opts.torch_compute_dtype,
                           threads=int(opts.threads), budget_bytes=int(opts.memory_budget_mb) << 20,
-                          progress=progress, cancel=cancel)
+                          progress=progress, cancel=cancel, torch_threads=int(opts.torch_threads))
         produced = sink.commit()
         return MergeResult(
             path=output, state_dict=produced if output is None else None,

@@ -14,6 +14,7 @@ Cancellation is checked before every item, so a cancelled merge stops within one
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -174,7 +175,8 @@ class CancelFlag:
 
 
 def execute(plan: Plan, sink, *, device: torch.device, compute_dtype: torch.dtype, threads: int,
-            budget_bytes: int, progress: Optional[ProgressFn] = None, cancel=None) -> int:
+            budget_bytes: int, progress: Optional[ProgressFn] = None, cancel=None,
+            torch_threads: Optional[int] = 1) -> int:
     """Merge every planned key into ``sink``. Returns the number of output bytes.
 
     On any error or on cancellation the sink is aborted (nothing is left under the output
@@ -185,18 +187,42 @@ def execute(plan: Plan, sink, *, device: torch.device, compute_dtype: torch.dtyp
     total = len(plan.keys)
     state = _Progress(total, progress)
     try:
-        if threads <= 0:
-            for item in work_items(plan, compute_dtype, budget_bytes, 1):
-                if flag:
-                    raise MergeCancelled()
-                _deliver(sink, item, evaluator.run(item))
-                state.item_done(item)
-        else:
-            _run_pool(plan, sink, evaluator, flag, state, compute_dtype, threads, budget_bytes)
+        with intra_op_threads(torch_threads):
+            _run(plan, sink, evaluator, flag, state, compute_dtype, threads, budget_bytes)
     except BaseException:
         sink.abort()
         raise
     return state.bytes_done
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: Optional[int]):
+    """torch's intra-op thread count for the duration of a merge, restored afterwards.
+
+    Our own pool already runs keys in parallel; torch's OpenMP threads on top of it only
+    fight for the same cores, and on a busy machine every parallel region then waits for a
+    descheduled peer (measured: 14 ns instead of 1.1 ns per element for a cast under load).
+    """
+    if not count:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(plan, sink, evaluator, flag, state, compute_dtype, threads, budget_bytes) -> None:
+    if threads > 0:
+        _run_pool(plan, sink, evaluator, flag, state, compute_dtype, threads, budget_bytes)
+        return
+    for item in work_items(plan, compute_dtype, budget_bytes, 1):
+        if flag:
+            raise MergeCancelled()
+        _deliver(sink, item, evaluator.run(item))
+        state.item_done(item)
 
 
 def _deliver(sink, item: WorkItem, tensor: torch.Tensor) -> None:

@@ -46,6 +46,8 @@ class MergeOptions:
     output_dtype: str = _opt("fp16", "dtype of floating-point outputs; 'keep' keeps each input's own",
                              choices=("fp16", "bf16", "fp32", KEEP), flags=("--dtype", "--output-dtype"))
     threads: int = _opt(2, "worker threads (keys merged at once); 0 merges on the calling thread")
+    torch_threads: int = _opt(1, "torch intra-op threads during the merge (restored afterwards); 0 leaves "
+                                 "torch's setting alone. The worker threads already merge keys in parallel")
     memory_budget_mb: int = _opt(512, "upper bound for tensors in flight, in MiB; large elementwise keys "
                                       "are merged in chunks to stay inside it")
     model_dirs: Tuple[str, ...] = _opt((), "folders searched for relative model names, in order",
@@ -58,6 +60,8 @@ class MergeOptions:
         parse_dtype(self.output_dtype, allow_keep=True, option="output_dtype")
         if int(self.threads) < 0:
             raise ParameterError("merge", "threads", f"must be 0 or more, got {self.threads}")
+        if int(self.torch_threads) < 0:
+            raise ParameterError("merge", "torch_threads", f"must be 0 or more, got {self.torch_threads}")
         if int(self.memory_budget_mb) < 16:
             raise ParameterError("merge", "memory_budget_mb", f"must be at least 16, got {self.memory_budget_mb}")
         object.__setattr__(self, "model_dirs", tuple(str(d) for d in self.model_dirs))

@@ -51,6 +51,7 @@ class Source:
     file: object  # lib_mecha.io.SafetensorsFile or ShardedModel
     architecture: Optional[arch_base.Architecture]
     key_map: Dict[str, str] = field(default_factory=dict)  # canonical -> stored name
+    _identity: Optional[str] = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -59,8 +60,10 @@ class Source:
     @property
     def identity(self) -> str:
         """What identifies this input's content cheaply: path, size and modification time."""
-        st = self.path.stat()
-        return f"{self.path}:{st.st_size}:{st.st_mtime_ns}"
+        if self._identity is None:
+            st = self.path.stat()
+            self._identity = f"{self.path}:{st.st_size}:{st.st_mtime_ns}"
+        return self._identity
 
     def info(self, canonical_key: str):
         return self.file.tensors[self.key_map[canonical_key]]
