@@ -11,6 +11,7 @@ text (version line, comments and blank lines counted) and, where there is one, t
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -56,6 +57,8 @@ def split_lines(text: Union[str, bytes, Sequence[str]]) -> List[str]:
     (as ``readlines()`` gives, line ends kept or not) is accepted too."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")
+    if isinstance(text, os.PathLike):
+        raise TypeError("deserialize() takes the recipe's text; use deserialize_path() for a file")
     if not isinstance(text, str):
         text = "\n".join(line.rstrip("\r\n") for line in text)
     if text.startswith("\ufeff"):

@@ -139,6 +139,8 @@ def test_deserialize_path(tmp_path):
     assert deserialize_path(path) == WS_NODE
     with pytest.raises(RecipeError, match="cannot read the recipe"):
         deserialize_path(tmp_path / "missing.mecha")
+    with pytest.raises(TypeError, match="deserialize_path"):
+        deserialize(path)
     bad = tmp_path / "bad.mecha"
     bad.write_bytes(b"version 0.1.0\nmodel \"\xff\"")
     with pytest.raises(RecipeSyntaxError, match="not UTF-8") as info:

@@ -335,3 +335,25 @@ def test_sd_mecha_finalize_of_a_plain_block_dict_reads_as_our_block_literal(sd1_
     text = sd_mecha.serialize(theirs, finalize=True)
     resolved = {name: p.resolve() for name, p in sd1_files.items()}
     assert deserialize(text) == block_weights(Kit(ours=True, paths=resolved, finalized=True))
+
+
+# --- why the writer refuses what it refuses (docs/mecha-format.md, "Decisions") ----------------
+
+@pytest.mark.parametrize("line, error", [
+    ('model "a=b.safetensors" model_config=null merge_space="weight"', ValueError),  # split at '=' despite quotes
+    ('model path="a=b.safetensors" model_config=null merge_space="weight"', IndexError),  # no keyword form
+    ("dict key=inf", ValueError),
+    ("dict key=nan", ValueError),
+    ('model "a.safetensors" model_config="structural" merge_space="weight"', ValueError),
+])
+def test_sd_mecha_cannot_read_what_our_writer_refuses(line, error):
+    with pytest.raises(error):
+        sd_mecha.deserialize("version 0.1.0\n" + line)
+
+
+def test_sd_mecha_rejects_the_trailing_newline_and_crlf_our_writer_never_writes():
+    text = serialize(weighted_sum(Kit(ours=True)))
+    for variant, error in ((text + "\n", ValueError), (text.replace("\n", "\r\n"), RuntimeError)):
+        with pytest.raises(error):
+            sd_mecha.deserialize(variant)
+        assert deserialize(variant) == deserialize(text)
