@@ -199,3 +199,21 @@ def blocks(layout_id: str, values: BlockValues, default=None, *, architecture: O
                                  "give every block a value or pass default=")
         node = build("fallback", node, default)
     return node
+
+
+def layout_for_block_dict(names, architecture: Optional[str] = None) -> Optional[str]:
+    """The layout a plain dict's keys are block names of, or None (then it is a per-key dict).
+
+    sd-mecha matches a dict of block names to the block config by itself; this is the same
+    inference for the planner: the layout of ``architecture`` when given and it fits, else the
+    first layout whose blocks include every name.
+    """
+    from .layouts import layout_ids, layouts_for
+    names = set(names)
+    if not names:
+        return None
+    preferred = layouts_for(architecture) if architecture else ()
+    for ident in tuple(preferred) + tuple(i for i in layout_ids() if i not in preferred):
+        if names <= set(resolve_layout(ident).blocks):
+            return ident
+    return None

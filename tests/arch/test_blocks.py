@@ -212,3 +212,12 @@ def test_flux_converter_route():
     with pytest.raises(ArchitectureMismatch, match="flux-mecha_blocks is for flux-flux, but the model being "
                                                    "merged is sd3-comfyui"):
         value_for(node, "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight")
+
+
+def test_layout_inferred_from_a_plain_block_dict():
+    from lib_mecha.arch.block_weights import layout_for_block_dict
+    assert layout_for_block_dict({"IN00": 1, "OUT11": 0}) == SD1
+    assert layout_for_block_dict({"IN00": 1, "OUT11": 0}, "sd2-ldm") == "sd2-supermerger_blocks"
+    assert layout_for_block_dict({"IN00": 1, "VAE": 0}, "sdxl-sgm") == SDXL
+    assert layout_for_block_dict({"DOUBLE03": 1}) == "flux-mecha_blocks"
+    assert layout_for_block_dict({"model.diffusion_model.out.0.weight": 1}) is None
