@@ -1,0 +1,110 @@
+"""scripts/mecha.py loaded the way the WebUI loads it, against the stand-in, with real gradio."""
+from __future__ import annotations
+
+import sys
+import types
+
+import gradio as gr
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "scripts" / "mecha.py"
+
+
+def load_script():
+    from modules import scripts
+    return scripts.load_extension_script(SCRIPT, ROOT)
+
+
+def test_loads_by_file_name_outside_sys_modules_and_leaves_sys_path(webui):
+    before = list(sys.path)
+    module = load_script()
+    assert module.__name__ == "mecha.py"          # spec_from_file_location(basename, path)
+    assert "mecha.py" not in sys.modules
+    assert sys.path == before                     # the extension root was on sys.path only meanwhile
+    assert "lib_mecha" in sys.modules             # imported at top level, while the root was there
+
+
+def test_registers_callbacks_and_an_always_visible_script(webui):
+    from modules import script_callbacks, scripts
+    load_script()
+    for event in ("ui_settings", "ui_tabs", "app_started", "model_loaded", "script_unloaded"):
+        assert len(script_callbacks.callbacks[event]) == 1, event
+    classes = [cls for cls, *_ in scripts.scripts_data]
+    assert [c.__name__ for c in classes] == ["MechaRecipeInfotext"]
+    assert classes[0]().show(False) is scripts.AlwaysVisible
+
+
+def test_settings_registered_with_prefix_and_readable_before_registration(webui):
+    from lib_mecha.host import extension, settings
+    from modules import script_callbacks, shared
+    load_script()
+    host = extension.current_host()
+    # API-only mode never runs on_ui_settings: defaults must still come back
+    assert settings.read(host, "mecha_threads") == 2
+    assert "mecha_threads" not in shared.opts.data_labels
+    script_callbacks.fire("ui_settings")
+    keys = [k for k in shared.opts.data_labels if k.startswith("mecha_")]
+    assert sorted(keys) == sorted(o.key for o in settings.OPTIONS)
+    assert all(shared.opts.data_labels[k].section == ("mecha", "Mecha") for k in keys)
+    shared.opts.data["mecha_threads"] = 5
+    assert settings.merge_option_values(host)["threads"] == 5
+
+
+def test_tab_comes_from_lib_mecha_ui_when_it_exists(webui, monkeypatch):
+    from modules import script_callbacks
+    load_script()
+    seen = {}
+
+    def create_tab(host):
+        seen["host"] = host
+        with gr.Blocks(analytics_enabled=False) as blocks:
+            gr.Markdown("mecha")
+        return blocks
+
+    fake_ui = types.ModuleType("lib_mecha.ui")
+    fake_ui.create_tab = create_tab
+    monkeypatch.setitem(sys.modules, "lib_mecha.ui", fake_ui)
+    tabs = script_callbacks.ui_tabs_callback()
+    assert len(tabs) == 1
+    blocks, title, elem_id = tabs[0]
+    assert isinstance(blocks, gr.Blocks) and (title, elem_id) == ("Mecha", "mecha")
+    assert seen["host"].name == webui.flavour
+
+
+def test_no_tab_without_a_ui_module(webui, monkeypatch):
+    from modules import script_callbacks
+    load_script()
+    monkeypatch.setitem(sys.modules, "lib_mecha.ui", types.ModuleType("lib_mecha.ui"))
+    assert script_callbacks.ui_tabs_callback() == []
+
+
+def test_unload_restores_the_merge_and_drops_state(webui):
+    from lib_mecha.host import extension
+    from lib_mecha.host.base import MergeIdentity
+    from modules import _net, script_callbacks
+    load_script()
+    host = extension.current_host()
+    original = webui.pixels()
+    host.hot_load(_net.random_checkpoint(5), MergeIdentity.from_recipe("unload test"))
+    assert webui.pixels() != original
+    script_callbacks.script_unloaded_callback()
+    assert extension.current_host() is None
+    assert webui.pixels() == original
+    assert host.hot_loaded() is None
+
+
+def test_recipe_id_added_to_txt2img_infotext_while_a_merge_is_loaded(webui):
+    from lib_mecha.host import extension
+    from lib_mecha.host.base import MergeIdentity
+    from modules import _net, processing, scripts
+    load_script()
+    webui.pixels()  # a model is loaded, as after any generation
+    script = scripts.scripts_data[0][0]()
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="x", seed=1, steps=1, width=8, height=8)
+    script.process(p)
+    assert "Mecha recipe" not in p.extra_generation_params
+    ident = MergeIdentity.from_recipe("infotext test")
+    extension.current_host().hot_load(_net.random_checkpoint(6), ident)
+    script.process(p)
+    assert p.extra_generation_params["Mecha recipe"] == ident.short_id
