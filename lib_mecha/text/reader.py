@@ -164,7 +164,7 @@ class _Interpreter:
 
     def reference(self, token: Token) -> Value:
         digits = token.text[1:]
-        if not digits.isdigit():
+        if not (digits.isascii() and digits.isdigit()):
             self.fail(f"bad reference {token.text!r}: expected & followed by an instruction number", token)
         index = int(digits)
         here = len(self.results)

@@ -12,6 +12,7 @@ import math
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import ParameterError, RecipeError
+from ..methods.registry import all_methods
 from ..recipe import LiteralNode, MergeNode, ModelNode, RecipeNode, as_node
 from .reader import SINGLETON_CONFIG, SINGLETON_KEY, SINGLETON_METHOD, UNKNOWN_CONFIGS, VERSION_LINE
 
@@ -132,7 +133,6 @@ def _children(node: RecipeNode, where: _Where):
 
 
 def _argument_names(node: MergeNode) -> List[Optional[str]]:
-    from ..methods.registry import all_methods
     spec = all_methods().get(node.method)
     if spec is None:
         return [None] * len(node.args)

@@ -176,6 +176,7 @@ M = 'model "a" model_config="sd1-ldm" merge_space="weight"\n'
     (V + "dict a=1e999", 2, 6, "out of range"),
     (V + "dict a=&x", 2, 6, "bad reference '&x'"),
     (V + "dict a=&-1", 2, 6, "bad reference '&-1'"),
+    (V + "dict a=&²", 2, 6, "bad reference '&²'"),
     (V + M + "# c\n\n" + 'merge "weighted_sum" &0 &2 &3\nmodel "b"\nmodel "c"', 5, 25,
      "&2 refers to a later line (6)"),
     (V + M + 'merge "weighted_sum" &0 &1', 3, 25, "&1 refers to this line itself"),
