@@ -32,6 +32,7 @@ MIB = 1 << 20
 # in cache between the cast, the arithmetic and the output cast, large enough that the
 # per-call overhead of torch stays negligible.
 MAX_CHUNK_ELEMENTS = 1 << 20
+SCRATCH_BYTES = 4 << 20
 
 ProgressFn = Callable[[int, int, int], None]
 
@@ -100,6 +101,20 @@ class Evaluator:
         self.sources = plan.sources
         self.device = device
         self.compute_dtype = compute_dtype
+        self._local = threading.local()
+
+    def _scratch(self, slot: int, nbytes: int) -> Optional[torch.Tensor]:
+        """A per-thread reusable read buffer, so slices of big keys do not fault in fresh
+        pages for every read. Only for reads that fit one slice."""
+        if nbytes > SCRATCH_BYTES:
+            return None
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+        buf = pool.get(slot)
+        if buf is None:
+            buf = pool[slot] = torch.empty(SCRATCH_BYTES, dtype=torch.uint8)
+        return buf
 
     def run(self, item: WorkItem) -> torch.Tensor:
         kp = item.plan
@@ -107,6 +122,7 @@ class Evaluator:
             return self._read(kp.expr, item)
         remaining = dict(kp.uses)
         values: Dict[Expr, object] = {}
+        slots: Dict[Expr, int] = {}
 
         def get(expr: Expr):
             if expr in values:
@@ -121,8 +137,12 @@ class Evaluator:
 
         def compute(expr: Expr):
             if isinstance(expr, Read):
-                raw = self._read(expr, item)
-                return raw.to(device=self.device, dtype=self.compute_dtype)
+                slot = slots.setdefault(expr, len(slots))
+                n = (item.end - item.start) if item.start is not None else kp.numel
+                scratch = self._scratch(slot, n * expr.dtype.itemsize)
+                raw = self._read(expr, item, scratch)
+                # a scratch buffer is reused by the next read: never hand it out uncopied
+                return raw.to(device=self.device, dtype=self.compute_dtype, copy=scratch is not None)
             if isinstance(expr, Const):
                 return expr.value
             return self._call(expr, kp, [get(a) for a in expr.args], {k: get(v) for k, v in expr.kwargs})
@@ -130,11 +150,11 @@ class Evaluator:
         result = get(kp.expr)
         return self._as_output(result, item)
 
-    def _read(self, expr: Read, item: WorkItem) -> torch.Tensor:
+    def _read(self, expr: Read, item: WorkItem, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         handle = self.sources[expr.source].file
         if item.start is None:
-            return handle.read(expr.key)
-        return handle.read_range(expr.key, item.start, item.end)
+            return handle.read(expr.key, out)
+        return handle.read_range(expr.key, item.start, item.end, out)
 
     def _call(self, expr: Call, kp: KeyPlan, args: List, kwargs: Dict):
         spec = resolve(expr.method)
