@@ -1,0 +1,217 @@
+"""What the action buttons do: merge and hot-load, save, restore, preview; and the status line.
+
+Merges and saves run as jobs of the shared :data:`~lib_mecha.ui.jobs.RUNNER` (one at a time);
+hot-load, restore and preview go through the host, which takes its own lock.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import HostError, MechaError
+from ..methods import build
+from ..recipe import RecipeNode, model
+from .catalog import Catalog
+from .jobs import RUNNER, Job, JobRunner
+
+DTYPES = ("fp16", "bf16", "fp32", "keep")
+HOST_WAIT = 300.0   # seconds a hot-load/restore/preview waits for a running generation
+KEEP_VAE = "(merged VAE)"
+
+
+def can_hot_load(host) -> bool:
+    return getattr(host, "name", "") != "standalone"
+
+
+def _call(fn, *args, wait: float = HOST_WAIT, **kwargs):
+    """Call a host method, passing ``wait`` when the implementation takes it."""
+    try:
+        takes_wait = "wait" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes_wait = False
+    return fn(*args, **kwargs, wait=wait) if takes_wait else fn(*args, **kwargs)
+
+
+def merge_options(host, catalog: Catalog, for_hot_load: bool, **changes):
+    """MergeOptions from the host's settings, searching every model folder of the catalogue."""
+    from ..engine.options import MergeOptions
+    from ..host.settings import merge_option_values
+    values: Dict[str, Any] = merge_option_values(host, for_hot_load=for_hot_load)
+    values["model_dirs"] = tuple(catalog.model_dirs())
+    values.update(changes)
+    return MergeOptions(**values)
+
+
+# --- merge & hot-load ----------------------------------------------------------------------------
+
+def start_merge(host, catalog: Catalog, node: RecipeNode, text: str, runner: JobRunner = RUNNER) -> Job:
+    """Merge in memory and hot-load the result (a job). Raises Busy when a job runs."""
+    from ..host.base import MergeIdentity
+    if not can_hot_load(host):
+        raise HostError("hot-loading needs a WebUI", "save the merge to a file instead")
+    check_models(node, catalog)
+    options = merge_options(host, catalog, for_hot_load=True)
+
+    def run(job: Job):
+        from .. import merge
+        result = merge(node, None, options=options, progress=job.progress, cancel=job.cancel)
+        job.phase = "loading into the WebUI"
+        ident = MergeIdentity.from_recipe(text)
+        _call(host.hot_load, result.state_dict, ident)
+        return {"ident": ident, "keys": len(result.keys), "skipped": result.skipped_summary(),
+                "seconds": result.seconds}
+    return runner.start("merge", "merge & load", run)
+
+
+def merge_done_message(job: Job) -> str:
+    if job.error is not None:
+        return job.message()
+    r = job.result
+    text = f"loaded {r['ident'].display_name} ({r['keys']} keys, {job.elapsed:.1f} s)"
+    return text + (f"; warning: {r['skipped']}" if r["skipped"] else "")
+
+
+# --- save --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SaveRequest:
+    name: str
+    dtype: str = "fp16"
+    prune_ema: bool = False
+    vae: str = KEEP_VAE
+    overwrite: bool = False
+
+
+def save_target(host, name: str, overwrite: bool) -> Path:
+    """The output path for a save name inside the host's save folder (raises OutputExists)."""
+    from ..host.paths import output_path
+    folder = host.default_save_dir()
+    roots = [*host.checkpoint_dirs(), folder]
+    return output_path(name, folder, roots, overwrite=overwrite)
+
+
+def save_recipe(node: RecipeNode, request: SaveRequest, catalog: Catalog, architecture: Optional[str]) -> RecipeNode:
+    """The recipe actually saved: the draft's, with the EMA dropped and/or a VAE baked in."""
+    if request.prune_ema:
+        if architecture is None:
+            raise MechaError("EMA pruning needs a recognised architecture", "untick 'prune EMA' for this merge")
+        from ..arch import resolve_architecture
+        if "ema" in resolve_architecture(architecture).components:
+            node = build("omit_component", node, "ema")
+    if request.vae and request.vae != KEEP_VAE:
+        entry = catalog.vae(request.vae) or catalog.checkpoint(request.vae)
+        name = entry.name if entry else request.vae
+        node = build("fallback", build("pick_component", model(name), "vae"), node)
+    return node
+
+
+def start_save(host, catalog: Catalog, node: RecipeNode, request: SaveRequest, architecture: Optional[str],
+               runner: JobRunner = RUNNER) -> Job:
+    """Write the merge to a file (a job). Raises OutputExists (before anything runs) when the
+    file exists and ``overwrite`` is false, Busy when a job runs."""
+    if request.dtype not in DTYPES:
+        raise MechaError(f"unknown dtype {request.dtype!r}", f"choose one of {', '.join(DTYPES)}")
+    target = save_target(host, request.name, request.overwrite)
+    recipe = save_recipe(node, request, catalog, architecture)
+    check_models(recipe, catalog)
+    options = merge_options(host, catalog, for_hot_load=False, output_dtype=request.dtype,
+                            overwrite=request.overwrite)
+
+    def run(job: Job):
+        from .. import merge
+        os.makedirs(target.parent, exist_ok=True)
+        result = merge(recipe, str(target), options=options, progress=job.progress, cancel=job.cancel)
+        job.phase = "refreshing the model list"
+        try:
+            host.run_exclusive(host.refresh_checkpoints, job="refresh", wait=HOST_WAIT)
+        except MechaError:
+            pass  # the file is written; the list refreshes on the next visit
+        catalog.refresh()
+        return {"path": str(result.path), "keys": len(result.keys), "skipped": result.skipped_summary()}
+    return runner.start("save", f"save {target.name}", run)
+
+
+def save_done_message(job: Job) -> str:
+    if job.error is not None:
+        return job.message()
+    r = job.result
+    text = f"saved {r['path']} ({r['keys']} keys, {job.elapsed:.1f} s)"
+    return text + (f"; warning: {r['skipped']}" if r["skipped"] else "")
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+def check_models(node: RecipeNode, catalog: Catalog) -> None:
+    """Name every model of the recipe that cannot be found, before a job starts."""
+    from ..engine.sources import resolve_model_path
+    from ..recipe import models_of
+    missing = []
+    for m in models_of(node):
+        try:
+            resolve_model_path(m.path, catalog.model_dirs())
+        except MechaError:
+            missing.append(m.path)
+    if missing:
+        details = catalog.missing_models(missing)
+        raise MechaError("; ".join(details) if details else f"model not found: {', '.join(missing)}",
+                         "pick the model again from the list")
+
+
+# --- restore, preview, status ----------------------------------------------------------------
+
+def restore(host) -> str:
+    if not can_hot_load(host):
+        return "nothing to restore: the standalone tab never loads models"
+    if host.hot_loaded() is None:
+        return "the original checkpoint is loaded; nothing to restore"
+    _call(host.restore)
+    return "restored the original checkpoint"
+
+
+def preview(host, params) -> List[Tuple[Any, str]]:
+    if not can_hot_load(host):
+        raise HostError("previews need a WebUI", "run the extension inside A1111 or Forge")
+    if host.hot_loaded() is None:
+        raise HostError("no merge is loaded", "press 'Merge & load' first; the preview would show the original")
+    return _call(host.generate, params)
+
+
+def status_text(host, catalog: Catalog) -> str:
+    """One line saying what the WebUI would generate with now."""
+    if not can_hot_load(host):
+        folder = host.default_save_dir()
+        return f"Standalone: merges are saved to {folder}; hot-loading and previews need the WebUI."
+    ident = host.hot_loaded()
+    if ident is not None:
+        first = _recipe_summary(ident.recipe_text)
+        return f"Loaded: merge {ident.display_name} (recipe {ident.short_id}){' — ' + first if first else ''}"
+    current = host.current_model()
+    if current is None:
+        return "Loaded: no model yet"
+    return f"Loaded: original checkpoint {current.label}"
+
+
+def _recipe_summary(text: str) -> str:
+    """``weighted_sum(a, b)`` for the last merge line of a .mecha text."""
+    try:
+        from ..recipe_text import deserialize
+        node = deserialize(text)
+    except MechaError:
+        return ""
+    return _short_repr(node, 2)
+
+
+def _short_repr(node, depth: int) -> str:
+    from ..recipe import LiteralNode, MergeNode, ModelNode
+    if isinstance(node, ModelNode):
+        return os.path.splitext(os.path.basename(node.path))[0]
+    if isinstance(node, LiteralNode):
+        return "…" if node.is_dict else repr(node.value)
+    if isinstance(node, MergeNode):
+        if depth <= 0:
+            return f"{node.method}(…)"
+        return f"{node.method}({', '.join(_short_repr(a, depth - 1) for a in node.args)})"
+    return "?"

@@ -1,0 +1,125 @@
+"""One merge or save at a time, in a background thread, with progress, ETA and cancel.
+
+The runner is shared by every browser tab of the process: a second Merge (or a Save during a
+merge) is refused with :class:`~lib_mecha.errors.Busy` instead of starting a second job.
+Cancel sets the event the engine checks between keys, so a job stops within one key.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..errors import Busy, MechaError, MergeCancelled
+
+JobFn = Callable[["Job"], Any]
+
+
+@dataclass
+class Job:
+    """A running or finished job. Progress fields are written by the job's thread."""
+
+    kind: str                          # "merge" | "save"
+    label: str
+    started: float = field(default_factory=time.monotonic)
+    done: int = 0
+    total: int = 0
+    bytes: int = 0
+    phase: str = "planning"
+    cancel: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: Optional[BaseException] = None
+    ended: Optional[float] = None
+
+    def progress(self, done: int, total: int, nbytes: int = 0) -> None:
+        """The engine's progress callback."""
+        self.done, self.total, self.bytes = int(done), int(total), int(nbytes)
+        self.phase = "merging"
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+    def eta(self) -> Optional[float]:
+        """Seconds left, from the pace so far; None until a key is done."""
+        if not self.total or not self.done or self.finished.is_set():
+            return None
+        return self.elapsed / self.done * (self.total - self.done)
+
+    @property
+    def cancelled(self) -> bool:
+        return isinstance(self.error, MergeCancelled)
+
+    def message(self) -> str:
+        """The job's outcome as one line (empty while running)."""
+        if not self.finished.is_set():
+            return ""
+        if self.error is None:
+            return ""
+        if isinstance(self.error, MechaError):
+            return self.error.format_message()
+        return f"unexpected error: {type(self.error).__name__}: {self.error}"
+
+
+class JobRunner:
+    """Starts jobs one at a time. Thread safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._current: Optional[Job] = None
+
+    @property
+    def current(self) -> Optional[Job]:
+        with self._lock:
+            return self._current
+
+    def busy(self) -> Optional[Job]:
+        """The running job, if any."""
+        job = self.current
+        return job if job is not None and not job.finished.is_set() else None
+
+    def start(self, kind: str, label: str, fn: JobFn) -> Job:
+        """Run ``fn(job)`` in a background thread and return the job at once.
+
+        Raises:
+            Busy: another job is running (it is named, with its progress).
+        """
+        with self._lock:
+            running = self._current
+            if running is not None and not running.finished.is_set():
+                pct = f", {running.fraction:.0%} done" if running.total else ""
+                raise Busy(f"a {running.kind} is running ({running.label}{pct}); {kind} was not started",
+                           "wait for it to finish, or cancel it")
+            job = Job(kind, label)
+            self._current = job
+        thread = threading.Thread(target=self._run, args=(job, fn), name=f"mecha-{kind}", daemon=True)
+        thread.start()
+        return job
+
+    @staticmethod
+    def _run(job: Job, fn: JobFn) -> None:
+        try:
+            job.result = fn(job)
+        except BaseException as e:  # reported in the tab; a job thread must never die silently
+            job.error = e
+        finally:
+            job.ended = time.monotonic()
+            job.finished.set()
+
+    def cancel(self) -> bool:
+        """Ask the running job to stop; False when none runs."""
+        job = self.busy()
+        if job is None:
+            return False
+        job.cancel.set()
+        job.phase = "cancelling"
+        return True
+
+
+RUNNER = JobRunner()

@@ -1,0 +1,185 @@
+"""Block weights (MBW): one slider per block of the chosen layout, presets and a comma list.
+
+One panel edits whichever value is in block mode (a step's parameter or a LoRA's strength),
+chosen in "Edit". Sliders are grouped as the layout's block names suggest: the first two
+numbered groups (IN / OUT, DOUBLE / SINGLE) get a column each, every other block sits in the
+middle column (BASE, M00, VAE...). The slider pool is sized for the largest registered layout.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..arch.layouts import layout_ids, resolve_layout
+from ..methods import resolve
+from . import model as m
+from .panel_recipe import slider_range
+from .session import Session
+from .widgets import keep, update
+
+_GROUP = re.compile(r"^(.*?)(\d+)$")
+COLUMNS = 3
+
+
+def group_of(block: str) -> str:
+    found = _GROUP.match(block)
+    return found.group(1) if found else block
+
+
+def columns_of(blocks: Tuple[str, ...]) -> List[List[str]]:
+    """Blocks per column: first numbered group, the rest, second numbered group."""
+    groups: Dict[str, List[str]] = {}
+    for b in blocks:
+        groups.setdefault(group_of(b), []).append(b)
+    big = [g for g, members in groups.items() if len(members) > 1][:2]
+    left = groups[big[0]] if big else []
+    right = groups[big[1]] if len(big) > 1 else []
+    middle = [b for b in blocks if b not in left and b not in right]
+    return [left, middle, right]
+
+
+def column_sizes() -> List[int]:
+    sizes = [1, 1, 1]
+    for ident in layout_ids():
+        for i, col in enumerate(columns_of(resolve_layout(ident).blocks)):
+            sizes[i] = max(sizes[i], len(col))
+    return sizes
+
+
+def column_title(col: List[str]) -> str:
+    if not col:
+        return ""
+    names = []
+    for b in col:
+        g = group_of(b)
+        if g not in names:
+            names.append(g)
+    return " · ".join(names)
+
+
+def value_range(session: Session, key: Optional[str], pv: m.ParamValue) -> Tuple[float, float, float]:
+    """Slider range for the target's values (its parameter's usual range)."""
+    if key and key.startswith("p:"):
+        _, i, name = key.split(":", 2)
+        p = resolve(session.draft[int(i)].method).param(name)
+    else:
+        p = m.LORA_STRENGTH
+    lo, hi = slider_range(p)
+    lo = 0.0 if lo is None else lo
+    hi = 1.0 if hi is None else hi
+    for _, v in pv.blocks:
+        lo, hi = min(lo, v), max(hi, v)
+    return lo, hi, 0.01 if hi - lo <= 4 else 0.05
+
+
+def comma_text(pv: m.ParamValue) -> str:
+    layout = resolve_layout(pv.config)
+    values = pv.block_map
+    return ",".join(m.format_number(values[b]) if b in values else "" for b in layout.blocks)
+
+
+class MbwPanel:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.sizes = column_sizes()
+
+    def build(self) -> None:
+        import gradio as gr
+        with gr.Accordion("Block weights (MBW)", open=True, elem_id="mecha_mbw_panel"):
+            self.hint = gr.Markdown("", elem_id="mecha_mbw_hint")
+            with gr.Group(visible=False, elem_id="mecha_mbw_controls") as self.controls:
+                with gr.Row():
+                    self.target = gr.Dropdown(choices=[], value=None, label="Edit", elem_id="mecha_mbw_target",
+                                              scale=3)
+                    self.layout = gr.Dropdown(choices=list(layout_ids()), value=None, label="Layout",
+                                              elem_id="mecha_mbw_layout", scale=2)
+                    self.preset = gr.Dropdown(choices=[], value=None, label="Preset", elem_id="mecha_mbw_preset",
+                                              scale=2)
+                with gr.Row():
+                    self.text = gr.Textbox(value="", label="Values in block order (comma list; empty = default)",
+                                           elem_id="mecha_mbw_text", scale=5)
+                    self.apply = gr.Button("Apply", elem_id="mecha_mbw_apply", scale=0, min_width=80)
+            self.titles = []
+            self.sliders: List[List[Any]] = []
+            with gr.Row(elem_id="mecha_mbw_sliders"):
+                for c in range(COLUMNS):
+                    with gr.Column(min_width=120):
+                        self.titles.append(gr.Markdown("", elem_id=f"mecha_mbw_title_{c}"))
+                        self.sliders.append([
+                            gr.Slider(0, 1, value=0, step=0.01, label="", visible=False,
+                                      elem_id=f"mecha_mbw_{c}_{k}")
+                            for k in range(self.sizes[c])])
+
+    def all_sliders(self) -> List[Any]:
+        return [s for col in self.sliders for s in col]
+
+    def slider_blocks(self, session: Session) -> List[Optional[str]]:
+        """The block each slider of :meth:`all_sliders` edits for the current target."""
+        pv = session.target_value()
+        out: List[Optional[str]] = []
+        cols = columns_of(resolve_layout(pv.config).blocks) if pv is not None and pv.config else [[], [], []]
+        for c, col in enumerate(self.sliders):
+            for k in range(len(col)):
+                out.append(cols[c][k] if k < len(cols[c]) else None)
+        return out
+
+    def text_outputs(self) -> List[Any]:
+        return [self.target, self.text]
+
+    def render_text(self, session: Session) -> List[Any]:
+        targets = session.mbw_targets()
+        key = session.current_target()
+        pv = session.target_value()
+        label = next((lb for lb, k in targets if k == key), None)
+        return [update(choices=[lb for lb, _ in targets], value=label),
+                update(value=comma_text(pv) if pv is not None and pv.config else "")]
+
+    def outputs(self) -> List[Any]:
+        return [self.hint, self.controls, *self.text_outputs(), self.layout, self.preset, *self.titles,
+                *self.all_sliders()]
+
+    def render(self, session: Session) -> List[Any]:
+        out = [update(value=self.hint_text(session)), update(visible=bool(session.mbw_targets()))]
+        out.extend(self.render_text(session))
+        key = session.current_target()
+        pv = session.target_value()
+        if pv is None or not pv.config:
+            out.append(update(value=None))
+            out.append(update(choices=[], value=None))
+            out.extend(update(value="") for _ in self.titles)
+            out.extend(update(visible=False) for _ in self.all_sliders())
+            return out
+        from ..arch.presets import presets
+        layout = resolve_layout(pv.config)
+        out.append(update(value=layout.identifier))
+        out.append(update(choices=list(presets(layout.identifier)), value=None))
+        cols = columns_of(layout.blocks)
+        for c in range(COLUMNS):
+            out.append(update(value=f"**{column_title(cols[c])}**" if cols[c] else ""))
+        lo, hi, step = value_range(session, key, pv)
+        values = pv.block_map
+        for block in self.slider_blocks(session):
+            if block is None:
+                out.append(update(visible=False))
+            else:
+                v = values.get(block, pv.value)
+                empty = block not in values
+                out.append(update(visible=True, minimum=lo, maximum=hi, step=step, value=v,
+                                  label=f"{block}{' (default)' if empty else ''}"))
+        return out
+
+    def hint_text(self, session: Session) -> str:
+        if not session.mbw_targets():
+            return ("Set a parameter's values to *per block (MBW)* (or tick *per block* on a LoRA) to give each "
+                    "block of the model its own value.")
+        pv = session.target_value()
+        if pv is not None and pv.config:
+            layout = resolve_layout(pv.config)
+            fits = all(len(col) <= len(self.sliders[c]) for c, col in enumerate(columns_of(layout.blocks)))
+            if not fits:
+                return f"{layout.identifier} has more blocks than sliders here: use the comma list."
+            return f"{layout.label or layout.identifier}"
+        return ""
+
+    def keep_all(self) -> List[Any]:
+        return [keep() for _ in self.outputs()]

@@ -1,0 +1,227 @@
+"""The Mecha tab: lays out the panels and wires their events to the session.
+
+:func:`create_tab` returns a ``gr.Blocks`` for the WebUI's ``on_ui_tabs`` (the WebUI puts it in a
+tab whose element id is ``tab_mecha``); :func:`build_tab` builds the same content inside the
+caller's Blocks (the standalone server wraps it in its own ``tab_mecha``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List
+
+from .catalog import Catalog
+from .compat import job_kw, js_kw, quiet_kw
+from .panel_actions import ActionsPanel
+from .panel_lora import LoraPanel
+from .panel_mbw import MbwPanel
+from .panel_recipe import MODE_BY_LABEL, RecipePanel
+from .panel_text import TextPanel, download_path, read_upload
+from .session import Session, guarded
+from .widgets import Region, message_html, optional_index, update, wire
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class TabContext:
+    """What every panel needs: the host, its model lists, and the other panels."""
+
+    def __init__(self, host):
+        self.host = host
+        self.catalog = Catalog(host)
+        self.recipe = RecipePanel(self)
+        self.lora = LoraPanel(self)
+        self.mbw = MbwPanel(self)
+        self.text = TextPanel(self)
+        self.actions = ActionsPanel(self)
+
+    def layout_for(self, session: Session):
+        """The block layout for the selected step's models (its first model's architecture)."""
+        from ..arch.layouts import layouts_for
+        arch = self.arch_for(session)
+        found = layouts_for(arch) if arch else ()
+        return found[0] if found else None
+
+    def arch_for(self, session: Session):
+        first = session.first_model()
+        return self.catalog.architecture_of(first) if first else None
+
+
+def build_tab(host) -> TabContext:
+    """Build the tab's components and events inside the current gradio Blocks context."""
+    import gradio as gr
+    ctx = TabContext(host)
+    state = gr.State(Session())
+    ctx.actions.build()
+    with gr.Row(elem_id="mecha_main"):
+        with gr.Column(scale=5, elem_id="mecha_left"):
+            ctx.recipe.build()
+            ctx.mbw.build()
+            ctx.lora.build()
+        with gr.Column(scale=4, elem_id="mecha_right"):
+            ctx.text.build()
+            ctx.actions.build_save()
+            ctx.actions.build_preview()
+    _wire(ctx, state)
+    return ctx
+
+
+def _wire(ctx: TabContext, state) -> None:
+    r, lo, mb, tx, ac = ctx.recipe, ctx.lora, ctx.mbw, ctx.text, ctx.actions
+    message = Region([ac.message], lambda s: [update(value=message_html(s.message, "error") if s.message else "")])
+    full = [Region(r.outputs(), r.render), Region(lo.outputs(), lo.render), Region(mb.outputs(), mb.render),
+            Region(tx.outputs(), tx.render), message]
+    light = [Region(r.step_outputs(), r.render_steps), Region(mb.text_outputs(), mb.render_text),
+             Region(tx.outputs(), tx.render), message]
+    cat = ctx.catalog
+
+    # steps
+    wire(r.steps.input, state, lambda s, v: s.select(optional_index(v) if optional_index(v) is not None
+                                                    else s.selected), [r.steps], full)
+    wire(r.add_step.click, state, lambda s: s.add_step(), [], full)
+    wire(r.remove_step.click, state, lambda s: s.remove_step(), [], full)
+
+    def refresh(s: Session) -> None:
+        host_refresh = getattr(ctx.host, "refresh_checkpoints", None)
+        if host_refresh is not None:
+            guarded(s, host_refresh)
+        cat.refresh()
+    wire(r.refresh.click, state, refresh, [], full + [Region([ac.save_vae], lambda s: [
+        update(choices=ac.vae_choices())])])
+    wire(r.method.input, state, lambda s, v: s.set_method(v) if v else None, [r.method], full)
+
+    # inputs
+    for k, widget in enumerate(r.inputs):
+        def set_input(s, label, k=k):
+            name = r.input_name(s, k)
+            if name:
+                s.set_input(name, label, cat)
+        wire(widget.input, state, set_input, [widget], light)
+    wire(r.extra.input, state, lambda s, labels: s.set_extra(labels, cat), [r.extra], light)
+
+    # parameter values
+    for j, slot in enumerate(r.slots):
+        for kind in ("slider", "number", "check", "choice", "text"):
+            def set_value(s, v, j=j):
+                name = r.param_name(s, j)
+                if name:
+                    s.set_value(name, v)
+            wire(slot[kind].input, state, set_value, [slot[kind]], light)
+
+        def set_mode(s, label, j=j):
+            name = r.param_name(s, j)
+            if name:
+                s.set_mode(name, MODE_BY_LABEL.get(label, "value"), ctx.layout_for(s), ctx.arch_for(s))
+        wire(slot["mode"].input, state, set_mode, [slot["mode"]], full)
+
+        def set_patterns(s, text, j=j):
+            name = r.param_name(s, j)
+            if name:
+                s.set_patterns(name, text)
+        wire(slot["patterns"].input, state, set_patterns, [slot["patterns"]], light)
+
+    # LoRAs
+    wire(lo.add.click, state, lambda s: s.add_lora(None, cat), [], full)
+    for j, row in enumerate(lo.rows):
+        wire(row["file"].input, state, lambda s, v, j=j: s.set_lora(j, v, cat), [row["file"]], full)
+        wire(row["strength"].input, state, lambda s, v, j=j: s.set_lora_strength(j, v), [row["strength"]], light)
+        wire(row["blocks"].input, state, lambda s, v, j=j: s.set_lora_blocks(j, bool(v), ctx.layout_for(s)),
+             [row["blocks"]], full)
+        wire(row["remove"].click, state, lambda s, j=j: s.remove_lora(j), [], full)
+
+    # block weights
+    mbw_full = [Region(mb.outputs(), mb.render), Region(r.outputs(), r.render), Region(tx.outputs(), tx.render),
+                message]
+
+    def pick_target(s: Session, label) -> None:
+        for lb, key in s.mbw_targets():
+            if lb == label:
+                s.mbw_target = key
+    wire(mb.target.input, state, pick_target, [mb.target], mbw_full)
+    wire(mb.layout.input, state, lambda s, v: s.set_layout(v), [mb.layout], mbw_full)
+    wire(mb.preset.input, state, lambda s, v: s.apply_preset(v), [mb.preset], mbw_full)
+    wire(mb.apply.click, state, lambda s, v: s.set_blocks_text(v), [mb.text], mbw_full)
+    wire(mb.text.submit, state, lambda s, v: s.set_blocks_text(v), [mb.text], mbw_full)
+    index = 0
+    for c, col in enumerate(mb.sliders):
+        for k, slider in enumerate(col):
+            def set_block(s, v, index=index):
+                blocks = mb.slider_blocks(s)
+                if index < len(blocks) and blocks[index]:
+                    s.set_block(blocks[index], v)
+            wire(slider.input, state, set_block, [slider], [Region(mb.text_outputs(), mb.render_text),
+                                                           Region(tx.outputs(), tx.render), message])
+            index += 1
+
+    # .mecha text
+    def load(s: Session, text: str) -> None:
+        tx.load_from(s, text)
+    # after a failed paste the user's text stays in the box, to be fixed
+    text_load = full[:-2] + [Region(tx.outputs(), lambda s: tx.render_message_only(s) if _failed(s)
+                                    else tx.render(s)), message]
+    wire(tx.load.click, state, load, [tx.text], text_load)
+    wire(tx.upload.upload, state, lambda s, f: load(s, read_upload(f)), [tx.upload], full)
+
+    def download(s: Session):
+        from .recipe_io import compile_session
+        with s.lock:
+            compiled = compile_session(s)
+        if not compiled.text:
+            return [update(visible=False), update(value=message_html(compiled.problem or "nothing to download",
+                                                                     "error"))]
+        return [update(value=download_path(compiled.text), visible=True), update(value="")]
+    tx.download.click(download, inputs=[state], outputs=[tx.file, ac.message])
+
+    # actions
+    jobs = ac.job_outputs()
+    ac.merge.click(ac.on_merge, inputs=[state], outputs=jobs, **job_kw())
+    save_inputs = [state, ac.save_name, ac.save_dtype, ac.save_ema, ac.save_vae]
+    ac.save.click(ac.on_save, inputs=save_inputs, outputs=jobs, **job_kw())
+    ac.save_name.submit(ac.on_save, inputs=save_inputs, outputs=jobs, **job_kw())
+    ac.overwrite.click(ac.on_overwrite, inputs=[state], outputs=jobs, **job_kw())
+    ac.keep_file.click(ac.on_keep, inputs=[state], outputs=jobs)
+    ac.cancel.click(ac.on_cancel, inputs=[], outputs=jobs, **job_kw())
+    ac.restore.click(ac.on_restore, inputs=[], outputs=jobs)
+    ac.generate.click(ac.on_generate, inputs=[ac.prompt, ac.negative, ac.seed, ac.steps, ac.cfg, ac.width, ac.height,
+                                                ac.sampler], outputs=[ac.gallery, ac.message])
+
+    # first render: the initial session, the lists and the status
+    init_outputs: List[Any] = [o for region in full for o in region.outputs] + [ac.status, ac.save_vae]
+
+    def initial(s: Session):
+        with s.lock:
+            out = [u for region in full for u in region.render(s)]
+        return out + [update(value=ac.status_html()), update(choices=ac.vae_choices())]
+    ctx.initial = (initial, [state], init_outputs)
+    # also bound to the status line's refresh button, which mecha.js clicks when the tab is shown
+    ac.status_refresh.click(initial, inputs=[state], outputs=init_outputs, **quiet_kw())
+
+
+def _failed(s: Session) -> bool:
+    return bool(s.text_message) and not s.text_message.startswith(("loaded", "model not found"))
+
+
+def attach_initial(blocks, ctx: TabContext) -> None:
+    """Render the session when the page loads (needs the tab's top-level Blocks)."""
+    fn, inputs, outputs = ctx.initial
+    blocks.load(fn, inputs=inputs, outputs=outputs)
+
+
+def read_asset(name: str) -> str:
+    path = ROOT / name
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def create_tab(host):
+    """The Mecha tab for the WebUI's ``on_ui_tabs`` (the WebUI adds style.css and javascript/)."""
+    import gradio as gr
+    with gr.Blocks(analytics_enabled=False) as blocks:
+        ctx = build_tab(host)
+        attach_initial(blocks, ctx)
+    blocks.mecha_context = ctx  # for tests and the scripts file; not used by gradio
+    return blocks
+
+
+__all__ = ["build_tab", "create_tab", "js_kw"]
