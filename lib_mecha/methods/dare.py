@@ -15,7 +15,7 @@ from ._values import as_tensor_like, is_close, scalar
 from .registry import merge_method
 from .seeding import bernoulli_like, key_generator, uniform_like
 from .spec import DELTA, Bool, CurrentKey, Float, Int, Tensor
-from .ties import K_HELP, VOTE_HELP, _ties_extended
+from .ties import APPLY_MEDIAN, COS_EPS, FTOL, MAXITER, MEDIAN_EPS, VOTE_SGN, _ties_extended, k_param
 
 PROBABILITY_HELP = "Chance that each entry of a difference is dropped; 0.9 keeps one entry in ten."
 
@@ -42,20 +42,16 @@ def della_keep_probability(delta: torch.Tensor, probability, della_eps: float):
                      "seed null or negative uses one fixed default stream, as sd-mecha's unseeded generator does."))
 def ties_sum_with_dropout(
         *deltas,
-        probability=Float(0.9, minimum=0.0, maximum=1.0, maximum_open=True, per_key=True, help=PROBABILITY_HELP),
+        probability=Float(0.9, minimum=0.0, maximum=1.0, maximum_open=True, per_key=True, label="Drop probability",
+                          help=PROBABILITY_HELP),
         della_eps=Float(0.0, minimum=-1.0, maximum=1.0, soft_minimum=0.0, soft_maximum=0.2, per_key=True,
                         label="DELLA epsilon",
                         help="0 is plain DARE; above 0, large entries are kept more often than small ones."),
         rescale=Bool(True, help="Divide by the keep rate (1 - probability) so the expected size is unchanged."),
-        k=Float(0.2, minimum=0.0, maximum=1.0, per_key=True, help=K_HELP),
-        vote_sgn=Bool(False, help=VOTE_HELP),
+        k=k_param(0.2), vote_sgn=VOTE_SGN,
         apply_stock=Bool(False, label="Skip Model Stock scaling",
                          help="Inverted name kept from sd-mecha: false (default) scales by Model Stock's factor."),
-        cos_eps=Float(1e-6, minimum=0.0, help="Guards Model Stock's cosine against zero norms."),
-        apply_median=Bool(False, label="Geometric median", help="Geometric median of the agreeing differences."),
-        eps=Float(1e-6, minimum=0.0, minimum_open=True, help="Geometric median: smallest distance."),
-        maxiter=Int(100, minimum=0, help="Geometric median: most iterations."),
-        ftol=Float(1e-20, minimum=0.0, help="Geometric median: relative change that stops it."),
+        cos_eps=COS_EPS, apply_median=APPLY_MEDIAN, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL,
         seed=Int(None, nullable=True, help="Random seed; the same seed gives the same result."),
         key=CurrentKey()):
     if is_close(probability, 1.0):
@@ -69,7 +65,7 @@ def ties_sum_with_dropout(
         keep = della_keep_probability(delta, probability, della)
         dropped.append(delta * bernoulli_like(delta, keep, generator).to(delta.dtype))
     result = _ties_extended(dropped, scalar("ties_sum_with_dropout", "k", k), vote_sgn, apply_stock,
-                            apply_median, cos_eps, eps, maxiter, ftol)
+                            apply_median, cos_eps, eps, maxiter, ftol, owned=True)
     if not rescale:
         return result
     return result / as_tensor_like(1 - probability, result)
@@ -114,8 +110,9 @@ def overlap_pmf(n: int, p: float, overlap: float, emphasis: float) -> torch.Tens
               notes=("seed null draws fresh randomness on every merge, as in sd-mecha; give a seed to "
                      "make the result reproducible.",))
 def dropout(*deltas,
-            probability=Float(0.9, minimum=0.0, maximum=1.0, maximum_open=True, help=PROBABILITY_HELP),
-            rescale=Float(1.0, soft_minimum=0.0, soft_maximum=1.0,
+            probability=Float(0.9, minimum=0.0, maximum=1.0, maximum_open=True, label="Drop probability",
+                              help=PROBABILITY_HELP),
+            rescale=Float(1.0, soft_minimum=0.0, soft_maximum=1.0, label="Rescale exponent",
                           help="Exponent of the keep-rate rescaling: 1 restores the expected size, 0 none."),
             overlap=Float(1.0, soft_minimum=0.0, soft_maximum=2.0,
                           help="Odd whole numbers: each difference is dropped independently; even: every entry "

@@ -112,8 +112,10 @@ def rotate(a=Tensor(SAME), b=Tensor(SAME),
                        help="Also interpolates A toward B rotated back into A's frame: 0 keeps A's own values."),
            centralization=Float(1.0, soft_minimum=0.0, soft_maximum=1.0,
                                 help="How much of each column's mean is removed before aligning (1 = all)."),
-           stiefel_eps=Float(1e-8, minimum=0.0, help="Unused (sd-mecha compatibility)."),
-           stiefel_max_iters=Int(100, minimum=1, help="Unused (sd-mecha compatibility).")):
+           stiefel_eps=Float(1e-8, minimum=0.0, label="Stiefel epsilon (unused)",
+                             help="Unused (sd-mecha compatibility)."),
+           stiefel_max_iters=Int(100, minimum=1, label="Stiefel iterations (unused)",
+                                 help="Unused (sd-mecha compatibility).")):
     alignment = scalar("rotate", "alignment", alignment)
     if is_close(alignment, 0.0) and is_close(alpha, 0.0):
         return a
@@ -162,10 +164,12 @@ def randomized_svd(a: torch.Tensor, rank: int, iters: int, generator: torch.Gene
 def truncate_rank(a=Tensor(DELTA),
                   rank=Int(8, minimum=0, soft_minimum=1, soft_maximum=256, per_key=True,
                            help="How many directions to keep per matrix; 0 gives zeros."),
-                  use_approximate_basis=Bool(True, help="Use a fast randomized SVD instead of the exact one."),
-                  approximate_basis_iters=Int(2, minimum=0, soft_maximum=8,
+                  use_approximate_basis=Bool(True, label="Randomized SVD",
+                                             help="Use a fast randomized SVD instead of the exact one."),
+                  approximate_basis_iters=Int(2, minimum=0, soft_maximum=8, label="Randomized SVD iterations",
                                               help="Power iterations of the randomized SVD: more is more exact."),
-                  approximate_basis_seed=Int(None, nullable=True, help="Seed of the randomized SVD."),
+                  approximate_basis_seed=Int(None, nullable=True, label="Randomized SVD seed",
+                                             help="Seed of the randomized SVD."),
                   *, key=CurrentKey()):
     if a.dim() < 2 or a.numel() == 0 or not torch.isfinite(a).all():
         return a  # nothing to truncate, or no SVD of non-finite values

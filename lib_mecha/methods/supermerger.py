@@ -93,7 +93,7 @@ def extract_features(a=Tensor(SAME, help="the common base"), b=Tensor(SAME), c=T
 def add_noise(a=Tensor(SAME),
               alpha=Float(0.001, minimum=0.0, soft_maximum=0.01, per_key=True,
                           help="Standard deviation of the noise, in weight units (SD weights are ~0.01-0.1)."),
-              *, skip_out_and_norm=Bool(True, help=_SKIP_HELP),
+              *, skip_out_and_norm=Bool(True, label="Skip out and norm layers", help=_SKIP_HELP),
               seed=Int(None, nullable=True, help="Random seed; the same seed gives the same noise."),
               key=CurrentKey()):
     if _skipped(key, skip_out_and_norm) or is_close(alpha, 0.0) or a.numel() == 0:
@@ -108,7 +108,7 @@ def add_noise(a=Tensor(SAME),
                      "Use 1 for blocks that must stay unchanged.",))
 def self_scale(a=Tensor(SAME),
                alpha=Float(1.0, soft_minimum=0.5, soft_maximum=1.5, per_key=True, help="Factor; 1 keeps A."),
-               *, skip_out_and_norm=Bool(True, help=_SKIP_HELP), key=CurrentKey()):
+               *, skip_out_and_norm=Bool(True, label="Skip out and norm layers", help=_SKIP_HELP), key=CurrentKey()):
     if _skipped(key, skip_out_and_norm):
         return a
     return a * as_tensor_like(alpha, a)

@@ -23,6 +23,23 @@ K_HELP = "Fraction of each difference kept, by magnitude: 1 keeps everything, 0.
 VOTE_HELP = "Elect each element's sign by the sum of the differences instead of a majority of their signs."
 
 
+# parameter descriptors shared with dare.py (same names, defaults and meaning as sd-mecha)
+def k_param(default: float):
+    return Float(default, minimum=0.0, maximum=1.0, per_key=True, label="Keep fraction (k)", help=K_HELP)
+
+
+VOTE_SGN = Bool(False, label="Elect sign by sum", help=VOTE_HELP)
+COS_EPS = Float(1e-6, minimum=0.0, label="Cosine epsilon", help="Guards Model Stock's cosine against zero norms.")
+MEDIAN_EPS = Float(1e-6, minimum=0.0, minimum_open=True, label="Median epsilon",
+                   help="Geometric median: smallest distance used.")
+MAXITER = Int(100, minimum=0, label="Median iterations", help="Geometric median: most iterations.")
+FTOL = Float(1e-20, minimum=0.0, label="Median tolerance",
+             help="Geometric median: stop when the mean distance changes by less than this fraction.")
+APPLY_MEDIAN = Bool(False, label="Geometric median",
+                    help="Combine the agreeing differences by their geometric median instead of their mean "
+                         "(ignores the Model Stock setting).")
+
+
 def trim_threshold(delta: torch.Tensor, k: float) -> torch.Tensor:
     """The smallest magnitude TIES keeps: the ``max(int((1-k)·n), 1)``-th smallest ``|delta|``."""
     rank = max(int((1 - k) * delta.numel()), 1)
@@ -32,14 +49,16 @@ def trim_threshold(delta: torch.Tensor, k: float) -> torch.Tensor:
     return magnitudes.kthvalue(rank).values.to(delta.dtype)
 
 
-def trimmed(delta: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    return delta * (delta.abs() >= threshold).to(delta.dtype)
+def trimmed(delta: torch.Tensor, threshold: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    keep = (delta.abs() >= threshold).to(delta.dtype)
+    return delta.mul_(keep) if in_place else delta * keep
 
 
-def ties_filter(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool):
+def ties_filter(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, owned: bool = False):
     """Trim and elect. Returns the trimmed deltas with disagreeing entries zeroed, and how many
-    deltas agreed with the elected sign at each element."""
-    kept = [trimmed(d, trim_threshold(d, k)) for d in deltas]
+    deltas agreed with the elected sign at each element. ``owned``: the deltas are the caller's
+    scratch copies and are trimmed in place (saves one key-sized tensor per delta)."""
+    kept = [trimmed(d, trim_threshold(d, k), in_place=owned) for d in deltas]
     vote = torch.zeros_like(kept[0])
     for d in kept:
         vote += d if vote_sgn else torch.sign(d)
@@ -68,8 +87,7 @@ def model_stock_t(deltas: Sequence[torch.Tensor], cos_eps: float) -> torch.Tenso
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES", category="ties",
               help="TIES-merging: trim each difference to its largest entries, elect a sign per element, "
                    "and average the differences that agree with it.")
-def ties_sum(*models, k=Float(1.0, minimum=0.0, maximum=1.0, per_key=True, help=K_HELP),
-             vote_sgn=Bool(False, help=VOTE_HELP)):
+def ties_sum(*models, k=k_param(1.0), vote_sgn=VOTE_SGN):
     first = models[0]
     if first.numel() == 0:
         return first.clone()
@@ -83,28 +101,21 @@ def ties_sum(*models, k=Float(1.0, minimum=0.0, maximum=1.0, per_key=True, help=
                    "differences instead of their mean.",
               notes=("apply_stock is inverted, as in sd-mecha: false (the default) APPLIES the Model Stock "
                      "factor, true gives plain TIES. The UI shows it as 'Skip Model Stock scaling'.",))
-def ties_sum_extended(*models, k=Float(0.2, minimum=0.0, maximum=1.0, per_key=True, help=K_HELP),
-                      vote_sgn=Bool(False, help=VOTE_HELP),
+def ties_sum_extended(*models, k=k_param(0.2), vote_sgn=VOTE_SGN,
                       apply_stock=Bool(False, label="Skip Model Stock scaling",
                                        help="Inverted name kept from sd-mecha: when false (default) the result is "
                                             "scaled by Model Stock's factor; true gives plain TIES."),
-                      apply_median=Bool(False, label="Geometric median",
-                                        help="Combine the agreeing differences by their geometric median "
-                                             "instead of their mean (ignores the Model Stock setting)."),
-                      cos_eps=Float(1e-6, minimum=0.0, help="Guards Model Stock's cosine against zero norms."),
-                      eps=Float(1e-6, minimum=0.0, minimum_open=True, help="Geometric median: smallest distance."),
-                      maxiter=Int(100, minimum=0, help="Geometric median: most iterations."),
-                      ftol=Float(1e-20, minimum=0.0, help="Geometric median: relative change that stops it.")):
+                      apply_median=APPLY_MEDIAN, cos_eps=COS_EPS, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL):
     return _ties_extended(models, scalar("ties_sum_extended", "k", k), vote_sgn, apply_stock, apply_median,
                           cos_eps, eps, maxiter, ftol)
 
 
-def _ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol):
+def _ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol, owned=False):
     first = models[0]
     if first.numel() == 0:
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
-    filtered, count = ties_filter(deltas, k, vote_sgn)
+    filtered, count = ties_filter(deltas, k, vote_sgn, owned=owned)
     if apply_median:
         result = weiszfeld(filtered, eps, maxiter, ftol)
     else:
@@ -115,7 +126,7 @@ def _ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps,
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="Model Stock", category="ties",
               help="Average of the differences, scaled by how well they agree (Model Stock, per row).")
-def model_stock(*deltas, cos_eps=Float(1e-6, minimum=0.0, help="Guards the cosine against zero norms.")):
+def model_stock(*deltas, cos_eps=COS_EPS):
     first = deltas[0]
     if first.numel() == 0:
         return first.clone()
@@ -127,10 +138,7 @@ def model_stock(*deltas, cos_eps=Float(1e-6, minimum=0.0, help="Guards the cosin
 @merge_method(returns=SAME, varargs=Tensor(SAME), label="Geometric median", category="ties",
               help="The point with the least total distance to all models (Weiszfeld's algorithm, "
                    "whole-tensor distances); robust to one outlier model.")
-def geometric_median(*models, eps=Float(1e-6, minimum=0.0, minimum_open=True, help="Smallest distance used."),
-                     maxiter=Int(100, minimum=0, help="Most iterations."),
-                     ftol=Float(1e-20, minimum=0.0, help="Stop when the objective changes by less than this "
-                                                         "fraction.")):
+def geometric_median(*models, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL):
     if models[0].numel() == 0:
         return models[0].clone()
     return weiszfeld(models, eps, maxiter, ftol)

@@ -61,10 +61,11 @@ def test_pinned_description_of_ties_sum():
             {"name": "models", "kind": "tensor", "space": "delta", "required": True, "default": None,
              "keyword_only": False, "variadic": True, "per_key": False, "label": "models", "help": ""},
             {"name": "k", "kind": "float", "space": "param", "required": False, "default": 1.0,
-             "keyword_only": True, "variadic": False, "per_key": True, "label": "k", "minimum": 0.0, "maximum": 1.0,
+             "keyword_only": True, "variadic": False, "per_key": True, "label": "Keep fraction (k)", "minimum": 0.0,
+             "maximum": 1.0,
              "help": "Fraction of each difference kept, by magnitude: 1 keeps everything, 0.2 keeps the largest 20%."},
             {"name": "vote_sgn", "kind": "bool", "space": "param", "required": False, "default": False,
-             "keyword_only": True, "variadic": False, "per_key": False, "label": "vote sgn",
+             "keyword_only": True, "variadic": False, "per_key": False, "label": "Elect sign by sum",
              "help": "Elect each element's sign by the sum of the differences instead of a majority of their signs."},
         ],
     }

@@ -100,7 +100,8 @@ def test_exchange_ema_through_the_engine(files):
     folder, tensors = files
     merged = lib_mecha.merge(lib_mecha.exchange_ema(model(str(folder / "a.safetensors"), config="sd1-ldm")),
                              output_dtype="fp32").state_dict
-    unet, ema = "model.diffusion_model.input_blocks.1.1.proj_out.bias", "model_ema.diffusion_modelinput_blocks11proj_outbias"
+    unet = "model.diffusion_model.input_blocks.1.1.proj_out.bias"
+    ema = "model_ema.diffusion_modelinput_blocks11proj_outbias"
     assert torch.equal(merged[unet], tensors["a"][ema]) and torch.equal(merged[ema], tensors["a"][unet])
     conv = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight"  # no EMA twin in the file: unchanged
     assert torch.equal(merged[conv], tensors["a"][conv])
