@@ -12,8 +12,12 @@ Example:
 """
 from __future__ import annotations
 
-from . import arch as _arch  # noqa: F401  (registers the built-in architectures)
 from . import methods as _methods
+from .arch import blocks as blocks
+from .arch import component_weights as component_weights
+from .arch import explain_detection as explain_detection
+from .arch import pattern_weights as pattern_weights
+from .arch import preset as preset
 from .compose import add_difference as add_difference
 from .engine.api import MergeResult as MergeResult
 from .engine.api import merge as merge
@@ -24,13 +28,16 @@ from .methods import merge_method as merge_method
 from .recipe import literal as literal
 from .recipe import model as model
 from .recipe_text import deserialize as deserialize
+from .recipe_text import deserialize_path as deserialize_path
+from .recipe_text import deserialize_with_comments as deserialize_with_comments
 from .recipe_text import serialize as serialize
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "add_difference", "deserialize", "literal", "merge", "merge_method", "MergeOptions", "MergeResult",
-    "MechaError", "model", "plan", "serialize",
+    "add_difference", "blocks", "component_weights", "deserialize", "deserialize_path", "deserialize_with_comments",
+    "explain_detection", "literal", "merge", "merge_method", "MergeOptions", "MergeResult", "MechaError", "model",
+    "pattern_weights", "plan", "preset", "serialize",
 ]
 
 

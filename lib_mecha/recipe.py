@@ -65,6 +65,7 @@ class RecipeNode:
 
     def to(self, device=None, dtype=None):
         from . import methods
+        device = None if device is None else str(device)
         return methods.build("cast", self, device=device, dtype=_dtype_name(dtype))
 
 

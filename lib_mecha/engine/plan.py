@@ -95,6 +95,7 @@ def make_plan(recipe: RecipeNode, options: MergeOptions) -> Plan:
     try:
         compiler = _Compiler(source_set)
         root_arch = compiler.architecture(recipe)
+        compiler.root_architecture = root_arch
         keys: List[KeyPlan] = []
         skipped: List[Skipped] = []
         for key in _candidate_keys(source_set.sources, root_arch):
@@ -213,6 +214,8 @@ class _Compiler:
         self.source_set = source_set
         self._memo: Dict[Tuple[RecipeNode, str], Optional[Expr]] = {}
         self._arch: Dict[RecipeNode, Any] = {}
+        self._layouts: Dict[RecipeNode, Any] = {}
+        self.root_architecture: Optional[Architecture] = None
 
     def begin_key(self) -> None:
         self._memo.clear()
@@ -311,12 +314,35 @@ class _Compiler:
     def _compile_literal(self, node: LiteralNode, key: str) -> Optional[Expr]:
         if not node.is_dict:
             return Const(node.value)
-        value = node.mapping.get(key)
-        if value is None and key not in node.mapping:
-            return None
+        mapping = node.mapping
+        if key not in mapping:
+            layout = self._block_layout(node)
+            if layout is None:
+                return None
+            block = layout.block_of(key)
+            if block not in mapping:
+                raise ParameterError("recipe", None, f"the block dict has no value for block {block} "
+                                     f"(key {key!r}, layout {layout.identifier})",
+                                     "give every block a value, or use lib_mecha.blocks(..., default=...)")
+            value = mapping[block]
+        else:
+            value = mapping[key]
         if isinstance(value, RecipeNode):
             return self.compile(value, key)
         return Const(value)
+
+    def _block_layout(self, node: LiteralNode):
+        """A plain dict of block names (no config) is read as block values, as sd-mecha does,
+        in the layout of the merged models' architecture."""
+        if node.model_config is not None:
+            return None
+        if node not in self._layouts:
+            from ..arch.block_weights import layout_for_block_dict
+            from ..arch.layouts import resolve_layout
+            arch = self.root_architecture
+            ident = layout_for_block_dict(node.mapping, arch.identifier if arch else None)
+            self._layouts[node] = resolve_layout(ident) if ident else None
+        return self._layouts[node]
 
     def _common_architecture(self, node: MergeNode, spec) -> Optional[Architecture]:
         found: Optional[Tuple[Architecture, RecipeNode]] = None
@@ -351,30 +377,33 @@ class _Compiler:
 
 
 def finalize(recipe: RecipeNode, model_dirs=()) -> RecipeNode:
-    """The recipe with every model's architecture filled in (as sd-mecha's finalize does),
-    paths kept as given. Unknown architectures stay null: sd-mecha cannot read 'structural'."""
-    nodes = [n for n in models_of(recipe) if n.model_config is None]
-    if not nodes:
-        return recipe
+    """The recipe as sd-mecha's ``serialize(finalize=True)`` writes it: every model with its
+    absolute resolved path and detected architecture, scalars in param space. Unknown
+    architectures stay null, since sd-mecha cannot read 'structural' back."""
     sources = SourceSet(model_dirs)
     try:
-        sources.open(nodes)
-        return _with_architectures(recipe, sources)
+        sources.open(models_of(recipe))
+        return _finalized(recipe, sources, absolute_paths=True)
     finally:
         sources.close()
 
 
 def finalize_with(plan: "Plan") -> RecipeNode:
-    """:func:`finalize` using a plan's already opened inputs (the fallback model excluded)."""
-    return _with_architectures(plan.recipe, plan._source_set)
+    """What a merge embeds in its output: architectures and spaces filled in, the paths kept
+    as the user wrote them (sd-mecha embeds the same)."""
+    return _finalized(plan.recipe, plan._source_set, absolute_paths=False)
 
 
-def _with_architectures(recipe: RecipeNode, sources: SourceSet) -> RecipeNode:
-    mapping = {}
-    for n in models_of(recipe):
-        arch = sources.of(n).architecture
-        if n.model_config is None and arch is not None:
-            mapping[n] = replace(n, model_config=arch.identifier)
+def _finalized(recipe: RecipeNode, sources: SourceSet, absolute_paths: bool) -> RecipeNode:
+    mapping: Dict[RecipeNode, RecipeNode] = {}
+    for n in walk(recipe):
+        if isinstance(n, ModelNode):
+            arch = sources.of(n).architecture
+            config = n.model_config or (arch.identifier if arch is not None else None)
+            path = str(sources.of(n).path) if absolute_paths else n.path
+            mapping[n] = replace(n, path=path, model_config=config)
+        elif isinstance(n, LiteralNode) and not n.is_dict and n.merge_space is None:
+            mapping[n] = LiteralNode(n.value, n.model_config, "param")
     return _substitute(recipe, mapping) if mapping else recipe
 
 
