@@ -1,6 +1,6 @@
 """REST routes under ``/mecha/v1/`` (added in ``on_app_started``).
 
-Bodies and answers are plain JSON dicts, so the routes work with pydantic 1 (A1111) and 2 (Forge).
+Imported only from ``on_app_started`` (FastAPI is the host's). Bodies and answers are plain JSON dicts, so the routes work with pydantic 1 (A1111) and 2 (Forge).
 When the host runs with ``--api-auth``, every route asks for the same HTTP basic credentials as the
 host's own API (modules/api/api.py ``Api.auth``, which is not reachable from extensions, so the
 check is repeated here). No route accepts a path outside the model folders.
@@ -13,7 +13,11 @@ import io
 from secrets import compare_digest
 from typing import Any, Dict, List
 
-from ..errors import (Busy, HostError, MechaError, ModelNotFound, OutputExists, PathEscape, RecipeError)
+from fastapi import Body, Depends, HTTPException
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+from ..errors import Busy, HostError, MechaError, ModelNotFound, OutputExists, PathEscape, RecipeError
 from .base import PreviewParams
 from .jobs import HOT_LOAD, MergeJobs
 
@@ -37,9 +41,6 @@ def auth_dependencies(api_auth: str) -> List[Any]:
     credentials = parse_credentials(api_auth)
     if not credentials:
         return []
-    from fastapi import Depends, HTTPException
-    from fastapi.security import HTTPBasic, HTTPBasicCredentials
-
     def check(given: HTTPBasicCredentials = Depends(HTTPBasic())):
         expected = credentials.get(given.username)
         if expected is not None and compare_digest(given.password, expected):
@@ -50,7 +51,6 @@ def auth_dependencies(api_auth: str) -> List[Any]:
 
 
 def _error(exc: MechaError):
-    from fastapi.responses import JSONResponse
     code = next(c for cls, c in _STATUS if isinstance(exc, cls))
     return JSONResponse(status_code=code, content={"error": exc.format_message(), "type": type(exc).__name__})
 
@@ -63,8 +63,6 @@ def _png_b64(image) -> str:
 
 def add_routes(app, host, jobs: MergeJobs, api_auth: str = "") -> None:
     """Register the routes on ``app`` (a FastAPI app), protected like the host's API."""
-    from fastapi import Body
-
     deps = auth_dependencies(api_auth)
 
     def route(path, methods):

@@ -113,6 +113,8 @@ class MergeJobs:
             values = merge_option_values(self.host, for_hot_load=(target == HOT_LOAD))
             values["overwrite"] = bool(overwrite)
             options = lib_mecha.MergeOptions(**values)
+            if output is not None:
+                Path(output).parent.mkdir(parents=True, exist_ok=True)  # validated inside the save folder
             result = lib_mecha.merge(node, None if output is None else str(output), options=options,
                                      progress=lambda d, t, b=0: self._update(done=d, total=t, bytes=b),
                                      cancel=self._cancel)

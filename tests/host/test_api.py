@@ -1,0 +1,112 @@
+"""REST routes under /mecha/v1/ on the stand-in hosts, through FastAPI's TestClient."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+import lib_mecha
+from lib_mecha.host import extension
+
+
+def recipe(a="model-a.safetensors", b="model-b.safetensors", alpha=0.5):
+    return lib_mecha.serialize(lib_mecha.weighted_sum(lib_mecha.model(a), lib_mecha.model(b), alpha=alpha))
+
+
+def start(api=True, api_auth=None):
+    from modules import script_callbacks, shared
+    shared.cmd_opts.api = api
+    shared.cmd_opts.api_auth = api_auth
+    extension.setup(script_callbacks)
+    app = FastAPI()
+    script_callbacks.fire("app_started", None, app)   # demo is None in API-only mode
+    return TestClient(app)
+
+
+def test_no_routes_without_the_host_api(webui):
+    client = start(api=False)
+    assert client.get("/mecha/v1/status").status_code == 404
+
+
+def test_models_and_status(webui):
+    client = start()
+    models = client.get("/mecha/v1/models").json()
+    assert [m["name"] for m in models["checkpoints"]] == ["model-a.safetensors", "model-b.safetensors"]
+    status = client.get("/mecha/v1/status").json()
+    assert status["host"] == webui.flavour and status["job"]["state"] == "idle"
+
+
+def test_merge_hot_load_generate_restore(webui):
+    client = start()
+    original = webui.pixels()
+    text = recipe()
+    r = client.post("/mecha/v1/merge", json={"recipe": text, "target": "hot-load"})
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["state"] == "done" and job["hot_loaded"]["recipe_id"] == job["recipe_id"]
+    merged = webui.pixels()
+    assert merged != original
+    assert client.get("/mecha/v1/status").json()["model"]["is_merge"] is True
+    assert client.get(f"/mecha/v1/recipes/{job['recipe_id']}").json()["recipe"] == text
+    preview = client.post("/mecha/v1/preview", json={"prompt": "a cat", "seed": 7, "steps": 1, "width": 8, "height": 8})
+    assert preview.status_code == 200, preview.text
+    from PIL import Image
+    import io
+    img = Image.open(io.BytesIO(base64.b64decode(preview.json()["images"][0]))).convert("RGB")
+    assert img.tobytes() == merged
+    assert f"Mecha recipe: {job['recipe_id']}" in preview.json()["infotexts"][0]
+    assert client.post("/mecha/v1/restore").status_code == 200
+    assert webui.pixels() == original
+
+
+def test_merge_to_file_appears_in_the_lists(webui):
+    client = start()
+    r = client.post("/mecha/v1/merge", json={"recipe": recipe(), "target": "file", "name": "sub/ab-mix"})
+    assert r.status_code == 200, r.text
+    path = r.json()["result"]["path"]
+    assert path == str(webui.ckpt_dir / "sub" / "ab-mix.safetensors")
+    names = [m["name"] for m in client.get("/mecha/v1/models").json()["checkpoints"]]
+    assert "sub/ab-mix.safetensors" in names
+    again = client.post("/mecha/v1/merge", json={"recipe": recipe(), "target": "file", "name": "sub/ab-mix"})
+    assert again.status_code == 409 and "already exists" in again.json()["error"]
+    ok = client.post("/mecha/v1/merge", json={"recipe": recipe(alpha=0.2), "target": "file", "name": "sub/ab-mix",
+                                               "overwrite": True})
+    assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("body, code, words", [
+    ({"recipe": recipe("/etc/hostname")}, 403, "outside the model folders"),
+    ({"recipe": recipe("../../secret.safetensors")}, 403, "climbs out"),
+    ({"recipe": recipe("nowhere.safetensors")}, 404, "model not found"),
+    ({"recipe": recipe(), "target": "file", "name": "../escape"}, 403, "leaves the save folder"),
+    ({"recipe": recipe(), "target": "file", "name": "/tmp/abs"}, 403, "absolute"),
+    ({"recipe": recipe(), "target": "file", "folder": "../..", "name": "x"}, 403, "outside the model folders"),
+    ({"recipe": "merge \"nope\" &0"}, 400, ".mecha"),
+    ({}, 400, "recipe"),
+])
+def test_bad_requests_get_a_clear_message_and_change_nothing(webui, body, code, words):
+    client = start()
+    original = webui.pixels()
+    r = client.post("/mecha/v1/merge", json=body)
+    assert r.status_code == code, r.text
+    assert words in r.json()["error"]
+    assert webui.pixels() == original
+    assert client.get("/mecha/v1/status").json()["job"]["state"] == "idle"
+
+
+def test_merge_refused_while_a_generation_holds_the_lock(webui):
+    from modules import call_queue
+    client = start()
+    with call_queue.queue_lock:
+        r = client.post("/mecha/v1/merge", json={"recipe": recipe()})
+    assert r.status_code == 409 and "busy" in r.json()["error"]
+
+
+def test_routes_demand_the_host_api_credentials(webui):
+    client = start(api_auth="alice:secret,bob:pw")
+    assert client.get("/mecha/v1/status").status_code == 401
+    assert client.get("/mecha/v1/status", auth=("alice", "wrong")).status_code == 401
+    assert client.get("/mecha/v1/status", auth=("bob", "pw")).status_code == 200
+    assert client.post("/mecha/v1/merge", json={"recipe": recipe()}).status_code == 401
