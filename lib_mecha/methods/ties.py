@@ -10,7 +10,8 @@ deltas fit in the engine's default budget.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,34 +55,75 @@ def trimmed(delta: torch.Tensor, threshold: torch.Tensor, in_place: bool = False
     return delta.mul_(keep) if in_place else delta * keep
 
 
-def ties_filter(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, owned: bool = False):
-    """Trim and elect. Returns the trimmed deltas with disagreeing entries zeroed, and how many
-    deltas agreed with the elected sign at each element. ``owned``: the deltas are the caller's
-    scratch copies and are trimmed in place (saves one key-sized tensor per delta)."""
-    kept = [trimmed(d, trim_threshold(d, k), in_place=owned) for d in deltas]
-    vote = torch.zeros_like(kept[0])
-    for d in kept:
-        vote += d if vote_sgn else torch.sign(d)
-    elected = torch.sign(vote)
-    del vote
-    count = torch.zeros_like(kept[0])
-    for d in kept:  # the trimmed tensors are ours: zero the disagreeing entries in place
-        agrees = (torch.sign(d) == elected).to(d.dtype)
+@dataclass
+class TiesReduction:
+    """What TIES leaves after trim and elect: the sum and count of the agreeing entries, and
+    optionally the mean cosine between consecutive filtered deltas (per row, for Model Stock)
+    or the filtered deltas themselves (for the geometric median)."""
+
+    total: torch.Tensor
+    count: torch.Tensor
+    cos_mean: Optional[torch.Tensor] = None
+    filtered: Optional[List[torch.Tensor]] = None
+
+
+def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, owned: bool = False,
+                cos_eps: Optional[float] = None, keep_filtered: bool = False) -> TiesReduction:
+    """Trim, elect and sum in two streaming passes over the deltas.
+
+    Only a handful of key-sized tensors exist at once (vote, total, count and the delta being
+    filtered): trimmed copies are recomputed in the second pass rather than kept. ``owned``:
+    the deltas are the caller's scratch copies and are trimmed in place instead.
+    """
+    thresholds = [trim_threshold(d, k) for d in deltas]
+    if owned:
+        for d, t in zip(deltas, thresholds):
+            trimmed(d, t, in_place=True)
+
+    def trim(i):
+        return deltas[i] if owned else trimmed(deltas[i], thresholds[i])
+
+    vote = torch.zeros_like(deltas[0])
+    for i in range(len(deltas)):
+        kept = trim(i)
+        vote += kept if vote_sgn else torch.sign(kept)
+        del kept
+    elected = vote.sign_()
+    total, count = torch.zeros_like(elected), torch.zeros_like(elected)
+    cos_sum, previous, filtered = None, None, []
+    for i in range(len(deltas)):
+        kept = trim(i)
+        agrees = (torch.sign(kept) == elected).to(kept.dtype)
+        kept.mul_(agrees)  # a fresh copy, or an owned scratch tensor
         count += agrees
-        d.mul_(agrees)
-    return kept, count
+        total += kept
+        del agrees
+        if cos_eps is not None:
+            if previous is not None:
+                cos = F.cosine_similarity(previous, kept, dim=-1, eps=cos_eps)
+                cos_sum = cos if cos_sum is None else cos_sum + cos
+            previous = kept
+        if keep_filtered:
+            filtered.append(kept)
+    cos_mean = None if cos_sum is None else cos_sum / (len(deltas) - 1)
+    return TiesReduction(total, count, cos_mean, filtered if keep_filtered else None)
+
+
+def stock_factor(cos_mean: Optional[torch.Tensor], n: int, like: torch.Tensor) -> torch.Tensor:
+    """Model Stock's ``t = n·cosθ / (1 + (n-1)·cosθ)``, shaped to broadcast per row; 1 for one delta."""
+    if n < 2 or cos_mean is None:
+        return torch.ones((), dtype=like.dtype, device=like.device)
+    return (n * cos_mean / (1 + (n - 1) * cos_mean)).unsqueeze(-1)
 
 
 def model_stock_t(deltas: Sequence[torch.Tensor], cos_eps: float) -> torch.Tensor:
-    """Model Stock's interpolation factor ``t = n·cosθ / (1 + (n-1)·cosθ)``, where cosθ is the mean
-    cosine between consecutive deltas along the last dimension (so one factor per row), shaped
-    to broadcast against a delta. One delta gives t = 1."""
+    """Model Stock's factor from the mean cosine between consecutive deltas along the last
+    dimension (so one factor per row)."""
     n = len(deltas)
     if n < 2:
-        return torch.ones((), dtype=deltas[0].dtype, device=deltas[0].device)
-    cos_theta = sum(F.cosine_similarity(deltas[i], deltas[i + 1], dim=-1, eps=cos_eps) for i in range(n - 1))
-    cos_theta = cos_theta / (n - 1)
-    return (n * cos_theta / (1 + (n - 1) * cos_theta)).unsqueeze(-1)
+        return stock_factor(None, n, deltas[0])
+    cos_mean = sum(F.cosine_similarity(deltas[i], deltas[i + 1], dim=-1, eps=cos_eps) for i in range(n - 1)) / (n - 1)
+    return stock_factor(cos_mean, n, deltas[0])
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES", category="ties",
@@ -92,8 +134,8 @@ def ties_sum(*models, k=k_param(1.0), vote_sgn=VOTE_SGN):
     if first.numel() == 0:
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
-    filtered, count = ties_filter(deltas, scalar("ties_sum", "k", k), vote_sgn)
-    return restore(finite_or_zero(sum(filtered) / count))
+    reduction = ties_reduce(deltas, scalar("ties_sum", "k", k), vote_sgn)
+    return restore(finite_or_zero(reduction.total / reduction.count))
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES (extended)", category="ties",
@@ -115,12 +157,15 @@ def _ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps,
     if first.numel() == 0:
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
-    filtered, count = ties_filter(deltas, k, vote_sgn, owned=owned)
+    stock = not apply_median and not apply_stock
+    reduction = ties_reduce(deltas, k, vote_sgn, owned=owned, cos_eps=cos_eps if stock else None,
+                            keep_filtered=apply_median)
     if apply_median:
-        result = weiszfeld(filtered, eps, maxiter, ftol)
+        result = weiszfeld(reduction.filtered, eps, maxiter, ftol)
+    elif stock:
+        result = reduction.total * stock_factor(reduction.cos_mean, len(deltas), reduction.total) / reduction.count
     else:
-        t = 1.0 if apply_stock else model_stock_t(filtered, cos_eps)
-        result = sum(filtered) * t / count
+        result = reduction.total / reduction.count
     return restore(finite_or_zero(result))
 
 
