@@ -15,7 +15,7 @@ from ..recipe import as_node
 from .execute import ProgressFn, execute
 from .hashes import sha256_of
 from .options import MergeOptions
-from .plan import Plan, Skipped, finalize_with, make_plan
+from .plan import Plan, Skipped, finalize_with, make_plan, summarize_skipped
 from .sinks import DictSink, FileSink
 
 log = logging.getLogger("lib_mecha")
@@ -45,11 +45,7 @@ class MergeResult:
     fingerprints: Dict[str, str] = field(default_factory=dict, repr=False)
 
     def skipped_summary(self, examples: int = 5) -> str:
-        if not self.skipped:
-            return ""
-        shown = ", ".join(s.key for s in self.skipped[:examples])
-        more = f" and {len(self.skipped) - examples} more" if len(self.skipped) > examples else ""
-        return f"{len(self.skipped)} keys could not be produced ({self.skipped[0].reason}): {shown}{more}"
+        return summarize_skipped(self.skipped, examples)
 
 
 def _options(options: Optional[MergeOptions], overrides) -> MergeOptions:

@@ -60,30 +60,23 @@ def children(expr: Expr) -> Tuple[Expr, ...]:
     return ()
 
 
-def reads(expr: Expr):
-    """Every distinct Read in the expression, in evaluation order."""
+def distinct(expr: Expr):
+    """Every distinct sub-expression once, parents before children, left to right."""
     seen = set()
     stack = [expr]
-    out = []
     while stack:
         e = stack.pop()
         if e in seen:
             continue
         seen.add(e)
-        if isinstance(e, Read):
-            out.append(e)
+        yield e
         stack.extend(reversed(children(e)))
-    return out
+
+
+def reads(expr: Expr):
+    """Every distinct Read in the expression, in evaluation order."""
+    return [e for e in distinct(expr) if isinstance(e, Read)]
 
 
 def calls(expr: Expr):
-    seen = set()
-    stack = [expr]
-    while stack:
-        e = stack.pop()
-        if e in seen:
-            continue
-        seen.add(e)
-        if isinstance(e, Call):
-            yield e
-        stack.extend(children(e))
+    return (e for e in distinct(expr) if isinstance(e, Call))

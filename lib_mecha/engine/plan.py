@@ -19,7 +19,7 @@ from ..arch.base import Architecture
 from ..errors import ArchitectureMismatch, NothingToMerge, ParameterError, ShapeMismatch
 from ..methods import build, resolve
 from ..recipe import LiteralNode, MergeNode, ModelNode, RecipeNode, model, models_of, walk
-from .expr import Call, Const, Expr, Read, calls, children, reads
+from .expr import Call, Const, Expr, Read, calls, children, distinct, reads
 from .options import KEEP, MergeOptions
 from .sources import Source, SourceSet
 
@@ -68,11 +68,7 @@ class Plan:
         return sum(k.nbytes for k in self.keys)
 
     def skipped_summary(self, examples: int = 5) -> str:
-        if not self.skipped:
-            return ""
-        shown = ", ".join(s.key for s in self.skipped[:examples])
-        more = f" and {len(self.skipped) - examples} more" if len(self.skipped) > examples else ""
-        return f"{len(self.skipped)} keys cannot be produced ({self.skipped[0].reason}): {shown}{more}"
+        return summarize_skipped(self.skipped, examples)
 
     def close(self) -> None:
         if self._source_set is not None:
@@ -83,6 +79,15 @@ class Plan:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def summarize_skipped(skipped: List[Skipped], examples: int = 5) -> str:
+    """One line: how many keys cannot be produced, the first reason, and a few examples."""
+    if not skipped:
+        return ""
+    shown = ", ".join(s.key for s in skipped[:examples])
+    more = f" and {len(skipped) - examples} more" if len(skipped) > examples else ""
+    return f"{len(skipped)} keys cannot be produced ({skipped[0].reason}): {shown}{more}"
 
 
 def make_plan(recipe: RecipeNode, options: MergeOptions) -> Plan:
@@ -172,16 +177,9 @@ def _numel(shape) -> int:
 def _use_counts(expr: Expr) -> Tuple[Tuple[Expr, int], ...]:
     """How many parents consume each sub-expression: the executor frees a value at zero."""
     counts: Dict[Expr, int] = {expr: 1}
-    seen = set()
-    stack = [expr]
-    while stack:
-        e = stack.pop()
-        if e in seen:
-            continue
-        seen.add(e)
+    for e in distinct(expr):
         for c in children(e):
             counts[c] = counts.get(c, 0) + 1
-            stack.append(c)
     return tuple(counts.items())
 
 
