@@ -18,6 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 STEP_PREFIX = "[step "
 _STEP_RE = re.compile(r"^\[step (\d+)\]$")
 _INPUT_COMMENT = re.compile(r"^input (.+) (\S+) sha256=([0-9a-fA-F]{64})$")
+_LORA_KEY = re.compile(r"^(lora|lycoris)_|\.(lora_(up|down|A|B|mid)|hada_w[12]|lokr_w[12]|oft_|dora_scale)")
 HASH_SIZE_LIMIT = 256 << 20   # files larger than this are matched by known hashes only
 
 
@@ -58,6 +59,7 @@ class Catalog:
         self._loras: List[Entry] = []
         self._vaes: List[Entry] = []
         self._arch_cache: Dict[Tuple[str, int, int], Optional[str]] = {}
+        self._lora_cache: Dict[Tuple[str, int, int], bool] = {}
         self.refresh()
 
     # --- lists -----------------------------------------------------------------------------
@@ -68,6 +70,11 @@ class Catalog:
         vae_dirs = list(self.host.vae_dirs())
         checkpoints = self._entries(self.host.list_checkpoints(), ckpt_dirs)
         loras = self._entries(self.host.list_loras(), lora_dirs)
+        shared = {e.path for e in checkpoints} & {e.path for e in loras}
+        if shared:  # one folder for both (the standalone tab): sort its files by their keys
+            is_lora = {p: self._is_lora(p) for p in shared}
+            checkpoints = [e for e in checkpoints if not is_lora.get(e.path, False)]
+            loras = [e for e in loras if is_lora.get(e.path, True)]
         vaes = self._entries(self.host.list_vaes(), vae_dirs + ckpt_dirs)
         with self._lock:
             self._checkpoints, self._loras, self._vaes = checkpoints, loras, vaes
@@ -78,6 +85,26 @@ class Catalog:
         for ref in refs:
             out.append(Entry(ref.label, _portable(ref.path, roots), ref.path, getattr(ref, "sha256", None)))
         return out
+
+    def _is_lora(self, path: str) -> bool:
+        """Whether a file holds LoRA/LyCORIS modules rather than a model (read from its header)."""
+        try:
+            st = os.stat(path)
+            key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+        except OSError:
+            return False
+        with self._lock:
+            if key in self._lora_cache:
+                return self._lora_cache[key]
+        try:
+            from ..io import read_header
+            names = list(read_header(path).tensors)
+        except Exception:  # unreadable: leave it in both lists, the merge will say why
+            names = []
+        found = any(_LORA_KEY.search(n) for n in names)
+        with self._lock:
+            self._lora_cache[key] = found
+        return found
 
     def checkpoints(self) -> List[Entry]:
         with self._lock:

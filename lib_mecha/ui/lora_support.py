@@ -1,42 +1,78 @@
-"""How the builder adds a LoRA to a step's result, and recognises one in a recipe.
+"""How the builder adds a LoRA to a step's result, recognises one in a recipe, and checks it.
 
-The recipe shape comes from :mod:`lib_mecha.lora`; while this lib_mecha has no LoRA recipe
-API, :func:`builder` and :func:`reader` return None and the tab says LoRAs cannot be baked.
+A LoRA added to a step becomes ``apply_lora(<step>, model(<lora file>), <strength>)`` (the
+WebUI's own way of applying it: ``W + strength·ΔW``); several LoRAs chain in order. The strength
+may be a plain value or a value per block.
 """
 from __future__ import annotations
 
-from typing import Optional
+import os
+import threading
+from typing import Dict, Optional, Tuple
 
-from .model import LoraBuilder
+from ..errors import MechaError
+from ..recipe import MergeNode, ModelNode, RecipeNode
+from .model import LoraBuilder, LoraEntry
 from .reading import LoraReader
 
+METHOD = "apply_lora"
+LORA_METHODS = ("apply_lora", "lora_delta")   # edited in the LoRA panel, never as a builder step
 
-def _api():
-    try:
-        from .. import lora
-    except ImportError:
-        return None
-    if hasattr(lora, "apply_lora") and hasattr(lora, "match_applied_lora"):
-        return lora
-    return None
+_lock = threading.Lock()
+_reports: Dict[Tuple[str, int, int, Optional[str]], str] = {}
 
 
 def available() -> bool:
-    return _api() is not None
+    try:
+        from .. import lora  # noqa: F401  (importing it registers apply_lora)
+    except ImportError:
+        return False
+    from ..methods import all_methods
+    return METHOD in all_methods()
 
 
 def builder() -> Optional[LoraBuilder]:
-    api = _api()
-    if api is None:
+    if not available():
         return None
+    from ..methods import build
 
-    def build(node, entry, strength):
-        return api.apply_lora(node, entry.path, strength)
-    return build
+    def apply(node: RecipeNode, entry: LoraEntry, strength: RecipeNode) -> RecipeNode:
+        return build(METHOD, node, ModelNode(entry.path, None, "weight"), strength)
+    return apply
 
 
 def reader() -> Optional[LoraReader]:
-    api = _api()
-    if api is None:
+    if not available():
         return None
-    return api.match_applied_lora
+
+    def match(node: RecipeNode):
+        if isinstance(node, MergeNode) and node.method == METHOD:
+            base, lora_node, strength = node.args
+            if isinstance(lora_node, ModelNode) and lora_node.model_config is None \
+                    and lora_node.merge_space == "weight":
+                return base, lora_node.path, strength
+        return None
+    return match
+
+
+def check(path: str, architecture: Optional[str]) -> str:
+    """A warning about a LoRA for the tab ('' when every module matches): modules that match
+    nothing in the model, or a LoRA made for another architecture. Cached per file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"LoRA not found: {path}"
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, architecture)
+    with _lock:
+        if key in _reports:
+            return _reports[key]
+    try:
+        from ..lora import inspect
+        report = inspect(path, architecture).report()
+    except MechaError as e:
+        report = e.format_message()
+    except Exception as e:  # an unreadable file: the merge reports it in full
+        report = f"cannot read LoRA {path}: {e}"
+    with _lock:
+        _reports[key] = report
+    return report

@@ -10,7 +10,7 @@ from typing import Any, List
 from . import lora_support
 from . import model as m
 from .session import Session
-from .widgets import update
+from .widgets import message_html, update
 
 MAX_LORAS = 6
 
@@ -47,6 +47,7 @@ class LoraPanel:
         for row in self.rows:
             out.extend(row[k] for k in ("group", "file", "strength", "blocks"))
         out.append(self.add)
+        out.append(self.warning)
         return out
 
     def render(self, session: Session) -> List[Any]:
@@ -54,7 +55,7 @@ class LoraPanel:
         choices = [e.label for e in self.ctx.catalog.loras()]
         note = f"Added to the result of step {session.selected + 1}."
         if not lora_support.available():
-            note += " *This lib_mecha cannot bake LoRAs yet: a step with a LoRA cannot be merged.*"
+            note += " *This lib_mecha cannot bake LoRAs: a step with a LoRA cannot be merged.*"
         if not choices:
             note += " No LoRA files were found in the LoRA folders."
         out = [update(value=note)]
@@ -71,4 +72,19 @@ class LoraPanel:
             else:
                 out.extend([update(visible=False), update(value=None), update(value=1.0), update(value=False)])
         out.append(update(interactive=len(step.loras) < len(self.rows)))
+        out.append(update(value=self.warnings(session)))
         return out
+
+    def warnings(self, session: Session) -> str:
+        """Unmatched modules (or a LoRA for another model) of the selected step's LoRAs."""
+        step = session.step
+        if not step.loras or not lora_support.available():
+            return ""
+        arch = self.ctx.arch_for(session)
+        parts = []
+        for entry in step.loras:
+            found = self.ctx.catalog.lora(entry.path)
+            report = lora_support.check(found.path if found else entry.path, arch)
+            if report:
+                parts.append(message_html(report, "warning"))
+        return "".join(parts)

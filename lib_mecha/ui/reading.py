@@ -106,7 +106,8 @@ class _Reader:
             inner, path, strength = found
             loras.insert(0, LoraEntry(path, read_param("lora", LORA_STRENGTH, strength)))
         spec = resolve(inner.method)
-        if spec.category == "blocks" or any(p.is_tensor and p.space == "param" for p in spec.params):
+        from .session import builder_methods
+        if spec.name not in builder_methods():
             raise NotExpressible(f"method {spec.name!r} is used as a step, which the builder cannot show")
         inputs = []
         extra = []

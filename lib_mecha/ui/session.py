@@ -19,6 +19,7 @@ from ..methods import all_methods, resolve
 from ..methods.spec import Param
 from . import model as m
 from .catalog import Catalog, parse_step_label, step_label
+from .lora_support import LORA_METHODS
 
 DEFAULT_METHOD = "weighted_sum"
 
@@ -27,7 +28,7 @@ def builder_methods() -> List[str]:
     """Methods the builder offers: those whose tensor inputs take models or step results."""
     out = []
     for name, spec in all_methods().items():
-        if spec.category == "blocks":
+        if spec.category == "blocks" or name in LORA_METHODS:
             continue
         if any(p.is_tensor and p.space == "param" for p in spec.params):
             continue
