@@ -90,7 +90,7 @@ class MergeJobs:
             raise MechaError(f"unknown merge target {target!r}", f"use {HOT_LOAD!r} or {FILE!r}")
         display = Path(output).stem if output else (Path(name).stem if name else None)
         ident = MergeIdentity.from_recipe(recipe_text, display)
-        self.host.run_exclusive(lambda: None, job="merge check")  # Busy while a generation runs
+        self.host.run_exclusive(lambda: None, job="the merge")  # Busy while a generation runs
         with self._lock:
             if self._status.get("state") == "running":
                 raise Busy("another merge is running", "wait for it, or cancel it")
