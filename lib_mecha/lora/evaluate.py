@@ -85,3 +85,63 @@ def combined_delta(base: Optional[torch.Tensor], shape: Tuple[int, ...], tensors
 
 def layout_const(layout: Sequence[Entry]) -> Expr:
     return Const(tuple(layout))
+
+
+# --- applying several LoRAs to one key ---------------------------------------------------
+
+def _scalar(s):
+    if isinstance(s, torch.Tensor):
+        return float(s) if s.numel() == 1 else None
+    return float(s)
+
+
+def _entry_needs_base(entry: Entry) -> bool:
+    algo_name, names, consts, rows, swap, bias = entry
+    return not bias and needs_base(ALGORITHMS[algo_name], {n: None for n in names})
+
+
+def _add_lora_in_place(w: torch.Tensor, s: float, entry: Entry, t: dict) -> bool:
+    """W[rows] += s·scale·(up @ down) without materialising ΔW; False when the entry needs the
+    general path (Tucker core, DoRA, a bias, swapped halves, an inpainting pad)."""
+    algo_name, names, consts, rows, swap, bias = entry
+    if algo_name != "lora" or bias or swap or set(t) - {"lora_up.weight", "lora_down.weight", "alpha", "scale"}:
+        return False
+    up, down = t["lora_up.weight"], t["lora_down.weight"]
+    span = Part("", rows=rows).row_range(w.shape[0])
+    target = w if span is None else w[span[0]:span[1]]
+    flat = target.reshape(target.shape[0], -1)
+    up2, down2 = up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
+    if flat.data_ptr() != target.data_ptr() or up2.shape[0] != flat.shape[0] or down2.shape[1] != flat.shape[1]:
+        return False
+    from .algorithms import scale_of
+    alpha = s * scale_of(t, down.shape[0])
+    flat.addmm_(up2.to(flat.dtype), down2.to(flat.dtype), alpha=alpha)
+    return True
+
+
+def apply_groups(base: torch.Tensor, strengths: Sequence, tensors: Sequence[torch.Tensor], groups) -> torch.Tensor:
+    """``base`` with LoRAs applied in order; each LoRA's ΔW is computed on the weight as the
+    LoRAs before it left it (what the WebUI does). ``groups`` is ``((strength index, entries), …)``."""
+    w = base.to(torch.float32, copy=True)
+    shape = tuple(w.shape)
+    i = 0
+    for s_index, entries in groups:
+        n = sum(len(e[1]) for e in entries)
+        group = tensors[i:i + n]
+        i += n
+        s = strengths[s_index]
+        if any(_entry_needs_base(e) for e in entries):
+            w += s * combined_delta(w, shape, group, entries)
+            continue
+        scalar = _scalar(s)
+        j = 0
+        for entry in entries:
+            k = len(entry[1])
+            part = group[j:j + k]
+            j += k
+            t = dict(zip(entry[1], part))
+            t.update({name: torch.tensor(v) for name, v in entry[2]})
+            if scalar is not None and _add_lora_in_place(w, scalar, entry, t):
+                continue
+            w += s * combined_delta(None, shape, part, (entry,))
+    return w.to(base.dtype)

@@ -246,7 +246,8 @@ def match_for(lora: LoraFile, arch: Architecture, shape_of=None) -> Match:
             of the known architectures explains it better).
     """
     m = match(lora, arch, shape_of)
-    best = best_match(lora)
+    # only a LoRA that leaves modules unmatched can be for another model: don't build every table
+    best = best_match(lora) if m.matched < len(lora.modules) else None
     if best is not None and best.architecture.identifier != arch.identifier and best.matched > m.matched:
         raise ArchitectureMismatch(
             f"LoRA {lora.path} is for {best.architecture.identifier} ({best.matched} of "

@@ -26,7 +26,7 @@ from ..errors import ArchitectureMismatch, MergeSpaceError
 from ..methods.registry import builder_for, register
 from ..methods.spec import DELTA, WEIGHT, Float, Tensor, make_spec
 from ..recipe import ModelNode
-from .evaluate import combined_delta, depends_on_base, layout_const, plan_entries
+from .evaluate import apply_groups, combined_delta, depends_on_base, layout_const, plan_entries
 from .matching import LoraFile, Match, best_match, match_for, read_lora
 
 log = logging.getLogger("lib_mecha.lora")
@@ -103,17 +103,25 @@ def _apply_route(node, key, ctx):
     parts, is_bias = _parts_for(match_of(ctx, lora_node, arch, base_node), key)
     if not parts or not base.dtype.is_floating_point:
         return base
-    layout, file_keys = plan_entries(parts, is_bias, lora_file_of(ctx, lora_node).scalars)
+    entries, file_keys = plan_entries(parts, is_bias, lora_file_of(ctx, lora_node).scalars)
     strength = ctx.compile(strength_node, key)
     if strength is None:
         return base
-    return Call("apply_lora", (base, strength) + _lora_reads(ctx, lora_node, file_keys),
-                (("layout", layout_const(layout)),), base.shape, base.dtype)
+    # LoRAs applied one after another become one call that applies them in order: the key
+    # is converted and written once, whatever the number of LoRAs
+    if isinstance(base, Call) and base.method == "apply_lora":
+        n_strengths, groups = dict(base.kwargs)["layout"].value
+        root, strengths, tensors = base.args[0], base.args[1:1 + n_strengths], base.args[1 + n_strengths:]
+    else:
+        root, strengths, tensors, groups = base, (), (), ()
+    groups = tuple(groups) + ((len(strengths), tuple(entries)),)
+    args = (root,) + tuple(strengths) + (strength,) + tuple(tensors) + _lora_reads(ctx, lora_node, file_keys)
+    return Call("apply_lora", args, (("layout", Const((len(strengths) + 1, groups))),), root.shape, root.dtype)
 
 
-def _apply_eval(base, strength, *tensors, layout):
-    delta = combined_delta(base.float(), tuple(base.shape), tensors, layout)
-    return (base.float() + strength * delta).to(base.dtype)
+def _apply_eval(base, *rest, layout):
+    n_strengths, groups = layout
+    return apply_groups(base, rest[:n_strengths], rest[n_strengths:], groups)
 
 
 def _apply_signature(base=Tensor(WEIGHT, help="the checkpoint"),
