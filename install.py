@@ -57,7 +57,8 @@ def _installed_version(dist: str):
 def main() -> int:
     found = problems()
     if found:
-        print("[sd-webui-mecha] " + "; ".join(found) + " — update the WebUI; the extension will not install host packages")
+        print("[sd-webui-mecha] " + "; ".join(found)
+              + " — update the WebUI; the extension will not install host packages")
     return 0
 
 

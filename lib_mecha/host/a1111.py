@@ -62,7 +62,8 @@ class A1111Host(WebUIHost):
         live_arch = arch_of_model(live) if live is not None else None
         if live_arch == arch:
             # same family but keys or shapes differ: the host would zero-fill the gaps
-            what = f"{len(missing)} keys missing (first: {missing[0]})" if missing else f"key {wrong[0]!r} has another shape"
+            what = (f"{len(missing)} keys missing (first: {missing[0]})" if missing
+                    else f"key {wrong[0]!r} has another shape")
             raise HostError(f"cannot hot-load {ident.display_name}: {what} compared with the loaded {arch} model",
                             "the host would fill the gaps with zeros; merge complete models")
         from ..arch import resolve_architecture

@@ -1,6 +1,7 @@
 """REST routes under ``/mecha/v1/`` (added in ``on_app_started``).
 
-Imported only from ``on_app_started`` (FastAPI is the host's). Bodies and answers are plain JSON dicts, so the routes work with pydantic 1 (A1111) and 2 (Forge).
+Imported only from ``on_app_started`` (FastAPI is the host's). Bodies and answers are plain JSON
+dicts, so the routes work with pydantic 1 (A1111) and 2 (Forge).
 When the host runs with ``--api-auth``, every route asks for the same HTTP basic credentials as the
 host's own API (modules/api/api.py ``Api.auth``, which is not reachable from extensions, so the
 check is repeated here). No route accepts a path outside the model folders.

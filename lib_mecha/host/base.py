@@ -10,7 +10,7 @@ generate images take the host's lock themselves (``run_exclusive``); the caller 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
@@ -145,7 +145,8 @@ class Host(Protocol):
     def hot_loaded(self) -> Optional[MergeIdentity]: ...
 
     # generation
-    def generate(self, params: PreviewParams, extra_infotext: Optional[Dict[str, str]] = None) -> List[Tuple[Any, str]]: ...
+    def generate(self, params: PreviewParams,
+                 extra_infotext: Optional[Dict[str, str]] = None) -> List[Tuple[Any, str]]: ...
 
     # settings and events
     def option(self, key: str, default: Any = None) -> Any: ...

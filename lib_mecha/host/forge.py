@@ -14,7 +14,6 @@ its selected checkpoint (``forge_hash = ''`` + ``forge_model_reload()``).
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import threading
 from dataclasses import dataclass

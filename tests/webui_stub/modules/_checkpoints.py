@@ -47,7 +47,8 @@ class CheckpointInfo:
         self.sha256 = hashes.sha256_from_cache(self.filename, f"checkpoint/{name}")
         self.shorthash = self.sha256[0:10] if self.sha256 else None
         self.title = name if self.shorthash is None else f"{name} [{self.shorthash}]"
-        self.short_title = self.name_for_extra if self.shorthash is None else f"{self.name_for_extra} [{self.shorthash}]"
+        stem = self.name_for_extra
+        self.short_title = stem if self.shorthash is None else f"{stem} [{self.shorthash}]"
         self.ids = [self.hash, self.model_name, self.title, name, self.name_for_extra, f"{name} [{self.hash}]"]
         if self.shorthash:
             self.ids += [self.shorthash, self.sha256, f"{self.name} [{self.shorthash}]"]

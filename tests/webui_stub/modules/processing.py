@@ -94,7 +94,8 @@ def _cond(model, prompt):
     if _flavour.is_forge():
         cond = model.get_learned_conditioning([prompt])
     else:
-        cond = _net.fingerprint(*[p for k, p in model.named_parameters() if k.startswith("cond_stage_model.")], [prompt])
+        text_encoder = [p for k, p in model.named_parameters() if k.startswith("cond_stage_model.")]
+        cond = _net.fingerprint(*text_encoder, [prompt])
     StableDiffusionProcessing.cached_c = [key, cond, None]
     return cond
 

@@ -95,7 +95,9 @@ def _component(sd, prefix, strip):
     tensors = {}
     for key, (shape, dt) in _net.layout_part(prefix, strip).items():
         value = sd.get(key)
-        tensors[key] = value.to(torch.float32 if dt.is_floating_point else dt) if value is not None else torch.zeros(shape, dtype=dt)
+        if value is None:
+            value = torch.zeros(shape, dtype=dt)
+        tensors[key] = value.to(torch.float32 if dt.is_floating_point else dt)
     return _net.ParamTree(tensors, persistent_ints=False)
 
 
