@@ -115,7 +115,10 @@ class ActionsPanel:
         return f'<div class="mecha-status">{html.escape(text)}</div>'
 
     def vae_choices(self) -> List[str]:
-        return [actions.KEEP_VAE] + [e.label for e in self.ctx.catalog.vaes()]
+        """Keep the merge's own VAE, a VAE file, or the VAE of a checkpoint."""
+        labels = [e.label for e in self.ctx.catalog.vaes()]
+        labels += [e.label for e in self.ctx.catalog.checkpoints() if e.label not in labels]
+        return [actions.KEEP_VAE] + labels
 
     # --- job outputs -----------------------------------------------------------------------------
 
