@@ -156,7 +156,8 @@ def test_missing_factor_and_unknown_tensors():
 
 
 def test_good_modules_detect():
-    assert detect_algorithm("m", {"lora_up.weight": (6, 2), "lora_down.weight": (2, 5), "alpha": ()}, "f").name == "lora"
+    lora = {"lora_up.weight": (6, 2), "lora_down.weight": (2, 5), "alpha": ()}
+    assert detect_algorithm("m", lora, "f").name == "lora"
     assert detect_algorithm("m", {"oft_blocks": (2, 4, 4)}, "f").name == "oft"
     assert detect_algorithm("m", {"weight": (4,), "on_input": ()}, "f").name == "ia3"
     assert detect_algorithm("m", {"diff": (4, 3), "diff_b": (4,)}, "f").name == "full"

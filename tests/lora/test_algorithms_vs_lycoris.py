@@ -20,7 +20,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lib_mecha.lora import algorithms
 from lib_mecha.lora.modules import detect_algorithm
 
 lycoris = pytest.importorskip("lycoris", reason="lycoris-lora (test-only dependency) is not installed")
@@ -144,8 +143,9 @@ def test_delta_matches_lycoris(ident, kwargs, tmp_path):
         assert got.shape == base.shape
         scale = expected_w.abs().max().item() + 1e-6
         assert scale > 1e-4, f"{ident}/{lora.lora_name}: lycoris made no change; the test would prove nothing"
+        where = f"{ident}/{lora.lora_name} ({algo.name})"
         torch.testing.assert_close(got, expected_w.reshape(base.shape), rtol=2e-4, atol=2e-5 * scale,
-                                   msg=lambda m: f"{ident}/{lora.lora_name} ({algo.name}): {m}")
+                                   msg=lambda m, where=where: f"{where}: {m}")
         got_b = algo.bias_delta(tensors) if algo.bias_delta else None
         if got_b is None:
             torch.testing.assert_close(expected_b, torch.zeros_like(expected_b), rtol=0, atol=1e-5)

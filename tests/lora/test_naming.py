@@ -136,16 +136,19 @@ def test_flux_names_from_native_paths():
     # the same fractions hold for a narrower test model
     assert _rows(dit_to_diffusers("single_blocks.2.linear1", (7 * 8, 8)), 56)[3] == \
         ("single_transformer_blocks.2.proj_mlp", (24, 56), False)
-    assert dit_to_diffusers("single_blocks.2.linear2", (h, 5 * h)) == [("single_transformer_blocks.2.proj_out", None, False)]
+    assert dit_to_diffusers("single_blocks.2.linear2", (h, 5 * h)) == \
+        [("single_transformer_blocks.2.proj_out", None, False)]
     assert dit_to_diffusers("final_layer.adaLN_modulation.1", (2 * h, h)) == [("norm_out.linear", None, True)]
-    assert dit_to_diffusers("double_blocks.0.img_mod.lin", (6 * h, h)) == [("transformer_blocks.0.norm1.linear", None, False)]
+    assert dit_to_diffusers("double_blocks.0.img_mod.lin", (6 * h, h)) == \
+        [("transformer_blocks.0.norm1.linear", None, False)]
 
 
 def test_sd3_names_from_native_paths():
     h = 1536
     assert _rows(dit_to_diffusers("joint_blocks.3.context_block.attn.qkv", (3 * h, h)), 3 * h)[0] == \
         ("transformer_blocks.3.attn.add_q_proj", (0, h), False)
-    assert dit_to_diffusers("joint_blocks.3.x_block.mlp.fc2", (h, 4 * h)) == [("transformer_blocks.3.ff.net.2", None, False)]
+    assert dit_to_diffusers("joint_blocks.3.x_block.mlp.fc2", (h, 4 * h)) == \
+        [("transformer_blocks.3.ff.net.2", None, False)]
     # the last block's context side holds only (shift, scale): diffusers swaps it
     assert dit_to_diffusers("joint_blocks.23.context_block.adaLN_modulation.1", (2 * h, h)) == \
         [("transformer_blocks.23.norm1_context.linear", None, True)]
