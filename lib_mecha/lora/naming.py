@@ -25,7 +25,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from ..arch.base import Architecture
 
 UNET_PREFIX = "model.diffusion_model."
-TEXT_COMPONENTS = ("clip_l", "clip_g", "t5xxl")
+TEXT_COMPONENTS = ("clip_l", "clip_h", "clip_g", "t5xxl")
 
 
 @dataclass(frozen=True)

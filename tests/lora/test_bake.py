@@ -242,3 +242,54 @@ def test_sd_mecha_lora_recipe_text(tmp_path):
     d = ALGORITHMS["lora"].delta(_module(t, "lora_te_text_model_encoder_layers_0_self_attn_q_proj"), None, (768, 768))
     torch.testing.assert_close(sd[Q_TE], base_sd[Q_TE] + d, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(sd[PROJ_IN], base_sd[PROJ_IN])
+
+
+def test_sd2_openclip_text_encoder_names():
+    from lib_mecha.arch import resolve_architecture
+    from lib_mecha.lora.matching import names_of
+    names = names_of(resolve_architecture("sd2-ldm"))
+    (part,) = names["lora_te_text_model_encoder_layers_5_self_attn_k_proj"]
+    assert part.key == "cond_stage_model.model.transformer.resblocks.5.attn.in_proj_weight"
+    assert part.row_range(3072) == (1024, 2048)
+    assert names["lora_te_text_model_encoder_layers_5_mlp_fc2"][0].key == \
+        "cond_stage_model.model.transformer.resblocks.5.mlp.c_proj.weight"
+
+
+def test_flux_diffusers_lora_lands_in_fused_rows(tmp_path):
+    base_sd = random_state_dict("flux-flux", seed=3, dtype=torch.float32, shape_divisor=64, scale=0.1,
+                                components=("diffuser",))
+    base = tmp_path / "flux.safetensors"
+    save_file(base_sd, str(base))
+    d = "model.diffusion_model."
+    lin1 = base_sd[d + "single_blocks.0.linear1.weight"]
+    h = lin1.shape[1]
+    assert lin1.shape[0] == 7 * h
+    t = {"transformer.single_transformer_blocks.0.attn.to_k.lora_A.weight": _g(2, h),
+         "transformer.single_transformer_blocks.0.attn.to_k.lora_B.weight": _g(h, 2, seed=1),
+         "transformer.single_transformer_blocks.0.proj_mlp.lora_A.weight": _g(2, h, seed=2),
+         "transformer.single_transformer_blocks.0.proj_mlp.lora_B.weight": _g(4 * h, 2, seed=3),
+         "transformer.transformer_blocks.0.attn.add_v_proj.lora_A.weight": _g(2, h, seed=4),
+         "transformer.transformer_blocks.0.attn.add_v_proj.lora_B.weight": _g(h, 2, seed=5),
+         "transformer.norm_out.linear.lora_A.weight": _g(2, h, seed=6),
+         "transformer.norm_out.linear.lora_B.weight": _g(2 * h, 2, seed=7),
+         "lora_unet_double_blocks_1_img_attn_proj.lora_down.weight": _g(2, h, seed=8),
+         "lora_unet_double_blocks_1_img_attn_proj.lora_up.weight": _g(h, 2, seed=9)}
+    path = _lora_file(tmp_path, "flux_lora.safetensors", t)
+    sd = lib_mecha.merge(bake(str(base), lora(str(path))), output_dtype="fp32").state_dict
+
+    def prod(name):
+        return t[f"transformer.{name}.lora_B.weight"] @ t[f"transformer.{name}.lora_A.weight"]
+    key = d + "single_blocks.0.linear1.weight"
+    torch.testing.assert_close(sd[key][:h], base_sd[key][:h])
+    torch.testing.assert_close(sd[key][h:2 * h], base_sd[key][h:2 * h] + prod("single_transformer_blocks.0.attn.to_k"))
+    torch.testing.assert_close(sd[key][3 * h:], base_sd[key][3 * h:] + prod("single_transformer_blocks.0.proj_mlp"))
+    key = d + "double_blocks.0.txt_attn.qkv.weight"
+    torch.testing.assert_close(sd[key][2 * h:], base_sd[key][2 * h:] + prod("transformer_blocks.0.attn.add_v_proj"))
+    torch.testing.assert_close(sd[key][:2 * h], base_sd[key][:2 * h])
+    # diffusers' norm_out holds (scale, shift); the checkpoint holds (shift, scale)
+    key = d + "final_layer.adaLN_modulation.1.weight"
+    dn = prod("norm_out.linear")
+    torch.testing.assert_close(sd[key][:h], base_sd[key][:h] + dn[h:])
+    torch.testing.assert_close(sd[key][h:], base_sd[key][h:] + dn[:h])
+    key = d + "double_blocks.1.img_attn.proj.weight"
+    assert not torch.equal(sd[key], base_sd[key])
