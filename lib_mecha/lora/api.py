@@ -41,9 +41,33 @@ def _strength(node: ModelNode, strength: float, blocks, layout: Optional[str]):
     from ..arch.block_weights import block_values
     from ..arch.block_weights import blocks as block_node
     layout = layout or _layout_for(node)
-    values = block_values(layout, blocks)
+    values = block_values(layout, _lbw_short_form(layout, blocks))
     scaled = {b: strength * float(v) for b, v in values.items()}
     return block_node(layout, scaled, default=strength)
+
+
+# the LoRA Block Weight extension's short forms: only the blocks a plain LoRA trains
+LBW_SHORT = {
+    "sd1-supermerger_blocks": ("BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00", "OUT03", "OUT04",
+                               "OUT05", "OUT06", "OUT07", "OUT08", "OUT09", "OUT10", "OUT11"),
+    "sdxl-supermerger_blocks": ("BASE", "IN04", "IN05", "IN07", "IN08", "M00", "OUT00", "OUT01", "OUT02", "OUT03",
+                                "OUT04", "OUT05"),
+}
+
+
+def _lbw_short_form(layout: str, blocks):
+    """17 values (SD1) or 12 (SDXL) in the LoRA Block Weight extension's order become a dict;
+    the blocks that form leaves out keep weight 1, as that extension does."""
+    short = LBW_SHORT.get(layout)
+    values = blocks
+    if isinstance(values, str) and "," in values:
+        values = [v.strip() for v in values.split(",")]
+    if short is None or isinstance(values, (str, dict)) or len(values) != len(short):
+        return blocks
+    try:
+        return {b: float(v) for b, v in zip(short, values)}
+    except (TypeError, ValueError):
+        raise ParameterError("lora", "blocks", f"block weights must be numbers, got {blocks!r}") from None
 
 
 def _layout_for(node: ModelNode) -> str:

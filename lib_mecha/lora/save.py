@@ -89,7 +89,8 @@ def kohya_names(arch: Architecture) -> Dict[str, List[Tuple[str, Part]]]:
     return chosen
 
 
-BASE_MODEL_VERSION = {"sd1-ldm": "sd_v1", "sdxl-sgm": "sdxl_base_v1-0"}
+BASE_MODEL_VERSION = {"sd1-ldm": "sd_v1", "sd2-ldm": "sd_v2", "sdxl-sgm": "sdxl_base_v1-0", "flux-flux": "flux1",
+                      "sd3-comfyui": "sd3", "sd3.5_large-comfyui": "sd3", "sd3.5_medium-comfyui": "sd3"}
 
 
 @dataclass

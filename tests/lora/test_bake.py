@@ -293,3 +293,29 @@ def test_flux_diffusers_lora_lands_in_fused_rows(tmp_path):
     torch.testing.assert_close(sd[key][h:], base_sd[key][h:] + dn[:h])
     key = d + "double_blocks.1.img_attn.proj.weight"
     assert not torch.equal(sd[key], base_sd[key])
+
+
+def test_lbw_short_form_of_17_values(tmp_path, base_path, base_sd):
+    t = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": _g(5, 2, 1, 1),
+         "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": _g(2, 5, 1, 1, seed=1),
+         "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2.lora_up.weight": _g(5, 2),
+         "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2.lora_down.weight": _g(2, 20, seed=2)}
+    path = _lora_file(tmp_path, "lbw17.safetensors", t)
+    values = "1,0,1,1,1,1,1,1,1,1,1,1,1,1,1,1,0.5"   # IN01 = 0, OUT11 = 0.5
+    node = lora(str(path), 1.0, blocks=values, layout="sd1-supermerger_blocks")
+    sd = lib_mecha.merge(bake(str(base_path), node), output_dtype="fp32").state_dict
+    torch.testing.assert_close(sd[PROJ_IN], base_sd[PROJ_IN])
+    d = ALGORITHMS["lora"].delta(_module(t, "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2"),
+                                 None, (5, 20))
+    torch.testing.assert_close(sd[OUT_FF], base_sd[OUT_FF] + 0.5 * d, rtol=1e-5, atol=1e-6)
+
+
+def test_a_weight_dependent_lora_sees_the_weight_the_previous_lora_left(tmp_path, base_path, base_sd):
+    name = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    t1 = {f"{name}.lora_up.weight": _g(12, 2), f"{name}.lora_down.weight": _g(2, 12, seed=1)}
+    t2 = {f"{name}.weight": _g(12, seed=2), f"{name}.on_input": torch.tensor(0)}
+    p1, p2 = _lora_file(tmp_path, "plain.safetensors", t1), _lora_file(tmp_path, "ia3.safetensors", t2)
+    sd = lib_mecha.merge(bake(str(base_path), lora(str(p1), 0.5), lora(str(p2), 0.8)), output_dtype="fp32").state_dict
+    w1 = base_sd[Q_TE] + 0.5 * (t1[f"{name}.lora_up.weight"] @ t1[f"{name}.lora_down.weight"])
+    w2 = w1 + 0.8 * (w1 * t2[f"{name}.weight"][:, None])
+    torch.testing.assert_close(sd[Q_TE], w2, rtol=1e-5, atol=1e-6)
