@@ -55,20 +55,23 @@ def reader() -> Optional[LoraReader]:
     return match
 
 
-def check(path: str, architecture: Optional[str]) -> str:
+def check(path: str, architecture: Optional[str], base: Optional[str] = None) -> str:
     """A warning about a LoRA for the tab ('' when every module matches): modules that match
-    nothing in the model, or a LoRA made for another architecture. Cached per file."""
+    nothing in the model, or a LoRA made for another architecture.
+
+    ``base`` is the checkpoint the LoRA lands on: its real shapes are compared (else the
+    architecture's). Cached per file pair.
+    """
     try:
-        st = os.stat(path)
+        stamp = [(os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in (path, base) if p]
     except OSError:
         return f"LoRA not found: {path}"
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, architecture)
+    key = (tuple(stamp), architecture)
     with _lock:
         if key in _reports:
             return _reports[key]
     try:
-        from ..lora import inspect
-        report = inspect(path, architecture).report()
+        report = _report(path, architecture, base)
     except MechaError as e:
         report = e.format_message()
     except Exception as e:  # an unreadable file: the merge reports it in full
@@ -76,3 +79,28 @@ def check(path: str, architecture: Optional[str]) -> str:
     with _lock:
         _reports[key] = report
     return report
+
+
+def _report(path: str, architecture: Optional[str], base: Optional[str]) -> str:
+    from ..arch import resolve_architecture
+    from ..io import open_model, read_header
+    from ..lora import inspect
+    from ..lora.matching import match_for, read_lora
+    if architecture is None:
+        return inspect(path).report()
+    shape_of = None
+    if base:
+        shapes = {k: tuple(t.shape) for k, t in read_header(base).tensors.items()}
+        arch = resolve_architecture(architecture)
+
+        def shape_of(key):
+            if key in shapes:
+                return shapes[key]
+            for alias in arch.keys[key].aliases if key in arch.keys else ():
+                if alias in shapes:
+                    return shapes[alias]
+            return None
+    with open_model(path) as handle:
+        tensors = {k: (tuple(i.shape), i.dtype) for k, i in handle.tensors.items()}
+        lora_file = read_lora(str(path), tensors, handle.read)
+    return match_for(lora_file, resolve_architecture(architecture), shape_of).report()

@@ -81,10 +81,12 @@ class LoraPanel:
         if not step.loras or not lora_support.available():
             return ""
         arch = self.ctx.arch_for(session)
+        first = session.first_model()
+        base = self.ctx.catalog.checkpoint(first) if first else None
         parts = []
         for entry in step.loras:
             found = self.ctx.catalog.lora(entry.path)
-            report = lora_support.check(found.path if found else entry.path, arch)
+            report = lora_support.check(found.path if found else entry.path, arch, base.path if base else None)
             if report:
                 parts.append(message_html(report, "warning"))
         return "".join(parts)

@@ -1,0 +1,116 @@
+"""The tab's gradio side without a browser: it builds under this venv's gradio, ids are namespaced,
+and every panel renders exactly one update per output for any method of the catalogue."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from lib_mecha.methods import resolve
+from lib_mecha.ui import model as m
+from lib_mecha.ui.jobs import Job
+from lib_mecha.ui.panel_actions import format_seconds, progress_html
+from lib_mecha.ui.panel_mbw import column_sizes, columns_of
+from lib_mecha.ui.panel_recipe import slider_range, widget_kind
+from lib_mecha.ui.session import Session, builder_methods
+
+gr = pytest.importorskip("gradio")
+
+
+@pytest.fixture(scope="module")
+def tab(tiny_models):
+    from lib_mecha.host.standalone import StandaloneHost
+    from lib_mecha.ui import create_tab
+    host = StandaloneHost(checkpoint_dirs=[tiny_models], lora_dirs=[tiny_models], save_dir=tiny_models / "out")
+    return create_tab(host)
+
+
+def test_elem_ids_are_namespaced_and_unique(tab):
+    ids = [getattr(b, "elem_id", None) for b in tab.blocks.values()]
+    ids = [i for i in ids if i]
+    assert ids and all(i.startswith("mecha_") for i in ids)
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("method", builder_methods())
+def test_every_method_renders_one_update_per_output(tab, method):
+    ctx = tab.mecha_context
+    s = Session()
+    s.set_method(method)
+    for panel in (ctx.recipe, ctx.lora, ctx.mbw, ctx.text):
+        assert len(panel.render(s)) == len(panel.outputs()), panel
+    shown = [u for u in ctx.recipe.render(s)[5 + ctx.recipe.n_inputs:] if u.get("visible") is True]
+    assert len(shown) >= len(m.value_params(resolve(method)))
+
+
+def test_block_mode_shows_one_slider_per_block(tab, catalog):
+    ctx = tab.mecha_context
+    s = Session()
+    s.set_input("a", "a.safetensors", ctx.catalog)
+    s.set_mode("alpha", m.BLOCKS, ctx.layout_for(s), ctx.arch_for(s))
+    assert ctx.layout_for(s) == "sd1-supermerger_blocks" and ctx.arch_for(s) == "sd1-ldm"
+    updates = ctx.mbw.render(s)
+    sliders = updates[-len(ctx.mbw.all_sliders()):]
+    labels = [u["label"] for u in sliders if u.get("visible")]
+    assert len(labels) == 26 and labels[:2] == ["IN00", "IN01"] and "BASE" in labels and labels[-1] == "OUT11"
+    assert [b for b in ctx.mbw.slider_blocks(s) if b] == labels
+
+
+def test_lora_panel_warns_about_unmatched_modules(tab):
+    from lib_mecha.ui import lora_support
+    if not lora_support.available():
+        pytest.skip("this lib_mecha registers no apply_lora method")
+    ctx = tab.mecha_context
+    s = Session()
+    s.set_input("a", "a.safetensors", ctx.catalog)
+    s.add_lora(None, ctx.catalog)
+    warning = ctx.lora.render(s)[-1]["value"]
+    assert "lora_unet_not_a_module_anywhere" in warning and "match nothing" in warning
+
+
+def test_layout_columns():
+    from lib_mecha.arch.layouts import resolve_layout
+    sd1 = columns_of(resolve_layout("sd1-supermerger_blocks").blocks)
+    assert sd1[0][0] == "IN00" and len(sd1[0]) == 12 and sd1[1] == ["BASE", "M00"] and sd1[2][-1] == "OUT11"
+    sdxl = columns_of(resolve_layout("sdxl-supermerger_blocks").blocks)
+    assert sdxl[1] == ["BASE", "M00", "VAE"]
+    sizes = column_sizes()
+    for ident in ("sd1-supermerger_blocks", "sdxl-supermerger_blocks"):
+        assert all(len(col) <= sizes[i] for i, col in enumerate(columns_of(resolve_layout(ident).blocks)))
+
+
+@pytest.mark.parametrize("method, name, kind", [
+    ("weighted_sum", "alpha", "slider"), ("ties_sum", "vote_sgn", "check"), ("cast", "dtype", "choice"),
+    ("omit_component", "component", "text"), ("truncate_rank", "approximate_basis_seed", "number"),
+])
+def test_widget_kinds(method, name, kind):
+    assert widget_kind(resolve(method).param(name)) == kind
+
+
+def test_a_pasted_value_outside_the_slider_range_widens_it():
+    p = resolve("weighted_sum").param("alpha")
+    assert slider_range(p) == (0.0, 1.0)
+    assert slider_range(p, 1.5) == (0.0, 1.5)
+
+
+def test_progress_bar_states():
+    job = Job("save", "save x")
+    assert 'data-state="running"' in progress_html(job) and "planning" in progress_html(job)
+    job.progress(10, 40)
+    html = progress_html(job)
+    assert "10/40 keys (25%)" in html and "ETA" in html and "width:25.0%" in html
+    job.error = None
+    job.finished.set()
+    assert 'data-state="done"' in progress_html(job)
+    from lib_mecha.errors import MergeCancelled
+    job.error = MergeCancelled()
+    assert 'data-state="cancelled"' in progress_html(job)
+    assert progress_html(None) == ""
+    assert format_seconds(75) == "1 min 15 s" and format_seconds(3.4) == "3 s"
+
+
+def test_initial_render_matches_its_outputs(tab):
+    fn, inputs, outputs = tab.mecha_context.initial
+    s = Session()
+    s.draft = (replace(s.draft[0], loras=(m.LoraEntry("lora_style.safetensors"),)),)
+    assert len(fn(s)) == len(outputs)
