@@ -66,13 +66,24 @@ class Match:
         return len(self.lora.modules) - len(self.unmatched) - len(self.misfits)
 
     def report(self, examples: int = 5) -> str:
-        """One line on what did not match, or ''."""
+        """One line on what did not match (modules, and tensors that belong to no module), or ''."""
+        def sample(names):
+            more = f" and {len(names) - examples} more" if len(names) > examples else ""
+            return ", ".join(names[:examples]) + more
+
         bad = self.unmatched + [m for m, _ in self.misfits]
-        if not bad:
-            return ""
-        shown = ", ".join(bad[:examples]) + (f" and {len(bad) - examples} more" if len(bad) > examples else "")
-        return (f"{len(bad)} of {len(self.lora.modules)} modules of {self.lora.path} match nothing in "
-                f"{self.architecture.identifier}: {shown}")
+        text = []
+        if bad:
+            shown = sample(bad)
+            text.append(f"{len(bad)} of {len(self.lora.modules)} modules of {self.lora.path} match nothing in "
+                        f"{self.architecture.identifier}: {shown}")
+            if self.misfits:
+                text.append(f"({self.misfits[0][0]}: {self.misfits[0][1]})")
+        other = self.lora.other_keys
+        if other:
+            text.append(f"{len(other)} tensors of {self.lora.path} are no LoRA module and were ignored: "
+                        f"{sample(other)}")
+        return "; ".join(text)
 
 
 def read_lora(path: str, tensors: Mapping[str, Tuple[Tuple[int, ...], object]], read_scalar) -> LoraFile:

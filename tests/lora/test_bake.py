@@ -319,3 +319,18 @@ def test_a_weight_dependent_lora_sees_the_weight_the_previous_lora_left(tmp_path
     w1 = base_sd[Q_TE] + 0.5 * (t1[f"{name}.lora_up.weight"] @ t1[f"{name}.lora_down.weight"])
     w2 = w1 + 0.8 * (w1 * t2[f"{name}.weight"][:, None])
     torch.testing.assert_close(sd[Q_TE], w2, rtol=1e-5, atol=1e-6)
+
+
+def test_report_names_misfits_and_stray_tensors(tmp_path):
+    from lib_mecha.arch import resolve_architecture
+    from lib_mecha.lora.matching import match, read_lora
+    tensors = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": ((320, 2, 1, 1), torch.float32),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": ((2, 320, 1, 1), torch.float32),
+               "lora_unet_mid_block_attentions_0_proj_in.lora_up.weight": ((7, 2), torch.float32),
+               "lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": ((2, 7), torch.float32),
+               "bundle_emb.x.string_to_param.*": ((1, 768), torch.float32)}
+    m = match(read_lora("f.safetensors", tensors, lambda k: None), resolve_architecture("sd1-ldm"))
+    assert m.matched == 1
+    report = m.report()
+    assert "1 of 2 modules" in report and "lora_unet_mid_block_attentions_0_proj_in" in report
+    assert "ΔW is 7×7" in report and "1 tensors of f.safetensors are no LoRA module" in report
