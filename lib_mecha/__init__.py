@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 from . import methods as _methods
+from . import lora as lora  # noqa: E402  (registers apply_lora, lora_delta and sd-mecha's LoRA converters)
 from .arch import blocks as blocks
 from .arch import component_weights as component_weights
 from .arch import explain_detection as explain_detection

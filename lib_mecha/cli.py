@@ -92,6 +92,8 @@ def cmd_merge(args) -> int:
             bar.close()
     if result.skipped:
         print(f"warning: {result.skipped_summary()}", file=sys.stderr)
+    for message in result.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     print(f"wrote {result.path} ({len(result.keys)} keys, {result.bytes / 2**20:.1f} MiB, {result.seconds:.1f} s)")
     return 0
 

@@ -33,6 +33,8 @@ class MergeResult:
         recipe_text: the .mecha text embedded in the output.
         seconds: wall time of planning and merging.
         bytes: output tensor bytes.
+        warnings: things worth knowing that did not stop the merge (e.g. LoRA keys that
+            matched nothing).
     """
 
     path: Optional[Path]
@@ -43,6 +45,7 @@ class MergeResult:
     seconds: float
     bytes: int
     fingerprints: Dict[str, str] = field(default_factory=dict, repr=False)
+    warnings: List[str] = field(default_factory=list)
 
     def skipped_summary(self, examples: int = 5) -> str:
         return summarize_skipped(self.skipped, examples)
@@ -98,6 +101,8 @@ def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progre
     with make_plan(node, opts) as p:
         if p.skipped:
             log.warning(p.skipped_summary())
+        for message in p.warnings:
+            log.warning(message)
         hashes = _input_hashes(p) if (hash_inputs if hash_inputs is not None else output is not None) else {}
         text = _recipe_text(p, hashes)
         if output is None:
@@ -112,7 +117,7 @@ def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progre
             path=output, state_dict=produced if output is None else None,
             keys=[k.key for k in p.keys], skipped=list(p.skipped), recipe_text=text,
             seconds=time.perf_counter() - started, bytes=written,
-            fingerprints={k.key: k.fingerprint for k in p.keys})
+            fingerprints={k.key: k.fingerprint for k in p.keys}, warnings=list(p.warnings))
 
 
 def _input_hashes(p: Plan) -> Dict[str, str]:

@@ -62,6 +62,7 @@ class Plan:
     skipped: List[Skipped]
     architecture: Optional[Architecture]
     _source_set: SourceSet = field(repr=False, default=None)
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def output_bytes(self) -> int:
@@ -103,7 +104,8 @@ def make_plan(recipe: RecipeNode, options: MergeOptions) -> Plan:
         compiler.root_architecture = root_arch
         keys: List[KeyPlan] = []
         skipped: List[Skipped] = []
-        for key in _candidate_keys(source_set.sources, root_arch):
+        key_sources = [source_set.of(n) for n in _key_defining_models(recipe)]
+        for key in _candidate_keys(key_sources, root_arch):
             compiler.begin_key()
             expr = compiler.compile(recipe, key)
             if expr is None or isinstance(expr, Const):
@@ -113,10 +115,32 @@ def make_plan(recipe: RecipeNode, options: MergeOptions) -> Plan:
         if not keys:
             raise NothingToMerge("no output key can be produced: the inputs share no keys"
                                  + (f" ({skipped[0].reason})" if skipped else ""))
-        return Plan(user_recipe, options, source_set.sources, keys, skipped, root_arch, source_set)
+        return Plan(user_recipe, options, source_set.sources, keys, skipped, root_arch, source_set,
+                    compiler.warnings)
     except BaseException:
         source_set.close()
         raise
+
+
+def _key_defining_models(root: RecipeNode) -> List[ModelNode]:
+    """The models whose key names are output keys: all of them but those reached only through
+    parameters declared ``defines_keys=False`` (a LoRA's own key names are not the output's)."""
+    found: Dict[ModelNode, None] = {}
+    seen = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, ModelNode):
+            found[node] = None
+        elif isinstance(node, MergeNode):
+            args = resolve(node.method).arguments(node)
+            stack.extend(child for param, child in reversed(args) if param.defines_keys)
+        else:
+            stack.extend(reversed(node.children()))
+    return list(found)
 
 
 def _candidate_keys(sources: List[Source], arch: Optional[Architecture]) -> List[str]:
@@ -213,6 +237,7 @@ class _Compiler:
         self._memo: Dict[Tuple[RecipeNode, str], Optional[Expr]] = {}
         self._arch: Dict[RecipeNode, Any] = {}
         self._layouts: Dict[RecipeNode, Any] = {}
+        self.warnings: List[str] = []
         self.root_architecture: Optional[Architecture] = None
 
     def begin_key(self) -> None:
@@ -242,6 +267,16 @@ class _Compiler:
             raise ParameterError("recipe", None, f"no value for key {key!r} in {node!r}")
         raise ParameterError("recipe", None, f"{node!r} must be a constant here, not a model")
 
+    def source(self, node: ModelNode) -> Source:
+        """The opened input behind a model node (path, ``file.tensors``, ``file.read``), for
+        routes that read an input's own keys, such as a LoRA's."""
+        return self.source_set.of(node)
+
+    def warn(self, message: str) -> None:
+        """Report something the user should know that does not stop the merge."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+
     def architecture(self, node: RecipeNode) -> Optional[Architecture]:
         if node in self._arch:
             return self._arch[node]
@@ -251,9 +286,8 @@ class _Compiler:
             result = None
         else:
             spec = resolve(node.method)
-            hook = getattr(spec, "output_architecture", None)
-            if hook is not None:
-                result = hook(node, self)
+            if spec.output_architecture is not None:
+                result = spec.output_architecture(node, self)
             else:
                 result = self._common_architecture(node, spec)
         self._arch[node] = result

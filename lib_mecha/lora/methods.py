@@ -36,7 +36,7 @@ _matches: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _source(ctx, node: ModelNode):
-    return ctx.source_set.of(node)
+    return ctx.source(node)
 
 
 def lora_file_of(ctx, node) -> LoraFile:
@@ -65,8 +65,7 @@ def match_of(ctx, node, arch, base_node=None) -> Match:
         m = match_for(lora_file_of(ctx, node), arch, shape_of)
         report = m.report()
         if report:
-            warn = getattr(ctx, "warn", None)
-            (warn or log.warning)(report)
+            ctx.warn(report)
         cache[key] = m
     return cache[key]
 
@@ -125,7 +124,7 @@ def _apply_eval(base, *rest, layout):
 
 
 def _apply_signature(base=Tensor(WEIGHT, help="the checkpoint"),
-                     lora=Tensor(WEIGHT, help="the LoRA / LyCORIS file"),
+                     lora=Tensor(WEIGHT, help="the LoRA / LyCORIS file", defines_keys=False),
                      strength=Float(1.0, soft_minimum=-2.0, soft_maximum=2.0, per_key=True,
                                     help="how much of the LoRA; a block-weight dict gives a value per block")):
     """Placeholder whose signature describes the method; evaluation goes through the route."""
@@ -164,7 +163,7 @@ def _delta_eval(strength, *tensors, layout, shape):
     return strength * combined_delta(None, shape, tensors, layout)
 
 
-def _delta_signature(lora=Tensor(WEIGHT, help="the LoRA / LyCORIS file"),
+def _delta_signature(lora=Tensor(WEIGHT, help="the LoRA / LyCORIS file", defines_keys=False),
                      strength=Float(1.0, soft_minimum=-2.0, soft_maximum=2.0, per_key=True,
                                     help="how much of the LoRA")):
     """Placeholder whose signature describes the method; evaluation goes through the route."""
@@ -181,9 +180,8 @@ def _delta_architecture(node, ctx):
 
 def _register(name, signature, evaluate, route, arch_hook, returns, label, help_text):
     spec = make_spec(signature, name=name, returns=returns, route=route, label=label, help=help_text,
-                     category="lora")
+                     category="lora", output_architecture=arch_hook)
     spec = replace(spec, func=evaluate)
-    object.__setattr__(spec, "output_architecture", arch_hook)
     register(spec, replace=True)
     return builder_for(spec)
 
@@ -226,7 +224,7 @@ def _fixed_architecture(target: str):
 LORA_MARKERS = {}
 
 
-def _marker_signature(lora=Tensor(WEIGHT, help="the LoRA file")):
+def _marker_signature(lora=Tensor(WEIGHT, help="the LoRA file", defines_keys=False)):
     """sd-mecha's LoRA → delta conversion step (evaluated by the converter that follows it)."""
 
 

@@ -73,6 +73,9 @@ class Param:
     per_key: bool = False
     choices: Optional[Tuple[Any, ...]] = None
     nullable: bool = False
+    # False for an input whose key names are not the output's (a LoRA file): the planner does
+    # not offer its keys as output keys; the method's route reads them itself
+    defines_keys: bool = True
     label: str = ""
     help: str = ""
     # filled in by the decorator
@@ -147,9 +150,9 @@ class Param:
         return out
 
 
-def Tensor(space: str = SAME, help: str = "", label: str = "") -> Param:
+def Tensor(space: str = SAME, help: str = "", label: str = "", defines_keys: bool = True) -> Param:
     """A model-valued parameter in the given merge space."""
-    return Param("tensor", space=space, help=help, label=label)
+    return Param("tensor", space=space, help=help, label=label, defines_keys=defines_keys)
 
 
 def Float(default=REQUIRED, minimum=None, maximum=None, **kw) -> Param:
@@ -190,6 +193,8 @@ class MethodSpec:
     route: Optional[Callable] = None
     # output shape from the tensor arguments' shapes; None means "the first tensor argument's"
     output_shape: Optional[Callable] = None
+    # the architecture of the result, as hook(node, ctx); None means "the tensor arguments' common one"
+    output_architecture: Optional[Callable] = None
     # the sd-mecha meaning of a parameter that users would misread (reference §8.2)
     notes: Tuple[str, ...] = field(default=())
 
