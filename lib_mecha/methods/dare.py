@@ -65,7 +65,7 @@ def ties_sum_with_dropout(
         keep = della_keep_probability(delta, probability, della)
         dropped.append(delta * bernoulli_like(delta, keep, generator).to(delta.dtype))
     result = _ties_extended(dropped, scalar("ties_sum_with_dropout", "k", k), vote_sgn, apply_stock,
-                            apply_median, cos_eps, eps, maxiter, ftol, owned=True)
+                            apply_median, cos_eps, eps, maxiter, ftol)
     if not rescale:
         return result
     return result / as_tensor_like(1 - probability, result)

@@ -10,6 +10,7 @@ deltas fit in the engine's default budget.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -41,18 +42,45 @@ APPLY_MEDIAN = Bool(False, label="Geometric median",
                          "(ignores the Model Stock setting).")
 
 
-def trim_threshold(delta: torch.Tensor, k: float) -> torch.Tensor:
-    """The smallest magnitude TIES keeps: the ``max(int((1-k)·n), 1)``-th smallest ``|delta|``."""
+SAMPLED_SELECTION_ABOVE = 1 << 20  # elements; below this kthvalue on the whole tensor is as fast
+
+
+def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
+    """Exactly ``values.kthvalue(rank)`` of a 1-D tensor, found faster for large tensors: a strided
+    sample brackets the answer, and only the values inside the bracket are selected from."""
+    n = values.numel()
+    if n <= SAMPLED_SELECTION_ABOVE:
+        return values.kthvalue(rank).values
+    sample = values[::max(1, n // 65536)].clone()
+    m = sample.numel()
+    q = rank / n
+    margin = 4 * math.sqrt(m * q * (1 - q)) + 16
+    low = sample.kthvalue(max(1, int(q * m - margin))).values
+    high = sample.kthvalue(min(m, int(q * m + margin) + 1)).values
+    below = int((values < low).sum())
+    band = values[(values >= low) & (values <= high)]
+    if below < rank <= below + band.numel():
+        return band.kthvalue(rank - below).values
+    return values.kthvalue(rank).values  # the sample misled us: select from everything
+
+
+def trim_threshold(delta: torch.Tensor, k: float) -> Optional[torch.Tensor]:
+    """The smallest magnitude TIES keeps: the ``max(int((1-k)·n), 1)``-th smallest ``|delta|``;
+    None when that is the smallest one (k = 1), so that everything is kept."""
     rank = max(int((1 - k) * delta.numel()), 1)
+    if rank == 1:
+        return None
     magnitudes = delta.abs().flatten()
     if magnitudes.dtype not in (torch.float32, torch.float64):
         magnitudes = magnitudes.float()
-    return magnitudes.kthvalue(rank).values.to(delta.dtype)
+    return kth_smallest(magnitudes, rank).to(delta.dtype)
 
 
-def trimmed(delta: torch.Tensor, threshold: torch.Tensor, in_place: bool = False) -> torch.Tensor:
-    keep = (delta.abs() >= threshold).to(delta.dtype)
-    return delta.mul_(keep) if in_place else delta * keep
+def trimmed_sign(delta: torch.Tensor, threshold: Optional[torch.Tensor]) -> torch.Tensor:
+    """int8 sign of the trimmed delta: ±1 where ``|delta| ≥ threshold`` (and nonzero), else 0."""
+    if threshold is None or threshold <= 0:
+        return (delta > 0).to(torch.int8) - (delta < 0).to(torch.int8)
+    return (delta >= threshold).to(torch.int8) - (delta <= -threshold).to(torch.int8)
 
 
 @dataclass
@@ -67,35 +95,35 @@ class TiesReduction:
     filtered: Optional[List[torch.Tensor]] = None
 
 
-def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, owned: bool = False,
+def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *,
                 cos_eps: Optional[float] = None, keep_filtered: bool = False) -> TiesReduction:
     """Trim, elect and sum in two streaming passes over the deltas.
 
-    Only a handful of key-sized tensors exist at once (vote, total, count and the delta being
-    filtered): trimmed copies are recomputed in the second pass rather than kept. ``owned``:
-    the deltas are the caller's scratch copies and are trimmed in place instead.
+    Each trimmed delta is remembered only as an int8 sign (one byte per element); the sum and
+    count take the entries whose sign equals the elected one. Entries where the vote is a tie
+    (elected sign 0) contribute nothing, so they end up 0 as in sd-mecha.
     """
-    thresholds = [trim_threshold(d, k) for d in deltas]
-    if owned:
-        for d, t in zip(deltas, thresholds):
-            trimmed(d, t, in_place=True)
-
-    def trim(i):
-        return deltas[i] if owned else trimmed(deltas[i], thresholds[i])
-
-    vote = torch.zeros_like(deltas[0])
-    for i in range(len(deltas)):
-        kept = trim(i)
-        vote += kept if vote_sgn else torch.sign(kept)
-        del kept
-    elected = vote.sign_()
-    total, count = torch.zeros_like(elected), torch.zeros_like(elected)
+    small = len(deltas) < 127
+    counter = torch.int8 if small else torch.int32
+    signs = []
+    vote = torch.zeros(deltas[0].shape, dtype=deltas[0].dtype if vote_sgn else counter, device=deltas[0].device)
+    for d in deltas:
+        sign = trimmed_sign(d, trim_threshold(d, k))
+        if vote_sgn:
+            vote += torch.where(sign != 0, d, 0.0)
+        else:
+            vote += sign.to(counter)
+        signs.append(sign)
+    elected = torch.sign(vote).to(torch.int8)
+    del vote
+    elected.masked_fill_(elected == 0, 2)  # a tie matches no delta's sign
+    total = torch.zeros_like(deltas[0])
+    count = torch.zeros(deltas[0].shape, dtype=counter, device=deltas[0].device)
     cos_sum, previous, filtered = None, None, []
-    for i in range(len(deltas)):
-        kept = trim(i)
-        agrees = (torch.sign(kept) == elected).to(kept.dtype)
-        kept.mul_(agrees)  # a fresh copy, or an owned scratch tensor
+    for d, sign in zip(deltas, signs):
+        agrees = sign == elected
         count += agrees
+        kept = torch.where(agrees, d, 0.0)
         total += kept
         del agrees
         if cos_eps is not None:
@@ -105,8 +133,9 @@ def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, own
             previous = kept
         if keep_filtered:
             filtered.append(kept)
+        del kept
     cos_mean = None if cos_sum is None else cos_sum / (len(deltas) - 1)
-    return TiesReduction(total, count, cos_mean, filtered if keep_filtered else None)
+    return TiesReduction(total, count.to(total.dtype), cos_mean, filtered if keep_filtered else None)
 
 
 def stock_factor(cos_mean: Optional[torch.Tensor], n: int, like: torch.Tensor) -> torch.Tensor:
@@ -152,13 +181,13 @@ def ties_sum_extended(*models, k=k_param(0.2), vote_sgn=VOTE_SGN,
                           cos_eps, eps, maxiter, ftol)
 
 
-def _ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol, owned=False):
+def _ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol):
     first = models[0]
     if first.numel() == 0:
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
     stock = not apply_median and not apply_stock
-    reduction = ties_reduce(deltas, k, vote_sgn, owned=owned, cos_eps=cos_eps if stock else None,
+    reduction = ties_reduce(deltas, k, vote_sgn, cos_eps=cos_eps if stock else None,
                             keep_filtered=apply_median)
     if apply_median:
         result = weiszfeld(reduction.filtered, eps, maxiter, ftol)
