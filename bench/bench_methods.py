@@ -139,9 +139,10 @@ def main(argv=None) -> int:
         out_dir = pathlib.Path(tmp)
         for name in chosen:
             method, count, make = catalogue[name]
-            if count not in references:
-                references[count] = run_recipe(f"reference{count}", _chain(_models(count)), count, args.models,
-                                               out_dir, extra)
+            if count not in references:  # best of two: the first run of a session warms more than the cache
+                runs = [run_recipe(f"reference{count}", _chain(_models(count)), count, args.models, out_dir, extra)
+                        for _ in range(2)]
+                references[count] = min(runs, key=lambda r: r["wall_s"])
             ref = references[count]
             recipe = make(_models(count))
             row = run_recipe(name, recipe, count, args.models, out_dir, extra)

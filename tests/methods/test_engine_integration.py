@@ -107,8 +107,8 @@ def test_exchange_ema_through_the_engine(files):
     assert torch.equal(merged[conv], tensors["a"][conv])
 
 
-@pytest.mark.parametrize("name", sorted(n for n, s in methods.all_methods().items()
-                                        if s.elementwise and n != "cast" and s.func.__module__.startswith("lib_mecha.methods.")))
+@pytest.mark.parametrize("name", sorted(n for n, s in methods.all_methods().items() if s.elementwise and n != "cast"
+                                        and s.func.__module__.startswith("lib_mecha.methods.")))
 def test_elementwise_methods_give_the_same_result_chunk_by_chunk(name):
     spec = methods.resolve(name)
     count = 3 if spec.variadic is not None else sum(1 for p in spec.params if p.is_tensor)
