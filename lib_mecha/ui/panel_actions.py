@@ -12,7 +12,7 @@ from . import actions
 from .jobs import RUNNER, Job
 from .recipe_io import compile_session
 from .session import Session
-from .widgets import kind_of, message_html, update
+from .widgets import keep, kind_of, message_html, update
 
 POLL = 0.25
 
@@ -125,18 +125,25 @@ class ActionsPanel:
     def job_outputs(self) -> List[Any]:
         return [self.progress, self.message, self.status, self.confirm, self.confirm_text]
 
-    def _job_updates(self, job: Optional[Job], message: str = "", kind: Optional[str] = None,
+    def _job_updates(self, job: Optional[Job], message: Optional[str] = "", kind: Optional[str] = None,
                      confirm: Optional[str] = None) -> List[Any]:
-        return [update(value=progress_html(job)),
-                update(value=message_html(message, kind or kind_of(message)) if message else ""),
+        """Updates of the job outputs; ``message=None`` leaves the message line as it is."""
+        if message is None:
+            shown = keep()
+        else:
+            shown = update(value=message_html(message, kind or kind_of(message)) if message else "")
+        return [update(value=progress_html(job)), shown,
                 update(value=self.status_html()),
                 update(visible=confirm is not None),
                 update(value=message_html(confirm, "warning") if confirm else "")]
 
     def follow(self, job: Job, done_message) -> Iterator[List[Any]]:
         """Yield the progress bar until ``job`` ends, then its outcome."""
+        first = True
         while not job.finished.wait(POLL):
-            yield self._job_updates(job, "")
+            # later polls leave the message line alone: it may show why a second job was refused
+            yield self._job_updates(job, "" if first else None)
+            first = False
         message = done_message(job)
         kind = "info" if job.error is None else ("warning" if job.cancelled else "error")
         yield self._job_updates(job, message, kind)

@@ -50,7 +50,10 @@ def build_demo(host):
 def launch(host, server_name: str = "127.0.0.1", port: int = 7861, quiet: bool = True):
     """Start serving in gradio's background thread; returns the demo (``demo.close()`` stops it)."""
     demo = build_demo(host)
-    demo.queue()
+    # The same call as A1111 and Forge make (webui-host §5.2): 64 workers in gradio 3, so that
+    # Cancel runs while a merge streams its progress; in gradio 4 the first argument is the
+    # status update rate, and concurrency is set per listener.
+    demo.queue(64)
     demo.launch(server_name=server_name, server_port=port, prevent_thread_lock=True, share=False,
                 inbrowser=False, show_error=True, quiet=quiet)
     return demo

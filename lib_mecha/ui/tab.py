@@ -203,7 +203,7 @@ def _failed(s: Session) -> bool:
 def attach_initial(blocks, ctx: TabContext) -> None:
     """Render the session when the page loads (needs the tab's top-level Blocks)."""
     fn, inputs, outputs = ctx.initial
-    blocks.load(fn, inputs=inputs, outputs=outputs)
+    blocks.load(fn, inputs=inputs, outputs=outputs, **quiet_kw())
 
 
 def read_asset(name: str) -> str:

@@ -1,0 +1,202 @@
+"""The standalone tab in Debian's chromium (Playwright), under this venv's gradio.
+
+Models are tiny real SD1 checkpoints (every key, 1/8 of each dimension) written by the fixture.
+REQUIRE_BROWSER=1 turns a missing chromium into a failure instead of a skip.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import lib_mecha
+from lib_mecha import deserialize, serialize
+from lib_mecha.arch.block_weights import blocks
+from lib_mecha.methods import build
+from lib_mecha.recipe import model
+
+from ui_browser import (CHROMIUM, CHROMIUM_ARGS, click, expect_text, expect_value, fill_text, open_page, pick,
+                            recipe_text, serve_tab, set_number, value_of, wait_progress, wait_recipe)
+from ui_helpers import SLOW, register_slow_method, write_models
+
+pytestmark = pytest.mark.browser
+
+SD1 = "sd1-supermerger_blocks"
+BLOCKS = ("BASE", *[f"IN{i:02d}" for i in range(12)], "M00", *[f"OUT{i:02d}" for i in range(12)])
+# the comma list typed into the tab: OUT11 left empty (it takes the default, 0.5)
+TYPED = [0.1] + [0.25] * 12 + [0.5] + [0.75] * 11 + [None]
+COMMA = ",".join("" if v is None else str(v) for v in TYPED)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return write_models(tmp_path_factory.mktemp("browser-models"), 8)
+
+
+@pytest.fixture(scope="module")
+def save_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("browser-saved")
+
+
+@pytest.fixture(scope="module")
+def app(models, save_dir):
+    from lib_mecha.host.standalone import StandaloneHost
+    from lib_mecha.methods import unregister
+    register_slow_method()
+    host = StandaloneHost(checkpoint_dirs=[models], lora_dirs=[models], save_dir=save_dir,
+                          data_dir=save_dir.parent / "mecha-data", options={"mecha_threads": 2})
+    try:
+        with serve_tab(host) as url:
+            yield url
+    finally:
+        unregister(SLOW)
+
+
+@pytest.fixture()
+def page(browser, app):
+    ctx, pg = open_page(browser, app)
+    try:
+        yield pg
+    finally:
+        ctx.close()
+
+
+def expected_recipe():
+    values = {b: v for b, v in zip(BLOCKS, TYPED) if v is not None}
+    values["M00"] = 0.9
+    first = lib_mecha.weighted_sum(model("a.safetensors"), model("b.safetensors"),
+                                   alpha=blocks(SD1, values, default=0.5))
+    with_lora = build("apply_lora", first, model("lora_style.safetensors"), 0.6)
+    return lib_mecha.weighted_sum(with_lora, model("c.safetensors"), alpha=0.3)
+
+
+def build_two_steps(page):
+    """Step 1: a × b with block weights and a LoRA; step 2: the result with c."""
+    pick(page, "mecha_input_0", "a.safetensors")
+    expect_text(page, "mecha_text_message", "input 'b'")
+    pick(page, "mecha_input_1", "b.safetensors")
+    wait_recipe(page, lambda t: 'merge "weighted_sum"' in t)
+    pick(page, "mecha_param_0_mode", "per block (MBW)")
+    expect_value(page, "mecha_mbw_text", ",".join(["0.5"] * 26))
+    fill_text(page, "mecha_mbw_text", COMMA)
+    click(page, "mecha_mbw_apply")
+    expect_value(page, "mecha_mbw_text", COMMA)
+    expect_text(page, "mecha_mbw_0_0", "IN00")
+    set_number(page, "mecha_mbw_1_1", 0.9)             # middle column: BASE, M00
+    expect_value(page, "mecha_mbw_text", COMMA.replace(",0.5,", ",0.9,"))
+    click(page, "mecha_lora_add")
+    expect_value(page, "mecha_lora_0_file", "lora_style.safetensors")
+    expect_text(page, "mecha_lora_warning", "lora_unet_not_a_module_anywhere")
+    set_number(page, "mecha_lora_0_strength", 0.6)
+    wait_recipe(page, lambda t: "key=0.6" in t)
+    click(page, "mecha_step_add")
+    expect_value(page, "mecha_input_0", "[step 1]")
+    pick(page, "mecha_input_1", "c.safetensors")
+    wait_recipe(page, lambda t: 'model "c.safetensors"' in t)
+    set_number(page, "mecha_param_0_slider", 0.3)
+    return wait_recipe(page, lambda t: t == serialize(expected_recipe()))
+
+
+def test_two_steps_with_block_weights_and_a_lora_saved_and_pasted_back(page, models, save_dir):
+    text = build_two_steps(page)
+    assert text == serialize(expected_recipe())
+
+    # save: fp32, EMA pruned
+    fill_text(page, "mecha_save_name", "ui-merge")
+    pick(page, "mecha_save_dtype", "fp32")
+    click(page, "mecha_save")
+    wait_progress(page, "done")
+    expect_text(page, "mecha_message", "saved ")
+    path = save_dir / "ui-merge.safetensors"
+    saved = load_file(str(path))
+    pruned = build("omit_component", expected_recipe(), "ema")
+    reference = lib_mecha.merge(pruned, model_dirs=[str(models)], output_dtype="fp32").state_dict
+    assert saved.keys() == reference.keys()
+    for key, tensor in reference.items():
+        assert torch.equal(saved[key], tensor), key
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    stored = deserialize(meta["mecha_recipe"])
+    assert stored.method == "omit_component"
+    assert 'merge "apply_lora"' in meta["mecha_recipe"] and "M00=0.9" in meta["mecha_recipe"]
+
+    # change the builder, then paste the recipe back: the builder is rebuilt exactly
+    click(page, "mecha_step_remove")
+    wait_recipe(page, lambda t: 'model "c.safetensors"' not in t)
+    fill_text(page, "mecha_recipe_text", text)
+    click(page, "mecha_text_load")
+    expect_text(page, "mecha_text_message", "loaded a recipe of 2 step(s)")
+    assert wait_recipe(page, lambda t: t == text) == text
+    expect_value(page, "mecha_steps", "2. weighted_sum(step 1, c)")
+    expect_value(page, "mecha_input_0", "[step 1]")
+    expect_value(page, "mecha_input_1", "c.safetensors")
+    assert float(value_of(page, "mecha_param_0_slider")) == 0.3
+    pick(page, "mecha_steps", "1. weighted_sum(a, b) + 1 LoRA")
+    expect_value(page, "mecha_input_0", "a.safetensors")
+    expect_value(page, "mecha_param_0_mode", "per block (MBW)")
+    expect_value(page, "mecha_lora_0_file", "lora_style.safetensors")
+    assert float(value_of(page, "mecha_lora_0_strength")) == 0.6
+    expect_value(page, "mecha_mbw_text", COMMA.replace(",0.5,", ",0.9,"))
+    assert recipe_text(page) == text
+
+    # the finalized recipe embedded in the file reads back too (absolute paths, configs)
+    fill_text(page, "mecha_recipe_text", meta["mecha_recipe"])
+    click(page, "mecha_text_load")
+    expect_text(page, "mecha_text_message", "loaded a recipe of 3 step(s)")
+    shown = wait_recipe(page, lambda t: 'merge "omit_component"' in t)
+    assert deserialize(shown) == stored
+
+
+def test_a_broken_paste_names_the_line_and_keeps_the_recipe(page):
+    pick(page, "mecha_input_0", "a.safetensors")
+    pick(page, "mecha_input_1", "c.safetensors")
+    before = wait_recipe(page, lambda t: 'model "c.safetensors"' in t)
+    broken = before.replace('merge "weighted_sum" &0 &1', 'merge "weighted_summ" &0 &1')
+    fill_text(page, "mecha_recipe_text", broken)
+    click(page, "mecha_text_load")
+    expect_text(page, "mecha_text_message", re.compile(r"line \d+, column \d+: unknown merge method 'weighted_summ'"))
+    assert recipe_text(page) == broken  # left for fixing
+    expect_value(page, "mecha_steps", "1. weighted_sum(a, c)")
+    pick(page, "mecha_input_1", "b.safetensors")  # the next edit shows the builder's recipe again
+    wait_recipe(page, lambda t: 'model "b.safetensors"' in t and "weighted_summ" not in t)
+
+
+def test_cancel_midway_leaves_no_file_and_a_second_save_is_refused(page, save_dir):
+    pick(page, "mecha_method", SLOW)
+    expect_text(page, "mecha_method_help", "Slow lerp (test)")
+    pick(page, "mecha_input_0", "a.safetensors")
+    pick(page, "mecha_input_1", "b.safetensors")
+    wait_recipe(page, lambda t: f'merge "{SLOW}"' in t)
+    fill_text(page, "mecha_save_name", "cancelled")
+    click(page, "mecha_save")
+    page.wait_for_selector('#mecha_progress .mecha-progress[data-state="running"]:not([data-done="0"])')
+    # a second save while the first runs (Enter in the name box: the Save button itself ignores
+    # clicks while its own event is pending, in both gradio versions)
+    page.locator("#mecha_save_name textarea, #mecha_save_name input").first.press("Enter")
+    expect_text(page, "mecha_message", "a save is running (save cancelled.safetensors")
+    click(page, "mecha_cancel")
+    wait_progress(page, "cancelled")
+    expect_text(page, "mecha_message", "cancelled")
+    done = int(page.locator("#mecha_progress .mecha-progress").get_attribute("data-done"))
+    total = int(page.locator("#mecha_progress .mecha-progress").get_attribute("data-total"))
+    assert 0 < done < total
+    assert sorted(p.name for p in save_dir.iterdir() if "cancelled" in p.name) == []

@@ -1,0 +1,124 @@
+"""Playwright helpers for the standalone tab (used by the browser tests and the screenshot script).
+
+Debian's chromium (/usr/bin/chromium) is driven headless; every request that does not go to the
+tab's own loopback server is aborted (gradio pages reference Google Fonts and cdnjs).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from contextlib import contextmanager
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 60_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_tab(host):
+    """The standalone tab of ``host`` on a free loopback port; yields its URL."""
+    from lib_mecha.ui.standalone import launch
+    port = free_port()
+    demo = launch(host, "127.0.0.1", port)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def open_page(browser, url: str, dark: bool = False, width: int = 1400, height: int = 1000):
+    ctx = browser.new_context(viewport={"width": width, "height": height},
+                              color_scheme="dark" if dark else "light")
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(url) else r.abort())
+    page.goto(url + ("?__theme=dark" if dark else ""), wait_until="domcontentloaded")
+    page.wait_for_selector("#mecha_method")
+    return ctx, page
+
+
+# --- widgets --------------------------------------------------------------------------------------
+
+def value_of(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id} input, #{elem_id} textarea").first.input_value()
+
+
+def pick(page, elem_id: str, value: str) -> None:
+    """Choose ``value`` in a dropdown (both gradio versions list options as dropdown-option)."""
+    box = page.locator(f"#{elem_id} input").first
+    box.click()
+    option = page.locator(f'[data-testid="dropdown-option"][aria-label="{value}"]:visible').first
+    option.click()
+
+
+def set_number(page, elem_id: str, value) -> None:
+    """Type a value into a slider's (or a Number's) number box and confirm it."""
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def fill_text(page, elem_id: str, text: str) -> None:
+    page.locator(f"#{elem_id} textarea, #{elem_id} input").first.fill(text)
+
+
+def click(page, elem_id: str) -> None:
+    page.locator(f"#{elem_id}").first.click()
+
+
+def expect_value(page, elem_id: str, value, timeout: int = TIMEOUT_MS) -> None:
+    from playwright.sync_api import expect
+    target = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+    if isinstance(value, re.Pattern):
+        expect(target).to_have_value(value, timeout=timeout)
+    else:
+        expect(target).to_have_value(str(value), timeout=timeout)
+
+
+def expect_text(page, elem_id: str, text, timeout: int = TIMEOUT_MS) -> None:
+    from playwright.sync_api import expect
+    target = page.locator(f"#{elem_id}").first  # gradio 3 repeats an HTML block's id inside it
+    if isinstance(text, re.Pattern):
+        expect(target).to_contain_text(text, timeout=timeout)
+    else:
+        expect(target).to_contain_text(text, timeout=timeout)
+
+
+def recipe_text(page) -> str:
+    return page.locator("#mecha_recipe_text textarea").input_value()
+
+
+def wait_recipe(page, predicate, timeout: int = TIMEOUT_MS) -> str:
+    """The .mecha text once ``predicate(text)`` holds (the server updates it after each edit)."""
+    import time
+    deadline = time.monotonic() + timeout / 1000
+    text = ""
+    while time.monotonic() < deadline:
+        text = recipe_text(page)
+        if predicate(text):
+            return text
+        page.wait_for_timeout(100)
+    raise AssertionError(f"the .mecha text never reached the expected state; last text:\n{text}")
+
+
+def progress_state(page) -> str:
+    node = page.locator("#mecha_progress .mecha-progress")
+    return node.get_attribute("data-state") if node.count() else ""
+
+
+def wait_progress(page, state: str, timeout: int = TIMEOUT_MS) -> None:
+    """Wait until the job ends; fail with the tab's message when it ends otherwise."""
+    ends = ", ".join(f'#mecha_progress .mecha-progress[data-state="{s}"]' for s in ("done", "cancelled", "error"))
+    page.wait_for_selector(ends, timeout=timeout)
+    got = progress_state(page)
+    if got != state:
+        message = page.locator("#mecha_message").first.inner_text()
+        raise AssertionError(f"the job ended {got!r}, not {state!r}: {message}")
