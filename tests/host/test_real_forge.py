@@ -52,6 +52,12 @@ def txt2img():
     return pixels(out["images"][0]), json.loads(out["info"])["infotexts"][0], time.perf_counter() - t0
 
 
+def pick_models(models):
+    """A and B: from the environment, else the first two checkpoints not made by an earlier run."""
+    names = [m["name"] for m in models["checkpoints"] if not m["name"].startswith("mecha-e2e-")]
+    return os.environ.get("MECHA_FORGE_A") or names[0], os.environ.get("MECHA_FORGE_B") or names[1]
+
+
 def memory():
     pid = os.environ.get("MECHA_FORGE_PID")
     if not pid:
@@ -65,9 +71,7 @@ def test_merge_hot_load_generate_restore():
     status, models = call("/mecha/v1/models")
     if status == 404:
         pytest.fail("the Forge at MECHA_FORGE_URL does not have this extension's routes (was it started with --api?)")
-    names = [m["name"] for m in models["checkpoints"]]
-    a = os.environ.get("MECHA_FORGE_A") or names[0]
-    b = os.environ.get("MECHA_FORGE_B") or names[1]
+    a, b = pick_models(models)
     report = []
 
     assert call("/mecha/v1/restore", {})[0] == 200           # no merge left over from an earlier run
@@ -114,10 +118,7 @@ def test_merge_hot_load_generate_restore():
 
 
 def test_saved_merge_appears_and_matches_the_hot_loaded_one():
-    status, models = call("/mecha/v1/models")
-    names = [m["name"] for m in models["checkpoints"]]
-    a = os.environ.get("MECHA_FORGE_A") or names[0]
-    b = os.environ.get("MECHA_FORGE_B") or names[1]
+    a, b = pick_models(call("/mecha/v1/models")[1])
     import lib_mecha
     recipe = lib_mecha.serialize(lib_mecha.weighted_sum(lib_mecha.model(a), lib_mecha.model(b), alpha=0.25))
     name = f"mecha-e2e-{os.getpid()}-{int(time.time())}"
@@ -143,3 +144,30 @@ def test_saved_merge_appears_and_matches_the_hot_loaded_one():
         call("/sdapi/v1/options", {"sd_model_checkpoint": a})
         if os.path.exists(path):
             os.remove(path)
+        call("/sdapi/v1/refresh-checkpoints", {})
+
+
+def test_host_interrupt_stops_a_preview():
+    import threading
+    steps = 40
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(answer=call("/mecha/v1/preview", dict(GEN, steps=steps))))
+    worker.start()
+    seen = []
+    for _ in range(6000):                          # until our job is sampling (bounded polling, no timing)
+        state = call("/sdapi/v1/progress?skip_current_image=true")[1]["state"]
+        if state.get("job") == "mecha preview" and state.get("sampling_step", 0) >= 1:
+            break
+        if not worker.is_alive():
+            pytest.fail(f"the preview ended before it could be interrupted: {done.get('answer')}")
+        time.sleep(0.05)
+    else:
+        pytest.fail("the preview never showed up in the host's progress state")
+    assert call("/sdapi/v1/interrupt", {})[0] == 200
+    while worker.is_alive():
+        seen.append(call("/sdapi/v1/progress?skip_current_image=true")[1]["state"].get("sampling_step", 0))
+        worker.join(timeout=0.2)
+    status, answer = done["answer"]
+    assert status == 200, answer
+    print(f"\npreview interrupted at step {max(seen, default=0)} of {steps}")
+    assert max(seen, default=0) < steps - 1
