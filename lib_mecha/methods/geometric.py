@@ -30,23 +30,24 @@ def perpendicular_component(a=Tensor(SAME), b=Tensor(SAME)):
     return result
 
 
-def _power_parts(x: torch.Tensor, exponent):
-    """``x^t`` on the principal branch as (modulus, angle): ``|x|^t`` and ``π·t·[x < 0]``."""
-    modulus = x.abs().pow(exponent)
-    angle = (x < 0).to(modulus.dtype) * exponent * math.pi
-    return modulus, angle
-
-
 @merge_method(returns=SAME, label="Geometric sum", category="geometric", elementwise=True,
               help="Weighted geometric mean A^(1-alpha)·B^alpha, element by element "
                    "(real part, so negative weights work).")
 def geometric_sum(a=Tensor(SAME), b=Tensor(SAME),
                   alpha=Float(0.5, soft_minimum=0.0, soft_maximum=1.0, per_key=True,
                               help="0 keeps A, 1 gives B; in between, a geometric rather than arithmetic mix.")):
-    alpha = as_tensor_like(alpha, a)
-    a_part, a_angle = _power_parts(a, 1 - alpha)
-    b_part, b_angle = _power_parts(b, alpha)
-    return a_part * b_part * torch.cos(a_angle + b_angle)
+    if isinstance(alpha, torch.Tensor) and alpha.numel() > 1:
+        alpha_t = as_tensor_like(alpha, a)
+        angle = (a < 0).to(a.dtype) * (1 - alpha_t) + (b < 0).to(a.dtype) * alpha_t
+        return a.abs().pow(1 - alpha_t).mul_(b.abs().pow(alpha_t)).mul_(torch.cos(angle * math.pi))
+    alpha = float(alpha)
+    modulus = a.abs().pow_(1 - alpha).mul_(b.abs().pow_(alpha))
+    # the angle π·((1-α)·[a<0] + α·[b<0]) takes four values: pick the cosine by sign pattern
+    a_negative, b_negative = a < 0, b < 0
+    value = modulus.new_tensor
+    factor = torch.where(a_negative, value(math.cos(math.pi * (1 - alpha))), value(1.0))
+    factor = torch.where(b_negative, torch.where(a_negative, value(-1.0), value(math.cos(math.pi * alpha))), factor)
+    return modulus.mul_(factor)
 
 
 @merge_method(returns=SAME, label="Multiply quotient", category="geometric", elementwise=True,
@@ -55,13 +56,17 @@ def geometric_sum(a=Tensor(SAME), b=Tensor(SAME),
 def multiply_quotient(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
                       alpha=Float(1.0, soft_minimum=0.0, soft_maximum=2.0, per_key=True,
                                   help="Strength of the quotient; 0 keeps A.")):
-    log_c = torch.log(c.abs())
-    log_ac = torch.log(a.abs()) - log_c
-    log_bc = torch.log(b.abs()) - log_c
-    threshold = torch.maximum(log_ac.abs(), log_bc.abs())
-    weight = torch.clamp(-torch.nan_to_num(log_ac * log_bc / threshold ** 2, nan=0.0), min=0)
-    exponent = as_tensor_like(alpha, a) * weight
-    quotient = b / c
-    powered, angle = _power_parts(quotient, exponent)
-    result = a * powered * torch.cos(angle)
+    # in place where possible: fresh key-sized tensors cost page faults, and this method makes many
+    log_c = c.abs().log_()
+    log_a = a.abs().log_().sub_(log_c)
+    log_b = b.abs().log_().sub_(log_c)  # log|b/c|, reused for the modulus below
+    del log_c
+    threshold = log_a.abs()
+    torch.maximum(threshold, log_b.abs(), out=threshold)
+    weight = log_a.mul_(log_b).div_(threshold.square_())
+    del threshold
+    exponent = weight.nan_to_num_(nan=0.0).neg_().clamp_(min=0).mul_(as_tensor_like(alpha, a))
+    modulus = log_b.mul_(exponent).exp_()  # |b/c|^exponent
+    negative = torch.logical_xor(b < 0, c < 0)  # b/c < 0: the principal branch adds the angle π·exponent
+    result = torch.where(negative, exponent.mul_(math.pi).cos_(), a.new_tensor(1.0)).mul_(modulus).mul_(a)
     return torch.where(torch.isnan(result), a, result)
