@@ -23,24 +23,28 @@ def _alpha():
               help="Strength for adding B - C to A (SuperMerger's train difference): "
                    "1.8·|B - A| / (|B - A| + |B - C|).")
 def train_difference_mask(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME), alpha=_alpha()):
-    distance_ba = (b - a).abs()
-    ratio = distance_ba / (distance_ba + (b - c).abs())
-    return alpha * 1.8 * torch.nan_to_num(ratio, nan=0.0)
+    distance_ba = (b - a).abs_()  # in place below: fresh key-sized tensors cost page faults
+    ratio = distance_ba / (b - c).abs_().add_(distance_ba)
+    return ratio.nan_to_num_(nan=0.0).mul_(1.8).mul_(alpha)
 
 
 @merge_method(returns=PARAM, label="Add opposite mask", category="masks", elementwise=True,
               help="Strength for adding B - C to A where A and B moved away from C in opposite "
                    "directions: 2·|A - B| / (|A - B| + |A + B - 2C|).")
 def add_opposite_mask(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME), alpha=_alpha()):
-    distance_ab = (a - b).abs()
-    ratio = distance_ab / (distance_ab + (a + b - 2 * c).abs())
-    return alpha * 2 * torch.nan_to_num(ratio, nan=0.0)
+    distance_ab = (a - b).abs_()
+    ratio = distance_ab / (a + b).sub_(c, alpha=2).abs_().add_(distance_ab)
+    return ratio.nan_to_num_(nan=0.0).mul_(2).mul_(alpha)
 
 
 @merge_method(returns=PARAM, label="Strict opposite mask", category="masks", elementwise=True,
               help="Like the opposite mask, but zero unless A and B lie on opposite sides of C: "
                    "2·max(0, (C - A)(B - C)) / max(|A - C|, |B - C|)².")
 def add_strict_opposite_mask(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME), alpha=_alpha()):
-    threshold = torch.maximum((a - c).abs(), (b - c).abs())
-    ratio = torch.nan_to_num((c - a) * (b - c) / threshold ** 2, nan=0.0)
-    return alpha * torch.clamp(ratio, min=0) * 2
+    c_to_a = c - a
+    b_from_c = b - c
+    threshold = c_to_a.abs()
+    torch.maximum(threshold, b_from_c.abs(), out=threshold)
+    ratio = c_to_a.mul_(b_from_c).div_(threshold.square_())
+    del b_from_c, threshold
+    return ratio.nan_to_num_(nan=0.0).clamp_(min=0).mul_(2).mul_(alpha)
