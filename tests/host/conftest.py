@@ -1,80 +1,33 @@
-"""Fixtures for host-adapter tests: a stand-in WebUI root with two tiny SD1 checkpoints."""
+"""Fixtures for host-adapter tests (helpers live in host_stub.py)."""
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-STUB = ROOT / "tests" / "webui_stub"
-if str(STUB) not in sys.path:
-    sys.path.append(str(STUB))
-
-import stand_in  # noqa: E402
-
-
-def write_checkpoint(path: Path, seed: int, drop=()) -> Path:
-    import safetensors.torch
-    from modules import _net
-    sd = _net.random_checkpoint(seed)
-    for k in drop:
-        sd.pop(k)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file(sd, str(path))
-    return path
-
-
-class WebUI:
-    """One stand-in WebUI: its root, flavour, and the checkpoints made for the test."""
-
-    def __init__(self, flavour: str, root: Path):
-        self.flavour = flavour
-        self.root = root
-        self.modules = stand_in.install(flavour, root)
-        self.ckpt_dir = root / "models" / "Stable-diffusion"
-        self.a = write_checkpoint(self.ckpt_dir / "model-a.safetensors", 1)
-        self.b = write_checkpoint(self.ckpt_dir / "model-b.safetensors", 2)
-        from modules import sd_models, shared
-        sd_models.list_models()
-        shared.opts.data["sd_model_checkpoint"] = "model-a.safetensors"
-        if flavour == "forge2":
-            from modules_forge import main_entry
-            main_entry.refresh_model_loading_parameters()
-
-    def txt2img(self, seed=7, prompt="a cat", **kw):
-        """What the host's own txt2img does: under queue_lock, process_images (scripts off)."""
-        from modules import call_queue, processing
-        p = processing.StableDiffusionProcessingTxt2Img(prompt=prompt, seed=seed, steps=1, width=8, height=8, **kw)
-        with call_queue.queue_lock:
-            return processing.process_images(p)
-
-    def pixels(self, seed=7, prompt="a cat"):
-        return self.txt2img(seed=seed, prompt=prompt).images[0].tobytes()
-
-    def model(self):
-        from modules import sd_models
-        return sd_models.model_data.sd_model
+from host_stub import WebUI, stand_in
 
 
 @pytest.fixture(params=["a1111", "forge2"])
 def webui(request, tmp_path):
     w = WebUI(request.param, tmp_path / "webui")
     yield w
-    from lib_mecha.host import extension
-    extension._state.clear()
-    stand_in.purge()
+    _teardown()
 
 
 @pytest.fixture
 def a1111(tmp_path):
     w = WebUI("a1111", tmp_path / "webui")
     yield w
-    stand_in.purge()
+    _teardown()
 
 
 @pytest.fixture
 def forge(tmp_path):
     w = WebUI("forge2", tmp_path / "webui")
     yield w
+    _teardown()
+
+
+def _teardown():
+    from lib_mecha.host import extension
+    extension._state.clear()
     stand_in.purge()

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-import stand_in
+from host_stub import stand_in
 from lib_mecha.errors import Busy, HostError, OutputExists, PathEscape
 from lib_mecha.host.base import MergeIdentity, PreviewParams
 from lib_mecha.host.detect import detect_flavour, make_host

@@ -10,10 +10,9 @@ from lib_mecha.errors import Busy, HostError
 from lib_mecha.host.base import MergeIdentity, PreviewParams
 from lib_mecha.host.detect import make_host
 
+from host_stub import merge_dict
 
-def merge_dict(seed=3):
-    from modules import _net
-    return _net.random_checkpoint(seed)
+
 
 
 def test_hot_load_survives_generations_and_restore_gives_back_the_same_pixels(webui):

@@ -9,7 +9,7 @@ import torch
 from lib_mecha.errors import HostError
 from lib_mecha.host.base import MergeIdentity
 from lib_mecha.host.detect import make_host
-from test_hot_load import merge_dict
+from host_stub import merge_dict
 
 
 # --- A1111 ------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT, STUB
+from host_stub import ROOT, STUB
 
 
 def load_install():

@@ -6,7 +6,7 @@ import types
 
 import gradio as gr
 
-from conftest import ROOT
+from host_stub import ROOT
 
 SCRIPT = ROOT / "scripts" / "mecha.py"
 
