@@ -7,7 +7,6 @@ one number for a vector), then take ``k = 1 - clamp(s - alpha, 0, 1)`` and retur
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ._values import as_tensor_like, at_least_1d
 from .registry import merge_method
@@ -25,6 +24,16 @@ def _cosine_mix(a, b, alpha, similarity):
     return torch.lerp(a, b, k.to(a.dtype))
 
 
+def _column_cosines(a, b):
+    """Per-column dot products and norms along dimension 0, with one key-sized temporary.
+
+    The cosine of A and B normalised along dimension 0 (sd-mecha's cosine A) is the cosine of A
+    and B themselves; all-zero columns, which normalising turns into zeros, give 0/0 here and
+    count as 0 in :func:`_cosine_mix`."""
+    dots = (a * b).sum(dim=0)
+    return dots, torch.linalg.vector_norm(a, dim=0), torch.linalg.vector_norm(b, dim=0)
+
+
 @merge_method(returns=WEIGHT, label="Cosine A", category="cosine",
               help="Weighted sum that keeps A's structure where A and B agree (cosine similarity per column).",
               notes=(_NOTE,))
@@ -33,8 +42,8 @@ def add_cosine_a(a=Tensor(WEIGHT), b=Tensor(WEIGHT),
     if a.numel() == 0:
         return a.clone()
     (a1, b1), restore = at_least_1d(a, b)
-    similarity = F.cosine_similarity(F.normalize(a1, dim=0), F.normalize(b1, dim=0), dim=0)
-    return restore(_cosine_mix(a1, b1, alpha, similarity))
+    dots, norm_a, norm_b = _column_cosines(a1, b1)
+    return restore(_cosine_mix(a1, b1, alpha, dots / (norm_a * norm_b)))
 
 
 @merge_method(returns=WEIGHT, label="Cosine B", category="cosine",
@@ -45,6 +54,7 @@ def add_cosine_b(a=Tensor(WEIGHT), b=Tensor(WEIGHT),
     if a.numel() == 0:
         return a.clone()
     (a1, b1), restore = at_least_1d(a, b)
-    per_column = F.cosine_similarity(a1, b1, dim=0)
-    whole = (a1 * b1).sum() / (torch.linalg.vector_norm(a1) * torch.linalg.vector_norm(b1))
+    dots, norm_a, norm_b = _column_cosines(a1, b1)
+    per_column = dots / (norm_a.clamp(min=1e-8) * norm_b.clamp(min=1e-8))  # torch's cosine_similarity
+    whole = dots.sum() / (torch.linalg.vector_norm(norm_a) * torch.linalg.vector_norm(norm_b))
     return restore(_cosine_mix(a1, b1, alpha, (per_column + whole) / 2))
