@@ -22,6 +22,7 @@ def purge() -> None:
     for extra in (str(HERE), str(HERE / "forge")):
         while extra in sys.path:
             sys.path.remove(extra)
+    os.environ.pop("STUB_WEBUI_ROOT", None)
 
 
 def install(flavour: str, root: os.PathLike):
