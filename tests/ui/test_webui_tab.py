@@ -1,0 +1,98 @@
+"""The tab's actions inside a WebUI: the stand-in A1111 and Forge 2.x (tests/webui_stub) with the
+real host adapters: merge & hot-load, status line, preview, restore, one job at a time."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import lib_mecha
+from lib_mecha.errors import Busy, HostError
+from lib_mecha.recipe import model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
+from host_stub import WebUI, stand_in  # noqa: E402
+
+from lib_mecha.host.base import PreviewParams  # noqa: E402
+from lib_mecha.ui import actions  # noqa: E402
+from lib_mecha.ui.catalog import Catalog  # noqa: E402
+from lib_mecha.ui.jobs import JobRunner  # noqa: E402
+from lib_mecha.ui.session import Session  # noqa: E402
+
+
+@pytest.fixture(params=["a1111", "forge2"])
+def webui(request, tmp_path):
+    w = WebUI(request.param, tmp_path / "webui")
+    yield w
+    from lib_mecha.host import extension
+    extension._state.clear()
+    stand_in.purge()
+
+
+@pytest.fixture()
+def host(webui):
+    from lib_mecha.host.detect import make_host
+    h = make_host()
+    yield h
+    h.close()
+
+
+def merge(host, catalog, runner):
+    node = lib_mecha.weighted_sum(model("model-a.safetensors"), model("model-b.safetensors"), alpha=0.4)
+    text = lib_mecha.serialize(node)
+    job = actions.start_merge(host, catalog, node, text, runner=runner)
+    assert job.finished.wait(120)
+    return job, text
+
+
+def test_merge_and_load_then_preview_then_restore(webui, host):
+    catalog = Catalog(host)
+    assert [e.name for e in catalog.checkpoints()] == ["model-a.safetensors", "model-b.safetensors"]
+    assert actions.status_text(host, catalog) == "Loaded: no model yet"  # the host loads lazily
+    original = webui.pixels()
+    assert actions.status_text(host, catalog).startswith("Loaded: original checkpoint model-a.safetensors")
+    with pytest.raises(HostError, match="no merge is loaded"):
+        actions.preview(host, PreviewParams(steps=1, width=8, height=8))
+
+    job, text = merge(host, catalog, JobRunner())
+    assert job.error is None, job.message()
+    ident = host.hot_loaded()
+    assert ident is not None and ident.recipe_text == text
+    assert actions.merge_done_message(job).startswith(f"loaded {ident.display_name} (")
+    assert actions.status_text(host, catalog) == (f"Loaded: merge {ident.display_name} (recipe {ident.short_id})"
+                                                   " — weighted_sum(model-a, model-b, 0.4)")
+    images = actions.preview(host, PreviewParams(prompt="a cat", seed=7, steps=1, width=8, height=8))
+    assert len(images) == 1 and f"Mecha recipe: {ident.short_id}" in images[0][1]
+    assert webui.pixels() != original
+
+    assert actions.restore(host) == "restored the original checkpoint"
+    assert webui.pixels() == original
+    assert actions.status_text(host, catalog).startswith("Loaded: original checkpoint model-a.safetensors")
+    assert actions.restore(host).startswith("the original checkpoint is loaded")
+
+
+def test_merge_twice_is_refused(webui, host, slow_method):
+    catalog = Catalog(host)
+    runner = JobRunner()
+    node = lib_mecha.methods.build(slow_method, model("model-a.safetensors"), model("model-b.safetensors"))
+    job = actions.start_merge(host, catalog, node, lib_mecha.serialize(node), runner=runner)
+    with pytest.raises(Busy, match="a merge is running"):
+        actions.start_merge(host, catalog, node, lib_mecha.serialize(node), runner=runner)
+    with pytest.raises(Busy, match="a merge is running"):
+        actions.start_save(host, catalog, node, actions.SaveRequest("x"), "sd1-ldm", runner=runner)
+    runner.cancel()
+    assert job.finished.wait(120) and job.cancelled
+    assert host.hot_loaded() is None
+
+
+def test_the_tab_shows_hot_load_and_preview_in_a_webui(host):
+    import gradio as gr
+    from lib_mecha.ui import create_tab
+    blocks = create_tab(host)
+    assert isinstance(blocks, gr.Blocks)
+    ctx = blocks.mecha_context
+    assert ctx.actions.hot
+    session = Session()
+    session.set_input("a", "model-a.safetensors", ctx.catalog)
+    assert ctx.arch_for(session) == "sd1-ldm"
