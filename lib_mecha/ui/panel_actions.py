@@ -72,13 +72,13 @@ class ActionsPanel:
     def build_save(self) -> None:
         import gradio as gr
         with gr.Accordion("Save", open=True, elem_id="mecha_save_panel"):
+            self.save_name = gr.Textbox(value="", label="File name", elem_id="mecha_save_name",
+                                        placeholder="my-merge (written as my-merge.safetensors in the save folder)")
             with gr.Row():
-                self.save_name = gr.Textbox(value="", label="File name", placeholder="my-merge",
-                                            elem_id="mecha_save_name", scale=3)
                 self.save_dtype = gr.Dropdown(choices=list(actions.DTYPES), value="fp16", label="dtype",
-                                              elem_id="mecha_save_dtype", scale=1, min_width=100)
+                                              elem_id="mecha_save_dtype", scale=1, min_width=110)
                 self.save_vae = gr.Dropdown(choices=[actions.KEEP_VAE], value=actions.KEEP_VAE, label="VAE",
-                                            elem_id="mecha_save_vae", scale=2)
+                                            elem_id="mecha_save_vae", scale=2, min_width=160)
             with gr.Row():
                 self.save_ema = gr.Checkbox(value=True, label="Prune EMA weights", elem_id="mecha_save_prune_ema",
                                             scale=2)

@@ -27,13 +27,17 @@ def group_of(block: str) -> str:
 
 
 def columns_of(blocks: Tuple[str, ...]) -> List[List[str]]:
-    """Blocks per column: first numbered group, the rest, second numbered group."""
+    """Blocks per column: first numbered group, the rest, second numbered group. A layout with
+    one numbered group (SD3's joint blocks) has it split over the two outer columns."""
     groups: Dict[str, List[str]] = {}
     for b in blocks:
         groups.setdefault(group_of(b), []).append(b)
     big = [g for g, members in groups.items() if len(members) > 1][:2]
     left = groups[big[0]] if big else []
     right = groups[big[1]] if len(big) > 1 else []
+    if len(big) == 1:
+        half = (len(left) + 1) // 2
+        left, right = left[:half], left[half:]
     middle = [b for b in blocks if b not in left and b not in right]
     return [left, middle, right]
 
@@ -46,14 +50,23 @@ def column_sizes() -> List[int]:
     return sizes
 
 
-def column_title(col: List[str]) -> str:
+def column_title(col: List[str], blocks: Tuple[str, ...] = ()) -> str:
+    """``IN``, ``BASE · M00 · VAE``, or ``JOINT00–JOINT18`` for part of a group."""
     if not col:
         return ""
     names = []
     for b in col:
         g = group_of(b)
-        if g not in names:
-            names.append(g)
+        members = [x for x in col if group_of(x) == g]
+        whole = [x for x in blocks if group_of(x) == g] or members
+        if len(members) == 1:
+            name = b
+        elif len(members) < len(whole):
+            name = f"{members[0]}–{members[-1]}"
+        else:
+            name = g
+        if name not in names:
+            names.append(name)
     return " · ".join(names)
 
 
@@ -155,7 +168,7 @@ class MbwPanel:
         out.append(update(choices=list(presets(layout.identifier)), value=None))
         cols = columns_of(layout.blocks)
         for c in range(COLUMNS):
-            out.append(update(value=f"**{column_title(cols[c])}**" if cols[c] else ""))
+            out.append(update(value=f"**{column_title(cols[c], layout.blocks)}**" if cols[c] else ""))
         lo, hi, step = value_range(session, key, pv)
         values = pv.block_map
         for block in self.slider_blocks(session):

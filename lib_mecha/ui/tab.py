@@ -53,12 +53,12 @@ def build_tab(host) -> TabContext:
     state = gr.State(Session())
     ctx.actions.build()
     with gr.Row(elem_id="mecha_main"):
-        with gr.Column(scale=5, elem_id="mecha_left"):
+        with gr.Column(scale=1, elem_id="mecha_left"):
             ctx.recipe.build()
-            ctx.mbw.build()
             ctx.lora.build()
-        with gr.Column(scale=4, elem_id="mecha_right"):
             ctx.text.build()
+        with gr.Column(scale=1, elem_id="mecha_right"):
+            ctx.mbw.build()
             ctx.actions.build_save()
             ctx.actions.build_preview()
     _wire(ctx, state)

@@ -10,7 +10,7 @@ from lib_mecha.methods import resolve
 from lib_mecha.ui import model as m
 from lib_mecha.ui.jobs import Job
 from lib_mecha.ui.panel_actions import format_seconds, progress_html
-from lib_mecha.ui.panel_mbw import column_sizes, columns_of
+from lib_mecha.ui.panel_mbw import column_sizes, column_title, columns_of
 from lib_mecha.ui.panel_recipe import slider_range, widget_kind
 from lib_mecha.ui.session import Session, builder_methods
 
@@ -74,8 +74,14 @@ def test_layout_columns():
     assert sd1[0][0] == "IN00" and len(sd1[0]) == 12 and sd1[1] == ["BASE", "M00"] and sd1[2][-1] == "OUT11"
     sdxl = columns_of(resolve_layout("sdxl-supermerger_blocks").blocks)
     assert sdxl[1] == ["BASE", "M00", "VAE"]
+    flux = columns_of(resolve_layout("flux-mecha_blocks").blocks)
+    assert (len(flux[0]), len(flux[2])) == (19, 38) and column_title(flux[0]) == "DOUBLE"
+    joint = resolve_layout("sd3.5_large-mecha_blocks").blocks
+    halves = columns_of(joint)
+    assert (len(halves[0]), len(halves[2])) == (19, 19)
+    assert column_title(halves[0], joint) == "JOINT00–JOINT18"
     sizes = column_sizes()
-    for ident in ("sd1-supermerger_blocks", "sdxl-supermerger_blocks"):
+    for ident in ("sd1-supermerger_blocks", "sdxl-supermerger_blocks", "flux-mecha_blocks"):
         assert all(len(col) <= sizes[i] for i, col in enumerate(columns_of(resolve_layout(ident).blocks)))
 
 
