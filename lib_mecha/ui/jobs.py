@@ -6,6 +6,7 @@ Cancel sets the event the engine checks between keys, so a job stops within one 
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import Busy, MechaError, MergeCancelled
 
+log = logging.getLogger("lib_mecha.ui")
 JobFn = Callable[["Job"], Any]
 
 
@@ -108,6 +110,8 @@ class JobRunner:
             job.result = fn(job)
         except BaseException as e:  # reported in the tab; a job thread must never die silently
             job.error = e
+            if not isinstance(e, MechaError):
+                log.error("Mecha %s failed", job.kind, exc_info=e)
         finally:
             job.ended = time.monotonic()
             job.finished.set()

@@ -4,6 +4,7 @@ progress bar until it ends, so the tab never blocks and Cancel stays clickable."
 from __future__ import annotations
 
 import html
+import logging
 import time
 from typing import Any, Iterator, List, Optional
 
@@ -15,6 +16,7 @@ from .session import Session
 from .widgets import keep, kind_of, message_html, update
 
 POLL = 0.25
+log = logging.getLogger("lib_mecha.ui")
 
 
 def progress_html(job: Optional[Job]) -> str:
@@ -39,6 +41,14 @@ def progress_html(job: Optional[Job]) -> str:
     return (f'<div class="mecha-progress" data-state="{state}" data-done="{job.done}" data-total="{job.total}">'
             f'<div class="mecha-progress-bar" style="width:{pct:.1f}%"></div>'
             f'<div class="mecha-progress-text">{text}</div></div>')
+
+
+def error_text(e: BaseException) -> str:
+    """A readable line for any failure: the MechaError's message, or the type of a bug (logged)."""
+    if isinstance(e, MechaError):
+        return e.format_message()
+    log.error("Mecha tab: unexpected error", exc_info=e)
+    return f"unexpected error: {type(e).__name__}: {e}"
 
 
 def format_seconds(s: float) -> str:
@@ -156,8 +166,8 @@ class ActionsPanel:
             return
         try:
             job = actions.start_merge(self.ctx.host, self.ctx.catalog, compiled.node, compiled.text)
-        except MechaError as e:
-            yield self._job_updates(RUNNER.busy(), e.format_message(), "error")
+        except Exception as e:
+            yield self._job_updates(RUNNER.busy(), error_text(e), "error")
             return
         yield from self.follow(job, actions.merge_done_message)
 
@@ -178,8 +188,8 @@ class ActionsPanel:
                 session.pending_save = request
             yield self._job_updates(RUNNER.busy(), "", confirm=f"{e.path} exists. Overwrite it?")
             return
-        except MechaError as e:
-            yield self._job_updates(RUNNER.busy(), e.format_message(), "error")
+        except Exception as e:
+            yield self._job_updates(RUNNER.busy(), error_text(e), "error")
             return
         yield from self.follow(job, actions.save_done_message)
 
@@ -205,8 +215,8 @@ class ActionsPanel:
     def on_restore(self) -> List[Any]:
         try:
             message, kind = actions.restore(self.ctx.host), "info"
-        except MechaError as e:
-            message, kind = e.format_message(), "error"
+        except Exception as e:
+            message, kind = error_text(e), "error"
         return self._job_updates(RUNNER.busy(), message, kind)
 
     def on_generate(self, prompt, negative, seed, steps, cfg, width, height, sampler):
@@ -217,8 +227,8 @@ class ActionsPanel:
         started = time.monotonic()
         try:
             images = actions.preview(self.ctx.host, params)
-        except MechaError as e:
-            return [update(), update(value=message_html(e.format_message(), "error"))]
+        except Exception as e:
+            return [update(), update(value=message_html(error_text(e), "error"))]
         took = time.monotonic() - started
         return [update(value=[(img, info) for img, info in images]),
                 update(value=message_html(f"{len(images)} preview image(s) in {format_seconds(took)}", "info"))]

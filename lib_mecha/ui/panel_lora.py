@@ -59,7 +59,7 @@ class LoraPanel:
         if not choices:
             note += " No LoRA files were found in the LoRA folders."
         out = [update(value=note)]
-        for j, row in enumerate(self.rows):
+        for j in range(len(self.rows)):
             if j < len(step.loras):
                 entry = step.loras[j]
                 label = self.ctx.catalog.lora_label(entry.path)

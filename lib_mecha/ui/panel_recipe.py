@@ -116,7 +116,8 @@ class RecipePanel:
                                          info="The result of the last step is the merge; pick a step to edit it.",
                                          scale=4)
                 self.add_step = gr.Button("+ Add step", elem_id="mecha_step_add", size="sm", scale=1, min_width=90)
-                self.remove_step = gr.Button("Remove step", elem_id="mecha_step_remove", size="sm", scale=1, min_width=90)
+                self.remove_step = gr.Button("Remove step", elem_id="mecha_step_remove", size="sm", scale=1,
+                                             min_width=90)
                 self.refresh = gr.Button("↻ Lists", elem_id="mecha_refresh", size="sm", scale=1, min_width=70)
             self.method = gr.Dropdown(choices=methods, value=methods[0] if methods else None, label="Method",
                                       elem_id="mecha_method")
@@ -181,7 +182,7 @@ class RecipePanel:
         out.append(update(value=method_help(spec)))
         choices = self.input_choices(session)
         tensors = m.tensor_params(spec)
-        for k, widget in enumerate(self.inputs):
+        for k in range(len(self.inputs)):
             if k < len(tensors):
                 p = tensors[k]
                 value = session.input_label(step.input(p.name), catalog)
@@ -201,7 +202,7 @@ class RecipePanel:
         else:
             out.append(update(visible=False, value=[]))
         params = m.value_params(spec)
-        for j, slot in enumerate(self.slots):
+        for j in range(len(self.slots)):
             if j < len(params):
                 out.extend(self._render_slot(params[j], step.param(params[j].name)))
             else:

@@ -141,16 +141,13 @@ def _wire(ctx: TabContext, state) -> None:
     wire(mb.preset.input, state, lambda s, v: s.apply_preset(v), [mb.preset], mbw_full)
     wire(mb.apply.click, state, lambda s, v: s.set_blocks_text(v), [mb.text], mbw_full)
     wire(mb.text.submit, state, lambda s, v: s.set_blocks_text(v), [mb.text], mbw_full)
-    index = 0
-    for c, col in enumerate(mb.sliders):
-        for k, slider in enumerate(col):
-            def set_block(s, v, index=index):
-                blocks = mb.slider_blocks(s)
-                if index < len(blocks) and blocks[index]:
-                    s.set_block(blocks[index], v)
-            wire(slider.input, state, set_block, [slider], [Region(mb.text_outputs(), mb.render_text),
-                                                           Region(tx.outputs(), tx.render), message])
-            index += 1
+    for index, slider in enumerate(mb.all_sliders()):
+        def set_block(s, v, index=index):
+            blocks = mb.slider_blocks(s)
+            if index < len(blocks) and blocks[index]:
+                s.set_block(blocks[index], v)
+        wire(slider.input, state, set_block, [slider], [Region(mb.text_outputs(), mb.render_text),
+                                                       Region(tx.outputs(), tx.render), message])
 
     # .mecha text
     def load(s: Session, text: str) -> None:

@@ -8,10 +8,13 @@ then return the renders of the panels the edit affects.
 from __future__ import annotations
 
 import html
+import logging
 from typing import Any, Callable, List, Optional, Sequence
 
 from ..errors import MechaError
 from .compat import quiet_kw
+
+log = logging.getLogger("lib_mecha.ui")
 
 
 def update(**kw) -> Any:
@@ -66,6 +69,9 @@ def wire(event: Callable, session_state, fn: Callable, inputs: Sequence[Any], re
                 fn(session, *values)
             except MechaError as e:
                 session.message = e.format_message()
+            except Exception as e:  # a bug: keep the tab usable, show one line, log the traceback
+                log.exception("Mecha tab: %s failed", getattr(fn, "__name__", "an edit"))
+                session.message = f"unexpected error: {type(e).__name__}: {e}"
             out: List[Any] = []
             for r in regions:
                 out.extend(r.render(session))

@@ -166,18 +166,27 @@ def test_two_steps_with_block_weights_and_a_lora_saved_and_pasted_back(page, mod
     assert deserialize(shown) == stored
 
 
-def test_a_broken_paste_names_the_line_and_keeps_the_recipe(page):
+def test_a_broken_paste_names_the_line_and_keeps_the_recipe_and_upload_rebuilds(page, tmp_path):
+    assert page.evaluate("() => window.mechaTabStarted === true")  # javascript/mecha.js ran
     pick(page, "mecha_input_0", "a.safetensors")
     pick(page, "mecha_input_1", "c.safetensors")
     before = wait_recipe(page, lambda t: 'model "c.safetensors"' in t)
     broken = before.replace('merge "weighted_sum" &0 &1', 'merge "weighted_summ" &0 &1')
     fill_text(page, "mecha_recipe_text", broken)
-    click(page, "mecha_text_load")
+    page.locator("#mecha_recipe_text textarea").press("Control+Enter")  # mecha.js: load the text
     expect_text(page, "mecha_text_message", re.compile(r"line \d+, column \d+: unknown merge method 'weighted_summ'"))
     assert recipe_text(page) == broken  # left for fixing
     expect_value(page, "mecha_steps", "1. weighted_sum(a, c)")
     pick(page, "mecha_input_1", "b.safetensors")  # the next edit shows the builder's recipe again
     wait_recipe(page, lambda t: 'model "b.safetensors"' in t and "weighted_summ" not in t)
+
+    uploaded = serialize(lib_mecha.n_average(model("c.safetensors"), model("b.safetensors"), model("a.safetensors")))
+    path = tmp_path / "average.mecha"
+    path.write_text(uploaded + "\n", encoding="utf-8")
+    page.set_input_files("#mecha_text_upload input[type=file]", str(path))
+    expect_value(page, "mecha_steps", "1. n_average(c, b, a)")
+    assert wait_recipe(page, lambda t: t == uploaded) == uploaded
+    expect_value(page, "mecha_method", "n_average")
 
 
 def test_cancel_midway_leaves_no_file_and_a_second_save_is_refused(page, save_dir):
