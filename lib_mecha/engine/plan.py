@@ -324,8 +324,8 @@ class _Compiler:
             return tuple(spec.output_shape(shapes))
         if not shapes:
             return None
-        first_name, first = tensor_args[0]
-        for name, e in tensor_args[1:]:
+        first = tensor_args[0][1]
+        for _, e in tensor_args[1:]:
             if e.shape != first.shape:
                 raise ShapeMismatch(key, first.shape, e.shape,
                                     f"{spec.name}: {self._describe(first)} vs {self._describe(e)}")

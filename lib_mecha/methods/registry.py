@@ -145,7 +145,7 @@ def _coerce(spec: MethodSpec, p: Param, value) -> RecipeNode:
     elif isinstance(node, LiteralNode) and node.is_dict and not p.per_key and not p.is_tensor:
         raise ParameterError(spec.name, p.name, "takes one value, not per-key values")
     elif isinstance(node, LiteralNode) and node.is_dict:
-        for k, v in node.value:
+        for _, v in node.value:
             if not isinstance(v, RecipeNode):
                 p.check(spec.name, v)
     return node

@@ -87,5 +87,5 @@ def test_nodes_are_structural_values():
     a2 = mecha.weighted_sum(mecha.model("a"), b=mecha.model("b"))
     assert a1 == a2 and hash(a1) == hash(a2)
     assert mecha.literal(1) != mecha.literal(1.0) != mecha.literal(True)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         a1.method = "slerp"

@@ -59,7 +59,8 @@ def test_plain_block_dict_is_read_in_the_models_layout(files):
     out = mecha.merge(recipe, model_dirs=[files], output_dtype="fp32").state_dict
     a = random_state_dict("sd1-ldm", 0, shape_divisor=256)
     b = random_state_dict("sd1-ldm", 1, shape_divisor=256)
-    for key, expected in [("model.diffusion_model.out.2.weight", b), ("model.diffusion_model.input_blocks.0.0.bias", a)]:
+    for key, expected in [("model.diffusion_model.out.2.weight", b),
+                          ("model.diffusion_model.input_blocks.0.0.bias", a)]:
         assert torch.equal(out[key], expected[key].float()), key
 
 
