@@ -62,7 +62,7 @@ def start_merge(host, catalog: Catalog, node: RecipeNode, text: str, runner: Job
         ident = MergeIdentity.from_recipe(text)
         _call(host.hot_load, result.state_dict, ident)
         return {"ident": ident, "keys": len(result.keys), "skipped": result.skipped_summary(),
-                "seconds": result.seconds}
+                "seconds": result.seconds, "warnings": list(getattr(result, "warnings", ()) or ())}
     return runner.start("merge", "merge & load", run)
 
 
@@ -70,8 +70,7 @@ def merge_done_message(job: Job) -> str:
     if job.error is not None:
         return job.message()
     r = job.result
-    text = f"loaded {r['ident'].display_name} ({r['keys']} keys, {job.elapsed:.1f} s)"
-    return text + (f"; warning: {r['skipped']}" if r["skipped"] else "")
+    return _with_warnings(f"loaded {r['ident'].display_name} ({r['keys']} keys, {job.elapsed:.1f} s)", r)
 
 
 # --- save --------------------------------------------------------------------------------------
@@ -130,7 +129,8 @@ def start_save(host, catalog: Catalog, node: RecipeNode, request: SaveRequest, a
         except MechaError:
             pass  # the file is written; the list refreshes on the next visit
         catalog.refresh()
-        return {"path": str(result.path), "keys": len(result.keys), "skipped": result.skipped_summary()}
+        return {"path": str(result.path), "keys": len(result.keys), "skipped": result.skipped_summary(),
+                "warnings": list(getattr(result, "warnings", ()) or ())}
     return runner.start("save", f"save {target.name}", run)
 
 
@@ -138,8 +138,12 @@ def save_done_message(job: Job) -> str:
     if job.error is not None:
         return job.message()
     r = job.result
-    text = f"saved {r['path']} ({r['keys']} keys, {job.elapsed:.1f} s)"
-    return text + (f"; warning: {r['skipped']}" if r["skipped"] else "")
+    return _with_warnings(f"saved {r['path']} ({r['keys']} keys, {job.elapsed:.1f} s)", r)
+
+
+def _with_warnings(text: str, r: Dict[str, Any]) -> str:
+    notes = ([r["skipped"]] if r.get("skipped") else []) + list(r.get("warnings") or [])
+    return text + "".join(f"; warning: {n}" for n in notes)
 
 
 # --- checks --------------------------------------------------------------------------------------

@@ -155,7 +155,10 @@ class ActionsPanel:
             yield self._job_updates(job, "" if first else None)
             first = False
         message = done_message(job)
-        kind = "info" if job.error is None else ("warning" if job.cancelled else "error")
+        if job.error is None:
+            kind = "warning" if "; warning: " in message else "info"
+        else:
+            kind = "warning" if job.cancelled else "error"
         yield self._job_updates(job, message, kind)
 
     def on_merge(self, session: Session) -> Iterator[List[Any]]:

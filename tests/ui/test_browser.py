@@ -126,6 +126,8 @@ def test_two_steps_with_block_weights_and_a_lora_saved_and_pasted_back(page, mod
     click(page, "mecha_save")
     wait_progress(page, "done")
     expect_text(page, "mecha_message", "saved ")
+    expect_text(page, "mecha_message", "warning: 1 of 2 modules")  # the stray LoRA module, named
+    expect_text(page, "mecha_message", "lora_unet_not_a_module_anywhere")
     path = save_dir / "ui-merge.safetensors"
     saved = load_file(str(path))
     pruned = build("omit_component", expected_recipe(), "ema")
