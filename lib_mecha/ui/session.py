@@ -22,13 +22,15 @@ from .catalog import Catalog, parse_step_label, step_label
 from .lora_support import LORA_METHODS
 
 DEFAULT_METHOD = "weighted_sum"
+# block converters are written by the block weights panel, LoRA methods by the LoRA panel
+HIDDEN_CATEGORIES = ("blocks", "lora")
 
 
 def builder_methods() -> List[str]:
     """Methods the builder offers: those whose tensor inputs take models or step results."""
     out = []
     for name, spec in all_methods().items():
-        if spec.category == "blocks" or name in LORA_METHODS:
+        if spec.category in HIDDEN_CATEGORIES or name in LORA_METHODS:
             continue
         if any(p.is_tensor and p.space == "param" for p in spec.params):
             continue

@@ -162,3 +162,4 @@ def test_builder_offers_methods_but_not_internals():
     names = builder_methods()
     assert {"weighted_sum", "add_difference", "n_average", "ties_sum"} <= set(names)
     assert not {"convert_sd1_blocks_to_ldm", "apply_lora", "lora_delta"} & set(names)
+    assert not [n for n in names if n.startswith("convert_")]
