@@ -162,8 +162,9 @@ def new_step(method: str, previous: Optional[Step] = None) -> Step:
     for p in tensor_params(spec):
         inputs.append((p.name, old_inputs.get(p.name, Input())))
     if spec.variadic is not None and spec.variadic.is_tensor:
-        # switching from a fixed-input method keeps its inputs as the variadic list
-        extra = old_extra or tuple(i for _, i in (previous.inputs if previous else ()) if i.is_set)
+        # switching from a fixed-input method keeps the inputs the new fixed ones do not take
+        taken = {name for name, _ in inputs}
+        extra = old_extra or tuple(i for k, i in (previous.inputs if previous else ()) if i.is_set and k not in taken)
     else:
         extra = ()
     params = []

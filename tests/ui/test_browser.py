@@ -168,7 +168,7 @@ def test_two_steps_with_block_weights_and_a_lora_saved_and_pasted_back(page, mod
     assert deserialize(shown) == stored
 
 
-def test_a_broken_paste_names_the_line_and_keeps_the_recipe_and_upload_rebuilds(page, tmp_path):
+def test_broken_paste_upload_and_overwrite_confirmation(page, tmp_path, save_dir):
     assert page.evaluate("() => window.mechaTabStarted === true")  # javascript/mecha.js ran
     pick(page, "mecha_input_0", "a.safetensors")
     pick(page, "mecha_input_1", "c.safetensors")
@@ -189,6 +189,24 @@ def test_a_broken_paste_names_the_line_and_keeps_the_recipe_and_upload_rebuilds(
     expect_value(page, "mecha_steps", "1. n_average(c, b, a)")
     assert wait_recipe(page, lambda t: t == uploaded) == uploaded
     expect_value(page, "mecha_method", "n_average")
+
+    # save, then save again under the same name: the tab asks before overwriting
+    fill_text(page, "mecha_save_name", "average")
+    click(page, "mecha_save")
+    wait_progress(page, "done")
+    first = (save_dir / "average.safetensors").stat().st_mtime_ns
+    click(page, "mecha_save")
+    expect_text(page, "mecha_save_confirm_text", "average.safetensors exists. Overwrite it?")
+    click(page, "mecha_save_keep")
+    expect_text(page, "mecha_message", "kept the existing file; nothing saved")
+    assert (save_dir / "average.safetensors").stat().st_mtime_ns == first
+    click(page, "mecha_save")
+    expect_text(page, "mecha_save_confirm_text", "Overwrite it?")
+    click(page, "mecha_save_overwrite")
+    expect_text(page, "mecha_message", re.compile(r"saved .*average\.safetensors"))
+    assert (save_dir / "average.safetensors").stat().st_mtime_ns != first
+    with safe_open(str(save_dir / "average.safetensors"), "pt") as f:
+        assert 'merge "n_average"' in f.metadata()["mecha_recipe"]
 
 
 def test_cancel_midway_leaves_no_file_and_a_second_save_is_refused(page, save_dir):

@@ -124,6 +124,8 @@ def test_switching_method_keeps_inputs_and_same_named_values():
     assert slerp.param("alpha") == m.ParamValue(0.3)
     average = m.new_step("n_average", step)
     assert average.extra == (m.Input.model("a"), m.Input.model("b"))
+    clamp = m.new_step("clamp", step)
+    assert clamp.input("a") == m.Input.model("a") and clamp.extra == (m.Input.model("b"),)
 
 
 def test_new_step_fills_declared_defaults():
