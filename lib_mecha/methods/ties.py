@@ -57,8 +57,9 @@ def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
     margin = 4 * math.sqrt(m * q * (1 - q)) + 16
     low = sample.kthvalue(max(1, int(q * m - margin))).values
     high = sample.kthvalue(min(m, int(q * m + margin) + 1)).values
-    below = int((values < low).sum())
-    band = values[(values >= low) & (values <= high)]
+    at_least_low = values >= low
+    below = n - int(torch.count_nonzero(at_least_low))
+    band = values[at_least_low.logical_and_(values <= high)]
     if below < rank <= below + band.numel():
         return band.kthvalue(rank - below).values
     return values.kthvalue(rank).values  # the sample misled us: select from everything
@@ -79,8 +80,11 @@ def trim_threshold(delta: torch.Tensor, k: float) -> Optional[torch.Tensor]:
 def trimmed_sign(delta: torch.Tensor, threshold: Optional[torch.Tensor]) -> torch.Tensor:
     """int8 sign of the trimmed delta: ±1 where ``|delta| ≥ threshold`` (and nonzero), else 0."""
     if threshold is None or threshold <= 0:
-        return (delta > 0).to(torch.int8) - (delta < 0).to(torch.int8)
-    return (delta >= threshold).to(torch.int8) - (delta <= -threshold).to(torch.int8)
+        positive, negative = delta > 0, delta < 0
+    else:
+        positive, negative = delta >= threshold, delta <= -threshold
+    # bool and int8 share a layout: view instead of converting
+    return positive.view(torch.int8).sub_(negative.view(torch.int8))
 
 
 @dataclass
@@ -101,31 +105,35 @@ def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *,
 
     Each trimmed delta is remembered only as an int8 sign (one byte per element); the sum and
     count take the entries whose sign equals the elected one. Entries where the vote is a tie
-    (elected sign 0) contribute nothing, so they end up 0 as in sd-mecha.
+    (elected sign 0) contribute nothing, so they end up 0 as in sd-mecha. Scratch buffers are
+    reused across deltas: fresh key-sized tensors cost page faults.
     """
-    small = len(deltas) < 127
-    counter = torch.int8 if small else torch.int32
+    first = deltas[0]
+    counter = torch.int8 if len(deltas) < 127 else torch.int32
     signs = []
-    vote = torch.zeros(deltas[0].shape, dtype=deltas[0].dtype if vote_sgn else counter, device=deltas[0].device)
+    vote = torch.zeros(first.shape, dtype=first.dtype if vote_sgn else counter, device=first.device)
+    scratch = torch.empty_like(first)
+    zero = first.new_zeros(())
     for d in deltas:
         sign = trimmed_sign(d, trim_threshold(d, k))
         if vote_sgn:
-            vote += torch.where(sign != 0, d, 0.0)
+            vote += torch.where(sign != 0, d, zero, out=scratch)
         else:
-            vote += sign.to(counter)
+            vote += sign
         signs.append(sign)
     elected = torch.sign(vote).to(torch.int8)
     del vote
     elected.masked_fill_(elected == 0, 2)  # a tie matches no delta's sign
-    total = torch.zeros_like(deltas[0])
-    count = torch.zeros(deltas[0].shape, dtype=counter, device=deltas[0].device)
+    total = torch.zeros_like(first)
+    count = torch.zeros(first.shape, dtype=counter, device=first.device)
+    agrees = torch.empty(first.shape, dtype=torch.bool, device=first.device)
     cos_sum, previous, filtered = None, None, []
     for d, sign in zip(deltas, signs):
-        agrees = sign == elected
-        count += agrees
-        kept = torch.where(agrees, d, 0.0)
+        torch.eq(sign, elected, out=agrees)
+        count += agrees.view(torch.int8) if counter == torch.int8 else agrees
+        fresh = cos_eps is not None or keep_filtered  # the filtered delta outlives this step
+        kept = torch.where(agrees, d, zero) if fresh else torch.where(agrees, d, zero, out=scratch)
         total += kept
-        del agrees
         if cos_eps is not None:
             if previous is not None:
                 cos = F.cosine_similarity(previous, kept, dim=-1, eps=cos_eps)
