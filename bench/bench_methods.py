@@ -62,10 +62,12 @@ def cases():
                             lambda m: compose.clamped_add_opposite(m[1], m[2], m[0])),
         "cosine_a": ("add_cosine_a", 2, lambda m: build("add_cosine_a", m[0], m[1], alpha=0.5)),
         "cosine_b": ("add_cosine_b", 2, lambda m: build("add_cosine_b", m[0], m[1], alpha=0.5)),
-        "ties": ("ties_sum", 4, lambda m: compose.add_difference_ties(m[0], *m[1:], k=0.2)),
-        "ties_extended": ("ties_sum_extended", 4, lambda m: compose.add_difference_ties_extended(m[0], *m[1:])),
+        # alpha 0.9 in the TIES cases: the engine conflates the literals 1.0 and true (reported)
+        "ties": ("ties_sum", 4, lambda m: compose.add_difference_ties(m[0], *m[1:], k=0.2, alpha=0.9)),
+        "ties_extended": ("ties_sum_extended", 4,
+                          lambda m: compose.add_difference_ties_extended(m[0], *m[1:], alpha=0.9)),
         "ties_median": ("ties_sum_extended", 4,
-                        lambda m: compose.add_difference_ties_extended(m[0], *m[1:], apply_median=True)),
+                        lambda m: compose.add_difference_ties_extended(m[0], *m[1:], apply_median=True, alpha=0.9)),
         "dare": ("ties_sum_with_dropout", 4,
                  lambda m: compose.add_ties_with_dare(m[0], *m[1:], probability=0.9, k=0.5, alpha=0.9, seed=1)),
         "della": ("ties_sum_with_dropout", 4,
@@ -115,9 +117,10 @@ def run_recipe(name, recipe, count, models_dir, out_dir, extra_args):
            str(models_dir), "--quiet", "--no-hash", *extra_args]
     row = run_measured(cmd, out_dir / f"{name}.log")
     if row["exit_code"] != 0:
-        print((out_dir / f"{name}.log").read_text(errors="replace")[-2000:], file=sys.stderr)
-        raise SystemExit(f"error: case {name} failed (exit {row['exit_code']})")
-    output.unlink()
+        row["error"] = (out_dir / f"{name}.log").read_text(errors="replace")[-600:].strip()
+        print(f"error: case {name} failed (exit {row['exit_code']}): {row['error']}", file=sys.stderr)
+    elif output.exists():
+        output.unlink()
     return row
 
 
@@ -146,6 +149,9 @@ def main(argv=None) -> int:
             ref = references[count]
             recipe = make(_models(count))
             row = run_recipe(name, recipe, count, args.models, out_dir, extra)
+            if "error" in row:
+                rows.append(dict(row, case=name, method=method))
+                continue
             estimate = largest_item_estimate_mb(recipe, args.models)
             bound = max(args.memory_budget_mb, estimate) + ref["peak_rss_anon_mb"]
             row.update(case=name, method=method, inputs=count, reference_s=ref["wall_s"],
