@@ -20,14 +20,13 @@ MODE_BY_LABEL = {v: k for k, v in MODE_LABELS.items()}
 SLIDER_MAX_STEPS = 2000
 
 
-def slot_counts() -> Tuple[int, int, int]:
-    """(tensor inputs, value parameters) the editor needs for every registered method, and
-    the number of steps' worth of choices (unused)."""
+def slot_counts() -> Tuple[int, int]:
+    """(tensor inputs, value parameters) the editor needs for every registered method."""
     inputs, values = 2, 4
     for spec in all_methods().values():
         inputs = max(inputs, len(m.tensor_params(spec)))
         values = max(values, len(m.value_params(spec)))
-    return inputs, values, 0
+    return inputs, values
 
 
 def widget_kind(p: Param, value: Any = None) -> str:
@@ -105,7 +104,7 @@ class RecipePanel:
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self.n_inputs, self.n_values, _ = slot_counts()
+        self.n_inputs, self.n_values = slot_counts()
 
     def build(self) -> None:
         import gradio as gr

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, List
 
 from .catalog import Catalog
-from .compat import job_kw, js_kw, quiet_kw
+from .compat import job_kw, quiet_kw
 from .panel_actions import ActionsPanel
 from .panel_lora import LoraPanel
 from .panel_mbw import MbwPanel
@@ -221,4 +221,4 @@ def create_tab(host):
     return blocks
 
 
-__all__ = ["build_tab", "create_tab", "js_kw"]
+__all__ = ["build_tab", "create_tab"]

@@ -86,13 +86,24 @@ def test_merge_twice_is_refused(webui, host, slow_method):
     assert host.hot_loaded() is None
 
 
-def test_the_tab_shows_hot_load_and_preview_in_a_webui(host):
+def test_the_tab_merges_and_loads_from_its_buttons(webui, host):
     import gradio as gr
     from lib_mecha.ui import create_tab
     blocks = create_tab(host)
     assert isinstance(blocks, gr.Blocks)
     ctx = blocks.mecha_context
     assert ctx.actions.hot
+    webui.pixels()  # the stand-in's checkpoints are partial: hot-loading needs the live model to compare
     session = Session()
     session.set_input("a", "model-a.safetensors", ctx.catalog)
     assert ctx.arch_for(session) == "sd1-ldm"
+    first = list(ctx.actions.on_merge(session))[-1]
+    assert "choose a model or an earlier step for input &#x27;b&#x27;" in first[1]["value"]
+    session.set_input("b", "model-b.safetensors", ctx.catalog)
+    updates = list(ctx.actions.on_merge(session))
+    progress, message, status = (u["value"] for u in updates[-1][:3])
+    ident = host.hot_loaded()
+    assert ident is not None and 'data-state="done"' in progress
+    assert f"loaded {ident.display_name}" in message and f"Loaded: merge {ident.display_name}" in status
+    restored = ctx.actions.on_restore()
+    assert "restored the original checkpoint" in restored[1]["value"] and host.hot_loaded() is None
