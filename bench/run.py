@@ -10,8 +10,9 @@ kernel's ru_maxrss are reported beside it.
 
 The IO floor of a case is measured in the same run: every input read once with plain reads into
 one reusable buffer, then an output of the merged file's size written (and fsync'ed, as the merge
-writer does) into the same output folder. Inputs are read once, untimed, before each case, so the
-merge and its floor both start from a warm page cache.
+writer does) into the same output folder. It is measured just before and just after the merge, and
+the faster of the two is used. Inputs are read once, untimed, before each case, so the merge and
+its floor both start from a warm page cache.
 
 Targets (issue 2, 2-core machine): wall time at most 1.5x the IO floor, peak private memory at
 most 512 MB. Process start-up (interpreter + torch import) is measured separately and reported,
@@ -130,6 +131,11 @@ def io_floor(inputs, out_dir: pathlib.Path, out_size: int, buffer: bytearray):
     return {"read_s": read_s, "write_s": write_s, "io_floor_s": read_s + write_s}
 
 
+def _expected_output_size(path: pathlib.Path) -> int:
+    """An fp16 merge of SD1.5 fp16 inputs is about the size of one input."""
+    return path.stat().st_size
+
+
 def startup_seconds(python: str) -> float:
     """Wall time of a process that only imports lib_mecha (and so torch): the fixed cost of every case."""
     best = float("inf")
@@ -169,6 +175,8 @@ def run_case(case, models_dir, out_dir, python, cli_args, buffer, startup_s, kee
                str(models_dir), "--quiet", *cli_args]
 
     read_all(inputs, buffer)  # warm the page cache, untimed
+    out_size = _expected_output_size(inputs[0])
+    floor_before = io_floor(inputs, out_dir, out_size, buffer)
     load = os.getloadavg()[0]
     print(f"\n== {label}: {shlex.join(cmd) if case != 'sd-mecha' else 'sd_mecha.merge(weighted_sum(a, b))'}",
           flush=True)
@@ -178,7 +186,11 @@ def run_case(case, models_dir, out_dir, python, cli_args, buffer, startup_s, kee
         print((out_dir / f"bench-{case}.log").read_text(errors="replace")[-3000:], file=sys.stderr)
         raise SystemExit(f"error: case {case} failed (exit {row['exit_code']})")
     row["output_bytes"] = output.stat().st_size
-    row.update(io_floor(inputs, out_dir, row["output_bytes"], buffer))
+    floor_after = io_floor(inputs, out_dir, row["output_bytes"], buffer)
+    # The floor is noisy (writeback of earlier files, other work on the disk): measure it on both
+    # sides of the merge and keep the faster one, which can only make the ratio look worse.
+    row["io_floor_runs"] = [floor_before, floor_after]
+    row.update(min(floor_before, floor_after, key=lambda f: f["io_floor_s"]))
     row["startup_s"] = startup_s
     row["ratio"] = row["wall_s"] / row["io_floor_s"]
     row["ratio_without_startup"] = max(0.0, row["wall_s"] - startup_s) / row["io_floor_s"]
