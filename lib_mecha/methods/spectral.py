@@ -104,7 +104,9 @@ def procrustes(a: torch.Tensor, b: torch.Tensor, proper: bool) -> Rotation:
                    "(Procrustes), optionally interpolating what rotation cannot explain.",
               notes=("stiefel_eps and stiefel_max_iters are accepted for sd-mecha compatibility and have no "
                      "effect: fractional rotations are computed in closed form.",
-                     "Slow on large models: every matrix gets a singular value decomposition."))
+                     "Slow on large models: every matrix gets a singular value decomposition.",
+                     "On wide matrices (fewer rows than columns) results differ from sd-mecha 1.1.8, whose transform "
+                     "there is neither orthogonal nor the best fit; here it is the exact best-fit rotation."))
 def rotate(a=Tensor(SAME), b=Tensor(SAME),
            alignment=Float(1.0, soft_minimum=0.0, soft_maximum=1.0, per_key=True,
                            help="How far A is rotated toward B: 0 none, 1 the full best-fit rotation."),

@@ -54,7 +54,9 @@ def triple_sum(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
 
 @merge_method(returns=SAME, label="Smooth add difference", category="supermerger",
               help="A + alpha·(B - C), with the difference smoothed by a median then a Gaussian filter, "
-                   "which tames the 'burning' of repeated additions.")
+                   "which tames the 'burning' of repeated additions.",
+              notes=("Slow, as in SuperMerger: the exact median of every element's 3x3x3x3 neighbourhood in a "
+                     "convolution is costly (median_size=1 skips it).",))
 def smooth_add_difference(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
                           alpha=Float(1.0, soft_minimum=0.0, soft_maximum=2.0, per_key=True,
                                       help="Strength of the smoothed difference (smoothing weakens it; "
