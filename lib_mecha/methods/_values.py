@@ -37,8 +37,9 @@ def as_tensor_like(value, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
 
-def finite_or_zero(t: torch.Tensor) -> torch.Tensor:
-    return torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+def finite_or_zero_(t: torch.Tensor) -> torch.Tensor:
+    """NaN and ±Inf become 0, in place."""
+    return t.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def at_least_1d(*tensors):

@@ -61,14 +61,17 @@ def ties_sum_with_dropout(
     della = scalar("ties_sum_with_dropout", "della_eps", della_eps)
     generator = key_generator(None if seed is None or seed < 0 else seed, key, "dare", fresh_when_none=False)
     dropped: List[torch.Tensor] = []
+    zero = deltas[0].new_zeros(())
     for delta in deltas:
         keep = della_keep_probability(delta, probability, della)
-        dropped.append(delta * bernoulli_like(delta, keep, generator).to(delta.dtype))
+        draws = uniform_like(delta, generator).to(delta.dtype)
+        # the draws' buffer becomes the dropped delta: one key-sized tensor per delta, not three
+        dropped.append(torch.where(draws < keep, delta, zero, out=draws))
     result = _ties_extended(dropped, scalar("ties_sum_with_dropout", "k", k), vote_sgn, apply_stock,
-                            apply_median, cos_eps, eps, maxiter, ftol)
+                            apply_median, cos_eps, eps, maxiter, ftol, owned=True)
     if not rescale:
         return result
-    return result / as_tensor_like(1 - probability, result)
+    return result.div_(as_tensor_like(1 - probability, result))
 
 
 def _popcounts(n: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._values import at_least_1d, finite_or_zero, scalar
+from ._values import at_least_1d, finite_or_zero_, scalar
 from .registry import merge_method
 from .spec import DELTA, SAME, Bool, Float, Int, Tensor
 
@@ -94,30 +94,39 @@ class TiesReduction:
     or the filtered deltas themselves (for the geometric median)."""
 
     total: torch.Tensor
-    count: torch.Tensor
+    count: torch.Tensor  # an integer tensor
     cos_mean: Optional[torch.Tensor] = None
     filtered: Optional[List[torch.Tensor]] = None
 
 
-def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *,
+def row_cosine(x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """torch's cosine_similarity along the last dimension, with one key-sized temporary."""
+    dots = (x * y).sum(dim=-1)
+    norms = (torch.linalg.vector_norm(x, dim=-1).clamp_(min=eps)
+             * torch.linalg.vector_norm(y, dim=-1).clamp_(min=eps))
+    return dots / norms
+
+
+def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, owned: bool = False,
                 cos_eps: Optional[float] = None, keep_filtered: bool = False) -> TiesReduction:
     """Trim, elect and sum in two streaming passes over the deltas.
 
     Each trimmed delta is remembered only as an int8 sign (one byte per element); the sum and
     count take the entries whose sign equals the elected one. Entries where the vote is a tie
-    (elected sign 0) contribute nothing, so they end up 0 as in sd-mecha. Scratch buffers are
-    reused across deltas: fresh key-sized tensors cost page faults.
+    (elected sign 0) contribute nothing, so they end up 0 as in sd-mecha. Fresh key-sized
+    tensors cost page faults, so scratch buffers are reused; ``owned`` deltas (the caller's
+    scratch copies) are filtered in place.
     """
     first = deltas[0]
     counter = torch.int8 if len(deltas) < 127 else torch.int32
     signs = []
     vote = torch.zeros(first.shape, dtype=first.dtype if vote_sgn else counter, device=first.device)
-    scratch = torch.empty_like(first)
+    buffers = [torch.empty_like(first)] if vote_sgn else []
     zero = first.new_zeros(())
     for d in deltas:
         sign = trimmed_sign(d, trim_threshold(d, k))
         if vote_sgn:
-            vote += torch.where(sign != 0, d, zero, out=scratch)
+            vote += torch.where(sign != 0, d, zero, out=buffers[0])
         else:
             vote += sign
         signs.append(sign)
@@ -128,22 +137,28 @@ def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *,
     count = torch.zeros(first.shape, dtype=counter, device=first.device)
     agrees = torch.empty(first.shape, dtype=torch.bool, device=first.device)
     cos_sum, previous, filtered = None, None, []
-    for d, sign in zip(deltas, signs):
+    for i, (d, sign) in enumerate(zip(deltas, signs)):
         torch.eq(sign, elected, out=agrees)
         count += agrees.view(torch.int8) if counter == torch.int8 else agrees
-        fresh = cos_eps is not None or keep_filtered  # the filtered delta outlives this step
-        kept = torch.where(agrees, d, zero) if fresh else torch.where(agrees, d, zero, out=scratch)
+        if owned:
+            kept = d.masked_fill_(agrees.logical_not(), 0)
+        elif keep_filtered:
+            kept = torch.where(agrees, d, zero)
+        else:  # two alternating buffers: the previous filtered delta is still needed for the cosine
+            while len(buffers) < 2:
+                buffers.append(torch.empty_like(first))
+            kept = torch.where(agrees, d, zero, out=buffers[i % 2])
         total += kept
         if cos_eps is not None:
             if previous is not None:
-                cos = F.cosine_similarity(previous, kept, dim=-1, eps=cos_eps)
+                cos = row_cosine(previous, kept, cos_eps)
                 cos_sum = cos if cos_sum is None else cos_sum + cos
             previous = kept
         if keep_filtered:
             filtered.append(kept)
         del kept
     cos_mean = None if cos_sum is None else cos_sum / (len(deltas) - 1)
-    return TiesReduction(total, count.to(total.dtype), cos_mean, filtered if keep_filtered else None)
+    return TiesReduction(total, count, cos_mean, filtered if keep_filtered else None)
 
 
 def stock_factor(cos_mean: Optional[torch.Tensor], n: int, like: torch.Tensor) -> torch.Tensor:
@@ -172,7 +187,7 @@ def ties_sum(*models, k=k_param(1.0), vote_sgn=VOTE_SGN):
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
     reduction = ties_reduce(deltas, scalar("ties_sum", "k", k), vote_sgn)
-    return restore(finite_or_zero(reduction.total / reduction.count))
+    return restore(finite_or_zero_(reduction.total.div_(reduction.count)))
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES (extended)", category="ties",
@@ -189,21 +204,22 @@ def ties_sum_extended(*models, k=k_param(0.2), vote_sgn=VOTE_SGN,
                           cos_eps, eps, maxiter, ftol)
 
 
-def _ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol):
+def _ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol, owned=False):
     first = models[0]
     if first.numel() == 0:
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
     stock = not apply_median and not apply_stock
-    reduction = ties_reduce(deltas, k, vote_sgn, cos_eps=cos_eps if stock else None,
+    reduction = ties_reduce(deltas, k, vote_sgn, owned=owned, cos_eps=cos_eps if stock else None,
                             keep_filtered=apply_median)
     if apply_median:
         result = weiszfeld(reduction.filtered, eps, maxiter, ftol)
     elif stock:
-        result = reduction.total * stock_factor(reduction.cos_mean, len(deltas), reduction.total) / reduction.count
+        factor = stock_factor(reduction.cos_mean, len(deltas), reduction.total)
+        result = reduction.total.mul_(factor).div_(reduction.count)
     else:
-        result = reduction.total / reduction.count
-    return restore(finite_or_zero(result))
+        result = reduction.total.div_(reduction.count)
+    return restore(finite_or_zero_(result))
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="Model Stock", category="ties",
