@@ -28,10 +28,13 @@ def weighted_sum(a=Tensor(SAME), b=Tensor(SAME),
 @merge_method(returns=SAME, varargs=Tensor(SAME), label="Average", category="linear", elementwise=True,
               help="The arithmetic mean of any number of models.")
 def n_average(*models):
-    result = models[0]
-    for i, m in enumerate(models[1:], start=2):
-        result = torch.lerp(result, m, 1 / i)
-    return result
+    if len(models) == 1:
+        return models[0]
+    # one fresh accumulator, added to in place: a single pass over each input
+    total = torch.add(models[0], models[1])
+    for m in models[2:]:
+        total.add_(m)
+    return total.div_(len(models))
 
 
 @merge_method(returns=DELTA, label="Subtract", category="linear", elementwise=True,
