@@ -72,7 +72,10 @@ def top_k_tensor_sum(a=Tensor(SAME), b=Tensor(SAME),
         return a.clone()
     a_flat = a.flatten()
     a_sorted = torch.sort(a_flat).values
-    b_rank = torch.argsort(torch.argsort(b.flatten(), stable=True))
+    b_order = torch.argsort(b.flatten(), stable=True)
+    b_rank = torch.empty_like(b_order)  # the inverse permutation: a scatter, not a second sort
+    b_rank[b_order] = torch.arange(b_order.numel(), device=b_order.device)
+    del b_order
     start, end, inverted = region(width, offset, a_flat.numel())
     low, high = _kth_magnitude(a_sorted, start), _kth_magnitude(a_sorted, end)
     magnitude = a_sorted.abs()
