@@ -11,26 +11,26 @@
         return root().querySelector("#" + id);
     }
 
-    // Re-render the tab (status line, lists) each time it becomes visible: the WebUI may have
-    // loaded another checkpoint while another tab was open.
-    function watchVisibility() {
+    // Re-render the tab (status line, lists) each time it is shown again: the WebUI may have
+    // loaded another checkpoint while another tab was open. "Shown" means displayed (the tab is
+    // selected), not scrolled into view, so opening a long dropdown never triggers it.
+    var wasShown = null;
+
+    function isShown(element) {
+        return element.getClientRects().length > 0;
+    }
+
+    function watchTab() {
         var status = byId("mecha_status");
         var refresh = byId("mecha_status_refresh");
-        if (!status || !refresh || status.dataset.mechaWatched) {
-            return !!status;
+        if (!status || !refresh) {
+            return;
         }
-        status.dataset.mechaWatched = "1";
-        var wasVisible = false;
-        var observer = new IntersectionObserver(function (entries) {
-            entries.forEach(function (entry) {
-                if (entry.isIntersecting && !wasVisible) {
-                    refresh.click();
-                }
-                wasVisible = entry.isIntersecting;
-            });
-        });
-        observer.observe(status);
-        return true;
+        var shown = isShown(status);
+        if (shown && wasShown === false) {
+            refresh.click();
+        }
+        wasShown = shown;
     }
 
     // Ctrl+Enter in the .mecha box loads it into the builder.
@@ -54,13 +54,7 @@
         }
         window.mechaTabStarted = true;
         document.addEventListener("keydown", onKey, true);
-        var tries = 0;
-        var timer = setInterval(function () {
-            tries += 1;
-            if (watchVisibility() || tries > 600) {
-                clearInterval(timer);
-            }
-        }, 500);
+        setInterval(watchTab, 1000);
     }
 
     if (document.readyState === "loading") {

@@ -99,6 +99,7 @@ def build_two_steps(page):
     expect_value(page, "mecha_mbw_text", ",".join(["0.5"] * 26))
     fill_text(page, "mecha_mbw_text", COMMA)
     click(page, "mecha_mbw_apply")
+    expect_text(page, "mecha_mbw_2_11", "OUT11 (default)")  # the sliders show the applied list
     expect_value(page, "mecha_mbw_text", COMMA)
     expect_text(page, "mecha_mbw_0_0", "IN00")
     set_number(page, "mecha_mbw_1_1", 0.9)             # middle column: BASE, M00

@@ -42,6 +42,8 @@ def open_page(browser, url: str, dark: bool = False, width: int = 1400, height: 
     page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(url) else r.abort())
     page.goto(url + ("?__theme=dark" if dark else ""), wait_until="domcontentloaded")
     page.wait_for_selector("#mecha_method")
+    # the first render (page load event) has arrived: edits made before it could be overwritten
+    expect_value(page, "mecha_steps", re.compile(r"^1\. "))
     return ctx, page
 
 
@@ -52,9 +54,13 @@ def value_of(page, elem_id: str) -> str:
 
 
 def pick(page, elem_id: str, value: str) -> None:
-    """Choose ``value`` in a dropdown (both gradio versions list options as dropdown-option)."""
+    """Choose ``value`` in a dropdown (both gradio versions list options as dropdown-option).
+
+    The value is typed first, so the list is filtered down to it: a long list never has to
+    scroll (gradio 4 closes an open list when the page scrolls under it)."""
     box = page.locator(f"#{elem_id} input").first
     box.click()
+    box.fill(value)
     option = page.locator(f'[data-testid="dropdown-option"][aria-label="{value}"]:visible').first
     option.click()
 

@@ -36,7 +36,7 @@ def write_models(folder: Path, shape_divisor: int) -> Path:
     return folder
 
 
-def register_slow_method(delay: float = 0.01):
+def register_slow_method(delay: float = 0.02):
     """A test-only method that sleeps per key (inside the method, never in the engine), so that
     a merge lasts long enough to be cancelled midway."""
     from lib_mecha.methods import Float, Tensor, merge_method, unregister
