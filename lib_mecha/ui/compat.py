@@ -31,5 +31,10 @@ def job_kw() -> Dict[str, Any]:
 
 
 def quiet_kw() -> Dict[str, Any]:
-    """Listener keywords for the many small edit events: no spinner over the edited widget."""
-    return {"show_progress": "hidden"}
+    """Listener keywords for the many small edit events: no spinner over the edited widget, and
+    (gradio 4, which runs different listeners in parallel) one shared queue, so that edits are
+    applied, and their renders delivered, in the order they were made."""
+    kw: Dict[str, Any] = {"show_progress": "hidden"}
+    if gradio_major() >= 4:
+        kw.update(concurrency_id="mecha_edit", concurrency_limit=1)
+    return kw
