@@ -27,13 +27,13 @@ HIDDEN_CATEGORIES = ("blocks", "lora")
 
 
 def builder_methods() -> List[str]:
-    """Methods the builder offers: those whose tensor inputs take models or step results."""
+    """Methods the builder offers: those that take models or step results and produce a model."""
     out = []
     for name, spec in all_methods().items():
         if spec.category in HIDDEN_CATEGORIES or name in LORA_METHODS:
             continue
-        if any(p.is_tensor and p.space == "param" for p in spec.params):
-            continue
+        if spec.returns == "param" or any(p.is_tensor and p.space == "param" for p in spec.params):
+            continue  # per-key values (masks...) feed parameters, which the builder's steps never do
         if not any(p.is_tensor for p in spec.params):
             continue
         out.append(name)

@@ -163,3 +163,4 @@ def test_builder_offers_methods_but_not_internals():
     assert {"weighted_sum", "add_difference", "n_average", "ties_sum"} <= set(names)
     assert not {"convert_sd1_blocks_to_ldm", "apply_lora", "lora_delta"} & set(names)
     assert not [n for n in names if n.startswith("convert_")]
+    assert "train_difference_mask" not in names  # a per-key value, not a model
