@@ -314,7 +314,9 @@ class _Compiler:
         shape = self._output_shape(spec, key, tensor_args)
         if spec.key_param is not None:
             kwargs.append((spec.key_param.name, Const(key)))
-        return Call(spec.name, tuple(args), tuple(kwargs), shape)
+        # the stored dtype the result stands for: lets routes above tell weights from int buffers
+        dtype = tensor_args[0][1].dtype if tensor_args else None
+        return Call(spec.name, tuple(args), tuple(kwargs), shape, dtype)
 
     # --- internals ---------------------------------------------------------------------
 

@@ -100,7 +100,7 @@ def _apply_route(node, key, ctx):
         raise ArchitectureMismatch(f"apply_lora: the model the LoRA is applied to is not of a known architecture "
                                    f"(key {key!r})", "LoRAs need a checkpoint whose key table is known")
     parts, is_bias = _parts_for(match_of(ctx, lora_node, arch, base_node), key)
-    if not parts or not base.dtype.is_floating_point:
+    if not parts or (base.dtype is not None and not base.dtype.is_floating_point):
         return base
     entries, file_keys = plan_entries(parts, is_bias, lora_file_of(ctx, lora_node).scalars)
     strength = ctx.compile(strength_node, key)

@@ -334,3 +334,21 @@ def test_report_names_misfits_and_stray_tensors(tmp_path):
     report = m.report()
     assert "1 of 2 modules" in report and "lora_unet_mid_block_attentions_0_proj_in" in report
     assert "ΔW is 7×7" in report and "1 tensors of f.safetensors are no LoRA module" in report
+
+
+def test_a_lora_applies_to_a_merged_base(tmp_path, base_sd):
+    """A LoRA on a step's result (a computed base, not a file) bakes like one on a file."""
+    other = {k: v * 3 if v.is_floating_point() else v for k, v in base_sd.items()}
+    save_file(base_sd, str(tmp_path / "x.safetensors"))
+    save_file(other, str(tmp_path / "y.safetensors"))
+    path = _lora_file(tmp_path, "one.safetensors", {
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": _g(5, 2, 1, 1),
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": _g(2, 5, 1, 1, seed=1),
+        "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(2.0)})
+    merged = lib_mecha.weighted_sum(lib_mecha.model("x"), lib_mecha.model("y"), alpha=0.5)
+    out = lib_mecha.merge(apply_lora(merged, lib_mecha.model(str(path)), 0.5), model_dirs=[tmp_path],
+                          output_dtype="fp32").state_dict
+    delta = (_g(5, 2, 1, 1).flatten(1) @ _g(2, 5, 1, 1, seed=1).flatten(1)).reshape(5, 5, 1, 1)
+    expected = 2 * base_sd[PROJ_IN] + 0.5 * delta  # alpha 2 / rank 2 = scale 1
+    assert torch.allclose(out[PROJ_IN], expected, atol=1e-5)
+    assert torch.equal(out[Q_TE], 2 * base_sd[Q_TE])
