@@ -117,20 +117,6 @@ def build_two_steps(page):
     return wait_recipe(page, lambda t: t == serialize(expected_recipe()))
 
 
-def _apply_lora_on_a_merge_works() -> bool:
-    """lib_mecha/lora/methods.py's apply_lora route reads ``base.dtype.is_floating_point``, and a
-    merged base (a Call expression) has dtype None, so a LoRA on a step's result fails."""
-    import inspect as _inspect
-
-    from lib_mecha.lora import methods as lora_methods
-    return "base.dtype is not None" in _inspect.getsource(lora_methods._apply_route) or \
-        "not base.dtype.is_floating_point" not in _inspect.getsource(lora_methods._apply_route)
-
-
-@pytest.mark.xfail(not _apply_lora_on_a_merge_works(), raises=AssertionError, strict=True,
-                   reason="known bug outside the tab: apply_lora on a merged step fails with "
-                          "\"'NoneType' object has no attribute 'is_floating_point'\" "
-                          "(lib_mecha/lora/methods.py _apply_route); the tab reports it and the save fails")
 def test_two_steps_with_block_weights_and_a_lora_saved_and_pasted_back(page, models, save_dir):
     text = build_two_steps(page)
     assert text == serialize(expected_recipe())
