@@ -174,7 +174,7 @@ class Catalog:
 
     def architecture_of(self, name: str) -> Optional[str]:
         """The architecture id of a checkpoint (None when unknown or unreadable); cached by file."""
-        e = self.checkpoint(name)
+        e = self.checkpoint(name) or self.vae(name)
         path = e.path if e else name
         try:
             st = os.stat(path)

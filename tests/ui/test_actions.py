@@ -69,6 +69,14 @@ def test_ema_pruning_and_vae_choice_are_part_of_the_saved_recipe(catalog):
         actions.save_recipe(recipe(), actions.SaveRequest("x", prune_ema=True), catalog, None)
 
 
+def test_a_vae_file_of_unknown_architecture_is_named(catalog, tiny_models, tmp_path):
+    from safetensors.torch import save_file
+    save_file({"encoder.conv_in.weight": torch.zeros(2, 3, 3, 3)}, str(tmp_path / "bare-vae.safetensors"))
+    with pytest.raises(MechaError, match="VAE .*bare-vae.safetensors: its architecture is not recognised"):
+        actions.save_recipe(recipe(), actions.SaveRequest("x", vae=str(tmp_path / "bare-vae.safetensors")),
+                            catalog, "sd1-ldm")
+
+
 def test_saved_vae_comes_from_the_chosen_model(host, catalog, tiny_models):
     job = save(host, catalog, actions.SaveRequest("with-vae", prune_ema=True, vae="c.safetensors"))
     assert job.error is None, job.message()
