@@ -7,13 +7,13 @@ saves it into the checkpoint folder and refreshes the host's lists.
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..errors import Busy, MechaError, MergeCancelled, ModelNotFound, PathEscape
+from ..errors import MechaError, ModelNotFound, PathEscape
+from ..jobs import RUNNER, Job, JobRunner
 from .base import MergeIdentity
 from .paths import output_path, require_inside
 from .settings import merge_option_values
@@ -45,38 +45,30 @@ def check_recipe_paths(node, host) -> None:
 
 
 class MergeJobs:
-    """Runs at most one merge at a time. ``status()`` is safe to call from any thread."""
+    """The REST routes' merges, run as jobs of the process-wide :data:`~lib_mecha.jobs.RUNNER`, so a
+    REST merge and a merge from the tab can never run at once. ``status()`` is safe from any thread."""
 
-    def __init__(self, host):
+    def __init__(self, host, runner: JobRunner = RUNNER):
         self.host = host
-        self._lock = threading.Lock()
-        self._cancel = threading.Event()
-        self._status: Dict[str, Any] = {"state": "idle"}
-        self._thread: Optional[threading.Thread] = None
+        self.runner = runner
 
     def status(self) -> Dict[str, Any]:
-        with self._lock:
-            out = dict(self._status)
+        job = self.runner.current
+        out: Dict[str, Any] = {"state": "idle"} if job is None else _job_status(job)
         out["hot_loaded"] = _ident_dict(self.host.hot_loaded())
         return out
 
-    def _update(self, **changes) -> None:
-        with self._lock:
-            self._status.update(changes)
-
     def cancel(self) -> bool:
         """Ask the running merge to stop; True if one was running."""
-        running = self.status().get("state") == "running"
-        if running:
-            self._cancel.set()
-        return running
+        return self.runner.cancel()
 
     def start(self, recipe_text: str, target: str = HOT_LOAD, name: Optional[str] = None,
               folder: Optional[str] = None, overwrite: bool = False, wait: bool = True) -> Dict[str, Any]:
-        """Validate, then merge (in this thread when ``wait``, else in a background thread).
+        """Validate, then merge in the runner's thread (waiting for it when ``wait``).
 
-        Raises the MechaError of a bad request before anything runs; errors during the merge
-        end up in the status (and are raised too when ``wait``).
+        Raises the MechaError of a bad request before anything runs, and :class:`Busy` while
+        another job or a generation runs; errors during the merge end up in the status (and are
+        raised too when ``wait``).
         """
         import lib_mecha
         node = lib_mecha.deserialize(recipe_text)
@@ -91,50 +83,50 @@ class MergeJobs:
         display = Path(output).stem if output else (Path(name).stem if name else None)
         ident = MergeIdentity.from_recipe(recipe_text, display)
         self.host.run_exclusive(lambda: None, job="the merge")  # Busy while a generation runs
-        with self._lock:
-            if self._status.get("state") == "running":
-                raise Busy("another merge is running", "wait for it, or cancel it")
-            job_id = uuid.uuid4().hex[:12]
-            self._status = {"state": "running", "job": job_id, "target": target, "done": 0, "total": 0,
-                            "bytes": 0, "message": "", "started": time.time(), "recipe_id": ident.short_id}
-            self._cancel.clear()
-        args = (node, ident, target, output, overwrite)
+        job = self.runner.start("merge", ident.display_name,
+                                lambda j: self._run(j, node, ident, target, output, overwrite))
+        job.info.update(job=uuid.uuid4().hex[:12], target=target, recipe_id=ident.short_id, started=time.time())
         if wait:
-            self._run(*args, reraise=True)
-            return self.status()
-        self._thread = threading.Thread(target=self._run, args=args, name="mecha-merge", daemon=True)
-        self._thread.start()
+            job.finished.wait()
+            if job.error is not None:
+                raise job.error
         return self.status()
 
-    def _run(self, node, ident, target, output, overwrite, reraise=False) -> None:
+    def _run(self, job: Job, node, ident, target, output, overwrite) -> Dict[str, Any]:
         import lib_mecha
-        t0 = time.time()
-        try:
-            values = merge_option_values(self.host, for_hot_load=(target == HOT_LOAD))
-            values["overwrite"] = bool(overwrite)
-            options = lib_mecha.MergeOptions(**values)
-            if output is not None:
-                Path(output).parent.mkdir(parents=True, exist_ok=True)  # validated inside the save folder
-            result = lib_mecha.merge(node, None if output is None else str(output), options=options,
-                                     progress=lambda d, t, b=0: self._update(done=d, total=t, bytes=b),
-                                     cancel=self._cancel)
-            self.host.recipes.remember(ident)
-            if target == HOT_LOAD:
-                self._update(message="hot-loading")
-                self.host.hot_load(result.state_dict, ident, wait=600.0)
-                info: Dict[str, Any] = {"hot_loaded": _ident_dict(ident)}
-            else:
-                self.host.run_exclusive(self.host.refresh_checkpoints, job="refresh", wait=600.0)
-                info = {"path": str(result.path or output)}
-            info["skipped"] = len(getattr(result, "skipped", ()) or ())
-            self._update(state="done", result=info, seconds=round(time.time() - t0, 3), message="")
-        except Exception as exc:
-            cancelled = isinstance(exc, MergeCancelled)
-            message = exc.format_message() if isinstance(exc, MechaError) else f"{type(exc).__name__}: {exc}"
-            self._update(state="cancelled" if cancelled else "error", message=message,
-                         seconds=round(time.time() - t0, 3))
-            if reraise:
-                raise
+        values = merge_option_values(self.host, for_hot_load=(target == HOT_LOAD))
+        values["overwrite"] = bool(overwrite)
+        options = lib_mecha.MergeOptions(**values)
+        if output is not None:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)  # validated inside the save folder
+        result = lib_mecha.merge(node, None if output is None else str(output), options=options,
+                                 progress=job.progress, cancel=job.cancel)
+        self.host.recipes.remember(ident)
+        if target == HOT_LOAD:
+            job.phase = "hot-loading"
+            self.host.hot_load(result.state_dict, ident, wait=600.0)
+            info: Dict[str, Any] = {"hot_loaded": _ident_dict(ident)}
+        else:
+            self.host.run_exclusive(self.host.refresh_checkpoints, job="refresh", wait=600.0)
+            info = {"path": str(result.path or output)}
+        info["skipped"] = len(result.skipped)
+        return info
+
+
+def _job_status(job: Job) -> Dict[str, Any]:
+    if not job.finished.is_set():
+        state = "running"
+    elif job.error is None:
+        state = "done"
+    else:
+        state = "cancelled" if job.cancelled else "error"
+    out: Dict[str, Any] = {"state": state, "kind": job.kind, "done": job.done, "total": job.total,
+                           "bytes": job.bytes, "message": job.message() if job.error is not None else job.phase
+                           if state == "running" else "", "seconds": round(job.elapsed, 3)}
+    out.update(job.info)
+    if state == "done" and isinstance(job.result, dict):
+        out["result"] = job.result
+    return out
 
 
 def _ident_dict(ident: Optional[MergeIdentity]) -> Optional[Dict[str, str]]:

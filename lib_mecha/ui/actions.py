@@ -1,6 +1,6 @@
 """What the action buttons do: merge and hot-load, save, restore, preview; and the status line.
 
-Merges and saves run as jobs of the shared :data:`~lib_mecha.ui.jobs.RUNNER` (one at a time);
+Merges and saves run as jobs of the shared :data:`~lib_mecha.jobs.RUNNER` (one at a time);
 hot-load, restore and preview go through the host, which takes its own lock.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..errors import HostError, MechaError
 from ..methods import build
 from ..recipe import RecipeNode, model
 from .catalog import Catalog
-from .jobs import RUNNER, Job, JobRunner
+from ..jobs import RUNNER, Job, JobRunner
 
 DTYPES = ("fp16", "bf16", "fp32", "keep")
 HOST_WAIT = 300.0   # seconds a hot-load/restore/preview waits for a running generation

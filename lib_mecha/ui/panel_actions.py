@@ -10,7 +10,7 @@ from typing import Any, Iterator, List, Optional
 
 from ..errors import MechaError, OutputExists
 from . import actions
-from .jobs import RUNNER, Job
+from ..jobs import RUNNER, Job
 from .recipe_io import compile_session
 from .session import Session
 from .widgets import keep, kind_of, message_html, update

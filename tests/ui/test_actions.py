@@ -12,7 +12,7 @@ import lib_mecha
 from lib_mecha.errors import Busy, HostError, MechaError, OutputExists
 from lib_mecha.recipe import model
 from lib_mecha.ui import actions
-from lib_mecha.ui.jobs import JobRunner
+from lib_mecha.jobs import JobRunner
 
 KEY = "model.diffusion_model.input_blocks.1.1.proj_in.weight"
 

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from lib_mecha.errors import Busy, MergeCancelled, ParameterError
-from lib_mecha.ui.jobs import JobRunner
+from lib_mecha.jobs import JobRunner
 
 
 def test_a_second_job_is_refused_while_one_runs():

@@ -8,7 +8,7 @@ import pytest
 
 from lib_mecha.methods import resolve
 from lib_mecha.ui import model as m
-from lib_mecha.ui.jobs import Job
+from lib_mecha.jobs import Job
 from lib_mecha.ui.panel_actions import format_seconds, progress_html
 from lib_mecha.ui.panel_mbw import column_sizes, column_title, columns_of
 from lib_mecha.ui.panel_recipe import slider_range, widget_kind

@@ -17,7 +17,7 @@ from host_stub import WebUI, stand_in  # noqa: E402
 from lib_mecha.host.base import PreviewParams  # noqa: E402
 from lib_mecha.ui import actions  # noqa: E402
 from lib_mecha.ui.catalog import Catalog  # noqa: E402
-from lib_mecha.ui.jobs import JobRunner  # noqa: E402
+from lib_mecha.jobs import JobRunner  # noqa: E402
 from lib_mecha.ui.session import Session  # noqa: E402
 
 

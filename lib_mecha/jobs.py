@@ -1,8 +1,9 @@
-"""One merge or save at a time, in a background thread, with progress, ETA and cancel.
+"""One merge or save at a time per process, in a background thread, with progress, ETA and cancel.
 
-The runner is shared by every browser tab of the process: a second Merge (or a Save during a
-merge) is refused with :class:`~lib_mecha.errors.Busy` instead of starting a second job.
-Cancel sets the event the engine checks between keys, so a job stops within one key.
+:data:`RUNNER` is shared by every browser tab and by the REST routes: a second Merge (or a Save
+during a merge, or a REST merge during a tab's) is refused with :class:`~lib_mecha.errors.Busy`
+instead of starting a second job. Cancel sets the event the engine checks between keys, so a
+job stops within one key.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..errors import Busy, MechaError, MergeCancelled
+from .errors import Busy, MechaError, MergeCancelled
 
-log = logging.getLogger("lib_mecha.ui")
+log = logging.getLogger("lib_mecha.jobs")
 JobFn = Callable[["Job"], Any]
 
 
@@ -34,6 +35,7 @@ class Job:
     result: Any = None
     error: Optional[BaseException] = None
     ended: Optional[float] = None
+    info: dict = field(default_factory=dict)  # what the starter wants reported with the job
 
     def progress(self, done: int, total: int, nbytes: int = 0) -> None:
         """The engine's progress callback."""
