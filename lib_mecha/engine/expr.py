@@ -31,13 +31,26 @@ class Read:
         return self.dtype.is_floating_point
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Const:
-    """A scalar resolved at plan time (a literal, or a block / per-key value)."""
+    """A scalar resolved at plan time (a literal, or a block / per-key value).
+
+    Equality includes the value's type: 1, 1.0 and True are three constants (Python would
+    call them equal, and one would then stand in for the others).
+    """
 
     value: Any
     shape: Optional[Tuple[int, ...]] = None  # scalars have no shape
     dtype: Optional[torch.dtype] = None
+
+    def _key(self):
+        return (type(self.value), self.value, self.shape, self.dtype)
+
+    def __eq__(self, other):
+        return isinstance(other, Const) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
 
 
 @dataclass(frozen=True)

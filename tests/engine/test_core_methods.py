@@ -89,3 +89,9 @@ def test_nodes_are_structural_values():
     assert mecha.literal(1) != mecha.literal(1.0) != mecha.literal(True)
     with pytest.raises(AttributeError):
         a1.method = "slerp"
+
+
+def test_constants_of_different_types_stay_apart():
+    from lib_mecha.engine.expr import Const
+    assert Const(1.0) != Const(True) and Const(1) != Const(1.0)
+    assert len({Const(1.0), Const(True), Const(1)}) == 3

@@ -75,8 +75,6 @@ def test_seeded_merges_repeat_exactly_with_any_thread_count(files):
     assert all(torch.equal(one[k], again[k]) for k in one)  # the seed travels with the .mecha text
 
 
-@pytest.mark.xfail(strict=True, reason="engine: Const(1.0) == Const(True), so literals 1.0 and true share one "
-                                       "value per key (alpha=1.0 arrives as True); reported to the lead")
 def test_typed_literals_stay_apart_in_the_engine(files):
     folder, tensors = files
     a, b = (model(str(folder / f"{n}.safetensors")) for n in "ab")
