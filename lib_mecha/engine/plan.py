@@ -382,8 +382,8 @@ class _Compiler:
         found: Optional[Tuple[Architecture, RecipeNode]] = None
         generic: Optional[RecipeNode] = None
         for param, child in spec.arguments(node):
-            if not param.is_tensor or isinstance(child, LiteralNode):
-                continue
+            if not param.is_tensor or not param.defines_keys or isinstance(child, LiteralNode):
+                continue  # side inputs (a LoRA, a VAE file) are read by the method's own route
             arch = self.architecture(child)
             if arch is None:
                 if isinstance(child, ModelNode) or generic is None:

@@ -6,6 +6,7 @@ import functools
 import torch
 
 from ..errors import ParameterError
+from ..recipe import ModelNode
 from .registry import merge_method
 from .spec import SAME, Float, Str, Tensor
 
@@ -89,3 +90,31 @@ def clamp(a=Tensor(SAME), *bounds,
         highest = torch.lerp(highest, upper, stiffness)
         lowest = torch.lerp(lowest, lower, stiffness)
     return torch.minimum(torch.maximum(a, lowest), highest)
+
+
+VAE_PREFIX = "first_stage_model."
+
+
+def _route_replace_vae(node, key, ctx):
+    a, vae = node.args
+    base = ctx.compile(a, key)
+    if base is None or not key.startswith(VAE_PREFIX):
+        return base
+    stored = ctx.source(vae).key_map if isinstance(vae, ModelNode) else {}
+    for name in (key, key[len(VAE_PREFIX):]):
+        if name in stored:
+            expr = ctx.compile(vae, name)
+            if expr is not None and expr.shape != base.shape:
+                raise ParameterError("replace_vae", "vae", f"the VAE's {name!r} has shape {list(expr.shape)}, "
+                                     f"the model's {key!r} has {list(base.shape)}",
+                                     "choose a VAE made for this model's architecture")
+            return expr
+    ctx.warn(f"replace_vae: the VAE file has no {key[len(VAE_PREFIX):]!r}; the model's own is kept")
+    return base
+
+
+@merge_method(returns=SAME, label="Replace VAE", category="logistics", route=_route_replace_vae,
+              help="The model with its VAE taken from a VAE file (bare encoder./decoder. names) or from "
+                   "another checkpoint's first_stage_model.")
+def replace_vae(a=Tensor(SAME), vae=Tensor(SAME, defines_keys=False, help="a VAE file or a checkpoint")):
+    raise AssertionError("replace_vae is resolved by its route; it never computes")

@@ -103,10 +103,8 @@ def save_recipe(node: RecipeNode, request: SaveRequest, catalog: Catalog, archit
     if request.vae and request.vae != KEEP_VAE:
         entry = catalog.checkpoint(request.vae) or catalog.vae(request.vae)
         name = entry.name if entry else request.vae
-        if catalog.architecture_of(entry.path if entry else name) is None:
-            raise MechaError(f"VAE {request.vae}: its architecture is not recognised, so its VAE cannot be picked",
-                             "choose a checkpoint's VAE, or keep the merged one")
-        node = build("fallback", build("pick_component", model(name), "vae"), node)
+        # a VAE file (bare encoder./decoder. names) or a checkpoint's first_stage_model.
+        node = build("replace_vae", node, model(name))
     return node
 
 

@@ -62,19 +62,23 @@ def test_ema_pruning_and_vae_choice_are_part_of_the_saved_recipe(catalog):
     request = actions.SaveRequest("x", prune_ema=True, vae="c.safetensors")
     node = actions.save_recipe(recipe(), request, catalog, "sd1-ldm")
     pruned = lib_mecha.methods.build("omit_component", recipe(), "ema")
-    vae = lib_mecha.methods.build("pick_component", model("c.safetensors"), "vae")
-    assert node == lib_mecha.methods.build("fallback", vae, pruned)
+    assert node == lib_mecha.methods.build("replace_vae", pruned, model("c.safetensors"))
     assert actions.save_recipe(recipe(), actions.SaveRequest("x"), catalog, None) == recipe()
     with pytest.raises(MechaError, match="EMA pruning needs a recognised architecture"):
         actions.save_recipe(recipe(), actions.SaveRequest("x", prune_ema=True), catalog, None)
 
 
-def test_a_vae_file_of_unknown_architecture_is_named(catalog, tiny_models, tmp_path):
+def test_a_bare_vae_file_is_baked_in(host, catalog, tiny_models, tmp_path):
+    """A VAE file as the WebUI's VAE folder holds it: encoder./decoder. names, no prefix."""
     from safetensors.torch import save_file
-    save_file({"encoder.conv_in.weight": torch.zeros(2, 3, 3, 3)}, str(tmp_path / "bare-vae.safetensors"))
-    with pytest.raises(MechaError, match="VAE .*bare-vae.safetensors: its architecture is not recognised"):
-        actions.save_recipe(recipe(), actions.SaveRequest("x", vae=str(tmp_path / "bare-vae.safetensors")),
-                            catalog, "sd1-ldm")
+    c = load_file(str(tiny_models / "c.safetensors"))
+    prefix = "first_stage_model."
+    bare = {k[len(prefix):]: v + 1 for k, v in c.items() if k.startswith(prefix)}
+    save_file(bare, str(tmp_path / "bare-vae.safetensors"))
+    job = save(host, catalog, actions.SaveRequest("with-bare-vae", vae=str(tmp_path / "bare-vae.safetensors")))
+    assert job.error is None, job.message()
+    got = load_file(job.result["path"])[prefix + "encoder.conv_in.weight"]
+    assert torch.equal(got, bare["encoder.conv_in.weight"].to(got.dtype))
 
 
 def test_saved_vae_comes_from_the_chosen_model(host, catalog, tiny_models):
