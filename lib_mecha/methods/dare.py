@@ -20,18 +20,49 @@ from .ties import APPLY_MEDIAN, COS_EPS, FTOL, MAXITER, MEDIAN_EPS, VOTE_SGN, _t
 PROBABILITY_HELP = "Chance that each entry of a difference is dropped; 0.9 keeps one entry in ten."
 
 
+EXACT_RANKS_UP_TO = 1 << 20  # elements; larger deltas estimate magnitude ranks from a histogram
+RANK_BINS = 1 << 16
+
+
+def _exact_rank_fraction(magnitudes: torch.Tensor) -> torch.Tensor:
+    n = magnitudes.numel()
+    order = torch.argsort(magnitudes, stable=True)
+    rank = torch.empty(n, dtype=magnitudes.dtype, device=magnitudes.device)
+    rank[order] = torch.arange(1, n + 1, dtype=magnitudes.dtype, device=magnitudes.device)
+    return rank.div_(n).sub_((n + 1) / (2 * n))
+
+
+def centered_rank_fraction(magnitudes: torch.Tensor) -> torch.Tensor:
+    """``rank/n - (n+1)/(2n)`` per element of a 1-D tensor (rank 1 = smallest, ties in storage order).
+
+    Exact up to EXACT_RANKS_UP_TO elements. Above, sorting every delta would dominate the merge,
+    so ranks come from a histogram of RANK_BINS bins (equal in sqrt(magnitude)), interpolated inside each bin; the
+    error is at most the fullest bin's share of the elements, and when that exceeds 1% (a few
+    huge outliers crowd everything into one bin) the exact ranks are used after all."""
+    n = magnitudes.numel()
+    top = magnitudes.max() if n else None
+    if n <= EXACT_RANKS_UP_TO or not torch.isfinite(top) or top <= 0:
+        return _exact_rank_fraction(magnitudes)
+    # bins equal in sqrt(|d|): heavy tails (a few huge entries) still spread the bulk over many bins
+    scaled = magnitudes.div(top).sqrt_().mul_(RANK_BINS)
+    bins = scaled.long().clamp_(max=RANK_BINS - 1)
+    counts = torch.bincount(bins, minlength=RANK_BINS)
+    if int(counts.max()) > n // 100:
+        return _exact_rank_fraction(magnitudes)
+    below = torch.cumsum(counts, 0).sub_(counts).to(magnitudes.dtype)
+    within = scaled.sub_(bins.to(magnitudes.dtype)).mul_(counts.to(magnitudes.dtype)[bins])
+    return within.add_(below[bins]).add_(0.5).div_(n).sub_(0.5)
+
+
 def della_keep_probability(delta: torch.Tensor, probability, della_eps: float):
     """Keep-probability per entry: ``1 - p``, shifted by DELLA's magnitude-rank term
-    ``della_eps·(rank/n - (n+1)/(2n))`` (rank 1 = smallest |delta|, ties in storage order)."""
+    ``della_eps·(rank/n - (n+1)/(2n))`` (see :func:`centered_rank_fraction`)."""
     keep = 1 - probability
     if della_eps == 0:
         return keep
-    n = delta.numel()
-    order = torch.argsort(delta.abs().flatten(), stable=True)
-    rank = torch.empty(n, dtype=delta.dtype, device=delta.device)
-    rank[order] = torch.arange(1, n + 1, dtype=delta.dtype, device=delta.device)
-    shift = torch.nan_to_num((rank / n - (n + 1) / (2 * n)) * della_eps, nan=0.0, posinf=0.0, neginf=0.0)
-    return (as_tensor_like(keep, delta) + shift.reshape(delta.shape)).clamp(0, 1)
+    shift = centered_rank_fraction(delta.abs().flatten()).mul_(della_eps)
+    shift = torch.nan_to_num_(shift, nan=0.0, posinf=0.0, neginf=0.0).reshape(delta.shape)
+    return shift.add_(as_tensor_like(keep, delta)).clamp_(0, 1)
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES with DARE / DELLA", category="ties",

@@ -71,3 +71,16 @@ def test_dropout_unseeded_draws_fresh_randomness_like_sd_mecha():
     d = torch.randn(64, 64)
     assert not torch.equal(raw("dropout", d, probability=0.5), raw("dropout", d, probability=0.5))
     assert torch.equal(raw("dropout", d, probability=0.5, seed=9), raw("dropout", d, probability=0.5, seed=9))
+
+
+def test_della_ranks_are_estimated_from_a_histogram_for_large_deltas(monkeypatch):
+    import lib_mecha.methods.dare as dare
+    g = torch.Generator().manual_seed(3)
+    magnitudes = torch.randn(50_000, generator=g).abs()
+    exact = dare.centered_rank_fraction(magnitudes)
+    monkeypatch.setattr(dare, "EXACT_RANKS_UP_TO", 1000)
+    estimated = dare.centered_rank_fraction(magnitudes)
+    assert not torch.equal(estimated, exact) and float((estimated - exact).abs().max()) < 1e-3
+    assert float(exact.min()) == pytest.approx(-0.5, abs=1e-4) and float(exact.max()) == pytest.approx(0.5, abs=1e-4)
+    crowded = torch.cat([torch.zeros(49_990), torch.full((10,), 1e6)])  # one bin would hold everything
+    assert torch.equal(dare.centered_rank_fraction(crowded), dare._exact_rank_fraction(crowded))
