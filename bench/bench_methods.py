@@ -62,7 +62,7 @@ def cases():
                             lambda m: compose.clamped_add_opposite(m[1], m[2], m[0])),
         "cosine_a": ("add_cosine_a", 2, lambda m: build("add_cosine_a", m[0], m[1], alpha=0.5)),
         "cosine_b": ("add_cosine_b", 2, lambda m: build("add_cosine_b", m[0], m[1], alpha=0.5)),
-        # alpha 0.9 in the TIES cases: the engine conflates the literals 1.0 and true (reported)
+        # TIES cases add the merged difference at alpha 0.9
         "ties": ("ties_sum", 4, lambda m: compose.add_difference_ties(m[0], *m[1:], k=0.2, alpha=0.9)),
         "ties_extended": ("ties_sum_extended", 4,
                           lambda m: compose.add_difference_ties_extended(m[0], *m[1:], alpha=0.9)),

@@ -20,13 +20,13 @@ last two; ``skip_out_and_norm`` does the same here.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ._values import as_tensor_like, at_least_1d, is_close, scalar
 from .filters import gaussian_filter, median_filter
 from .registry import merge_method
 from .seeding import key_generator, normal_like
 from .spec import SAME, Bool, CurrentKey, Float, Int, Tensor
+from .ties import row_cosine
 
 SUPERMERGER_SKIPPED = ("to_out", "proj_out", "norm")
 _SKIP_HELP = "Like SuperMerger, leave keys whose name contains to_out, proj_out or norm unchanged."
@@ -82,11 +82,11 @@ def extract_features(a=Tensor(SAME, help="the common base"), b=Tensor(SAME), c=T
         return a.clone()
     (a1, b1, c1), restore = at_least_1d(a, b, c)
     delta_b, delta_c = b1 - a1, c1 - a1
-    cosine = F.cosine_similarity(delta_b, delta_c, dim=-1).clamp(-1, 1).unsqueeze(-1)
+    cosine = row_cosine(delta_b, delta_c, 1e-8).clamp_(-1, 1).unsqueeze(-1)
     similar = ((cosine + 1) / 2) ** scalar("extract_features", "gamma", gamma)
-    focus = torch.lerp(delta_b, delta_c, as_tensor_like(alpha, a1))
     selection = torch.lerp(similar, 1 - similar, as_tensor_like(beta, similar))
-    return restore(a1 + focus * selection)
+    focus = delta_b.lerp_(delta_c, as_tensor_like(alpha, a1))  # in place: the deltas are ours
+    return restore(focus.mul_(selection).add_(a1))
 
 
 @merge_method(returns=SAME, label="Add noise", category="supermerger", stochastic=True,
@@ -101,7 +101,7 @@ def add_noise(a=Tensor(SAME),
     if _skipped(key, skip_out_and_norm) or is_close(alpha, 0.0) or a.numel() == 0:
         return a
     noise = normal_like(a, key_generator(seed, key, "noise"))
-    return a + noise * as_tensor_like(alpha, a)
+    return noise.mul_(as_tensor_like(alpha, a)).add_(a)
 
 
 @merge_method(returns=SAME, label="Self scaling", category="supermerger", elementwise=True,
