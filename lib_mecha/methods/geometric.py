@@ -47,12 +47,10 @@ def geometric_sum(a=Tensor(SAME), b=Tensor(SAME),
         return b
     # |a|^(1-α)·|b|^α as one exp of a log-sum: three transcendental passes instead of four
     modulus = a.abs().log_().mul_(1 - alpha).add_(b.abs().log_(), alpha=alpha).exp_()
-    # the angle π·((1-α)·[a<0] + α·[b<0]) takes four values: pick the cosine by sign pattern
-    a_negative, b_negative = a < 0, b < 0
-    value = modulus.new_tensor
-    factor = torch.where(a_negative, value(math.cos(math.pi * (1 - alpha))), value(1.0))
-    factor = torch.where(b_negative, torch.where(a_negative, value(-1.0), value(math.cos(math.pi * alpha))), factor)
-    return modulus.mul_(factor)
+    # the principal branch's angle π·((1-α)·[a<0] + α·[b<0]); arithmetic on the sign masks is
+    # cheaper than selecting among four constants with torch.where
+    angle = (a < 0).to(a.dtype).mul_((1 - alpha) * math.pi).add_((b < 0).to(a.dtype), alpha=alpha * math.pi)
+    return modulus.mul_(angle.cos_())
 
 
 @merge_method(returns=SAME, label="Multiply quotient", category="geometric", elementwise=True,
@@ -72,6 +70,7 @@ def multiply_quotient(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
     del threshold
     exponent = weight.nan_to_num_(nan=0.0).neg_().clamp_(min=0).mul_(as_tensor_like(alpha, a))
     modulus = log_b.mul_(exponent).exp_()  # |b/c|^exponent
-    negative = torch.logical_xor(b < 0, c < 0)  # b/c < 0: the principal branch adds the angle π·exponent
-    result = torch.where(negative, exponent.mul_(math.pi).cos_(), a.new_tensor(1.0)).mul_(modulus).mul_(a)
+    # b/c < 0: the principal branch adds the angle π·exponent (cos 0 = 1 elsewhere)
+    negative = torch.logical_xor(b < 0, c < 0).to(a.dtype)
+    result = exponent.mul_(negative).mul_(math.pi).cos_().mul_(modulus).mul_(a)
     return torch.where(torch.isnan(result), a, result)
