@@ -59,6 +59,10 @@ def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
     high = sample.kthvalue(min(m, int(q * m + margin) + 1)).values
     at_least_low = values >= low
     below = n - int(torch.count_nonzero(at_least_low))
+    if low == high:  # a value shared by many entries (sparse deltas: 0): count it, do not copy it
+        above = int(torch.count_nonzero(values > high))
+        if below < rank <= n - above:
+            return low
     band = values[at_least_low.logical_and_(values <= high)]
     if below < rank <= below + band.numel():
         return band.kthvalue(rank - below).values

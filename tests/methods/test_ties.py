@@ -102,3 +102,15 @@ def test_single_model_calls_return_the_model_itself(name):
     d = torch.rand(5, 4) + 0.5
     kwargs = {"k": 1.0} if name.startswith("ties") else {}
     assert torch.allclose(raw(name, d, **kwargs), d, atol=1e-5)
+
+
+def test_trim_threshold_is_exact_on_large_and_sparse_deltas(monkeypatch):
+    import lib_mecha.methods.ties as ties
+    g = torch.Generator().manual_seed(4)
+    dense = torch.randn(300_000, generator=g)
+    sparse = dense * (torch.rand(300_000, generator=g) < 0.1)  # 90% zeros, like a DARE-dropped delta
+    monkeypatch.setattr(ties, "SAMPLED_SELECTION_ABOVE", 1000)
+    for delta in (dense, sparse):
+        for k in (0.2, 0.5, 0.95):
+            rank = max(int((1 - k) * delta.numel()), 1)
+            assert ties.trim_threshold(delta, k) == delta.abs().kthvalue(rank).values
