@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ._values import at_least_1d, finite_or_zero_, scalar
 from .registry import merge_method
@@ -178,7 +177,7 @@ def model_stock_t(deltas: Sequence[torch.Tensor], cos_eps: float) -> torch.Tenso
     n = len(deltas)
     if n < 2:
         return stock_factor(None, n, deltas[0])
-    cos_mean = sum(F.cosine_similarity(deltas[i], deltas[i + 1], dim=-1, eps=cos_eps) for i in range(n - 1)) / (n - 1)
+    cos_mean = sum(row_cosine(deltas[i], deltas[i + 1], cos_eps) for i in range(n - 1)) / (n - 1)
     return stock_factor(cos_mean, n, deltas[0])
 
 
@@ -233,8 +232,11 @@ def model_stock(*deltas, cos_eps=COS_EPS):
     if first.numel() == 0:
         return first.clone()
     (*flat,), restore = at_least_1d(*deltas)
-    mean = sum(flat) / len(flat)
-    return restore(torch.nan_to_num(model_stock_t(flat, cos_eps) * mean))
+    total = flat[0].clone()
+    for d in flat[1:]:
+        total += d
+    factor = model_stock_t(flat, cos_eps) / len(flat)  # per row: small
+    return restore(total.mul_(factor).nan_to_num_())
 
 
 @merge_method(returns=SAME, varargs=Tensor(SAME), label="Geometric median", category="ties",
