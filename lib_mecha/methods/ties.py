@@ -248,29 +248,29 @@ def geometric_median(*models, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL):
     return weiszfeld(models, eps, maxiter, ftol)
 
 
-def _weighted_mean(points, weights=None):
-    if weights is None:
-        return sum(points) / len(points)
-    total = torch.zeros_like(points[0])
-    for w, p in zip(weights, points):
-        total.add_(p * w)
-    return total / weights.sum()
-
-
 def weiszfeld(points: Sequence[torch.Tensor], eps: float, maxiter: int, ftol: float) -> torch.Tensor:
     """Weiszfeld iterations from the mean: weights 1/max(‖x_i - m‖, eps), until the mean distance
-    changes by at most ``ftol`` of itself."""
-    median = _weighted_mean(points)
-    distances = _distances(points, median)
-    objective = distances.mean()
+    changes by at most ``ftol`` of itself. Two key-sized buffers are reused by every iteration
+    (the median and a difference), since up to ``maxiter`` iterations may run per key."""
+    median = torch.empty_like(points[0])
+    difference = torch.empty_like(points[0])
+
+    def weighted_mean(weights):
+        total = float(sum(weights))
+        torch.mul(points[0], weights[0] / total, out=median)
+        for p, w in zip(points[1:], weights[1:]):
+            median.add_(p, alpha=w / total)
+
+    def distances():
+        return torch.stack([torch.linalg.vector_norm(torch.sub(p, median, out=difference)) for p in points])
+
+    weighted_mean([1.0] * len(points))
+    current = distances()
+    objective = current.mean()
     for _ in range(max(0, int(maxiter))):
-        median = _weighted_mean(points, 1 / torch.clamp(distances, min=eps))
-        distances = _distances(points, median)
-        previous, objective = objective, distances.mean()
+        weighted_mean((1 / torch.clamp(current, min=eps)).tolist())
+        current = distances()
+        previous, objective = objective, current.mean()
         if abs(previous - objective) <= ftol * objective:
             break
     return median
-
-
-def _distances(points, median):
-    return torch.stack([torch.dist(p, median) for p in points])
