@@ -165,17 +165,30 @@ class Evaluator:
         return self._as_output(get(kp.expr), item)
 
     def _load(self, expr: Read, item: WorkItem, slot: int) -> torch.Tensor:
-        """An input in the compute dtype on the merge device."""
+        """An input in the compute dtype on the merge device, in memory the method may write to."""
         # a slice reads the same range of every input; a whole key reads each input whole
         # (inputs of another shape, such as a LoRA's factors, are read whole too)
-        n = (item.end - item.start) if item.start is not None else math.prod(expr.shape)
+        shape = (item.end - item.start,) if item.start is not None else tuple(expr.shape)
+        n = math.prod(shape)
+        # the conversion below copies anyway, so it reads the file's pages directly when it can
+        source = self._view(expr, item)
         if self.scratch is None:
-            return self._read(expr, item).to(device=self.device, dtype=self.compute_dtype)
-        raw = self._read(expr, item, self.scratch.get(("raw", slot), n, expr.dtype))
+            source = self._read(expr, item) if source is None else source
+            return source.to(device=self.device, dtype=self.compute_dtype, copy=True).view(shape)
+        mapped = source is not None
+        if not mapped:
+            source = self._read(expr, item, self.scratch.get(("raw", slot), n, expr.dtype))
         cast = self.scratch.get(("cast", slot), n, self.compute_dtype)
-        if cast is None:
-            return raw.to(dtype=self.compute_dtype, copy=self.scratch.owns(raw))
-        return cast.copy_(raw.reshape(-1)).view(raw.shape)
+        if cast is None:  # a whole key too big for the scratch buffers: a fresh read may be used as is
+            copy = mapped or self.scratch.owns(source)
+            return source.to(dtype=self.compute_dtype, copy=copy).view(shape)
+        return cast.copy_(source.reshape(-1)).view(shape)
+
+    def _view(self, expr: Read, item: WorkItem) -> Optional[torch.Tensor]:
+        handle = self.sources[expr.source].file
+        if item.start is None:
+            return handle.view_range(expr.key)
+        return handle.view_range(expr.key, item.start, item.end)
 
     def _read(self, expr: Read, item: WorkItem, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         handle = self.sources[expr.source].file

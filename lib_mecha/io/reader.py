@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ModelNotFound, SafetensorsError, UnsafeFormat
 from .header import SafetensorsHeader, TensorInfo, parse_header
+from .mapping import map_range
 from .positional import READ_FLAGS, PositionalFile
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
@@ -128,6 +129,23 @@ class SafetensorsFile(TensorSource):
         size = info.itemsize
         buffer = self._fill(info, info.start + start_elem * size, info.start + end_elem * size, out)
         return buffer.view(info.dtype)
+
+    def view_range(self, key: str, start_elem: int = 0, end_elem: Optional[int] = None) -> Optional[torch.Tensor]:
+        """Elements ``[start_elem, end_elem)`` of ``key`` as a read-only 1-D view of the file's pages.
+
+        No bytes are copied: for callers that convert the values anyway (into another dtype or
+        onto another device) and must not write into or keep the view. None when the range
+        cannot be mapped here; ``read_range`` then gives the same values.
+        """
+        info = self.info(key)
+        end_elem = info.numel if end_elem is None else end_elem
+        if not 0 <= start_elem <= end_elem <= info.numel:
+            raise ValueError(f"range [{start_elem}, {end_elem}) is not inside {key!r} ({info.numel} elements)")
+        if self._fd < 0:
+            raise ValueError(f"{self.path} is closed")
+        size = info.itemsize
+        return map_range(self._fd, self.path, info.start + start_elem * size, info.start + end_elem * size,
+                         info.dtype)
 
     def close(self) -> None:
         """Close the file; idempotent."""

@@ -99,6 +99,10 @@ class ShardedModel(TensorSource):
         """As SafetensorsFile.read_range, from the shard holding ``key``."""
         return self.shard_of(key).read_range(key, start_elem, end_elem, out)
 
+    def view_range(self, key: str, start_elem: int = 0, end_elem: Optional[int] = None) -> Optional[torch.Tensor]:
+        """As SafetensorsFile.view_range, from the shard holding ``key``."""
+        return self.shard_of(key).view_range(key, start_elem, end_elem)
+
     def close(self) -> None:
         """Close every shard; idempotent."""
         for shard in self.shards:

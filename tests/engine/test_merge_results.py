@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 import lib_mecha as mecha
 from lib_mecha.engine import execute as execute_module
+from lib_mecha.io import reader as reader_module
 
 from engine_fixtures import POSITION_IDS, float_keys
 
@@ -145,3 +146,22 @@ def test_fingerprint_changes_only_where_parameters_change(sd1_dir):
     k = "model.diffusion_model.out.2.weight"
     assert first[k] != other[k]
     assert first[POSITION_IDS] == other[POSITION_IDS]  # copied buffers do not depend on alpha
+
+
+def test_inputs_mapped_or_read_give_the_same_merge(sd1_dir, monkeypatch):
+    recipe = mecha.add_difference(mecha.model("a"), mecha.model("b"), mecha.model("c"), alpha=0.7)
+    mapped_ranges = []
+    real_map_range = reader_module.map_range
+
+    def counting_map_range(*args):
+        mapped_ranges.append(args[2:4])
+        return real_map_range(*args)
+
+    monkeypatch.setattr(reader_module, "map_range", counting_map_range)
+    mapped = mecha.merge(recipe, model_dirs=[sd1_dir]).state_dict
+    assert len(mapped_ranges) > 100  # the inputs were converted straight from their mapped pages
+    monkeypatch.setattr(reader_module, "map_range", lambda *args: None)  # as where files cannot be mapped
+    read = mecha.merge(recipe, model_dirs=[sd1_dir]).state_dict
+    assert mapped.keys() == read.keys()
+    for k in mapped:
+        assert torch.equal(mapped[k], read[k]), k

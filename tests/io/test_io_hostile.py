@@ -1,6 +1,7 @@
 """Damaged, hostile and foreign files: each refused with one exact, one-line problem text."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -217,6 +218,18 @@ def test_file_shrinks_after_opening(tmp_path, raw_file):
         start = f.tensors[W].start
     assert info.value.problem == (f"short read of tensor 'model.diffusion_model.out.2.weight': got 6 of 16 bytes "
                                   f"at offset {start}; the file changed after it was opened")
+
+
+def test_file_shrinks_before_a_view_is_mapped(raw_file):
+    text = json.dumps({W: entry(shape=(4,), offsets=(0, 16))}).encode()
+    path = raw_file(text + b" " * (-(8 + len(text)) % 8), bytes(16))  # padded: the floats are mappable
+    with SafetensorsFile(path) as f:
+        os.truncate(path, path.stat().st_size - 10)
+        start = f.tensors[W].start
+        with pytest.raises(SafetensorsError) as info:
+            f.view_range(W)
+    assert info.value.problem == (f"cannot read bytes {start}..{start + 16}: the file is shorter now; "
+                                  f"it changed after it was opened")
 
 
 # --- foreign files and dispatch ---------------------------------------------------------

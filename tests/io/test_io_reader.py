@@ -197,3 +197,36 @@ def test_concurrent_reads(tmp_path, positional):
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_view_range_gives_the_file_values_without_a_copy(tmp_path):
+    full = torch.arange(5000, dtype=torch.float32).reshape(50, 100) / 7
+    halves = torch.arange(3000, dtype=torch.float16)
+    path = write_ours(tmp_path / "v.safetensors", {"w": full, "h": halves})
+    flat = full.reshape(-1)
+    with SafetensorsFile(path) as f:
+        whole = f.view_range("w")
+        assert whole.dtype == torch.float32 and torch.equal(whole, flat)
+        for start, end in [(0, 1), (1021, 4097), (4999, 5000)]:
+            assert torch.equal(f.view_range("w", start, end), flat[start:end])
+        assert torch.equal(f.view_range("h", 1, 2999), halves[1:2999])
+        assert f.view_range("w", 7, 7) is None  # nothing to map: callers read instead
+        with pytest.raises(ValueError, match=r"is not inside 'w' \(5000 elements\)"):
+            f.view_range("w", 10, 5001)
+    with pytest.raises(ValueError, match="is closed"):
+        f.view_range("w")
+
+
+def test_view_range_of_an_unaligned_tensor_falls_back_to_reading(tmp_path):
+    # one byte of padding puts the fp16 tensor at an odd offset: not viewable as fp16, still readable
+    header = {"pad": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},
+              "w": {"dtype": "F16", "shape": [4], "data_offsets": [1, 9]}}
+    text = json.dumps(header).encode()
+    text += b" " * ((8 + len(text)) % 2)  # data starts at an even offset, so the fp16 tensor's is odd
+    values = torch.tensor([1.0, -2.0, 3.5, 0.25], dtype=torch.float16)
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"\x07" + values.numpy().tobytes())
+    with SafetensorsFile(path) as f:
+        assert f.tensors["w"].start % 2 == 1
+        assert f.view_range("w") is None
+        assert torch.equal(f.read("w"), values)
