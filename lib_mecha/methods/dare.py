@@ -15,7 +15,7 @@ from ._values import as_tensor_like, is_close, scalar
 from .registry import merge_method
 from .seeding import bernoulli_like, key_generator, uniform_like
 from .spec import DELTA, Bool, CurrentKey, Float, Int, Tensor
-from .ties import APPLY_MEDIAN, COS_EPS, FTOL, MAXITER, MEDIAN_EPS, VOTE_SGN, _ties_extended, k_param
+from .ties import APPLY_MEDIAN, COS_EPS, FTOL, MAXITER, MEDIAN_EPS, VOTE_SGN, k_param, ties_extended
 
 PROBABILITY_HELP = "Chance that each entry of a difference is dropped; 0.9 keeps one entry in ten."
 
@@ -98,8 +98,8 @@ def ties_sum_with_dropout(
         draws = uniform_like(delta, generator).to(delta.dtype)
         # the draws' buffer becomes the dropped delta: one key-sized tensor per delta, not three
         dropped.append(torch.where(draws < keep, delta, zero, out=draws))
-    result = _ties_extended(dropped, scalar("ties_sum_with_dropout", "k", k), vote_sgn, apply_stock,
-                            apply_median, cos_eps, eps, maxiter, ftol, owned=True)
+    result = ties_extended(dropped, scalar("ties_sum_with_dropout", "k", k), vote_sgn, apply_stock,
+                           apply_median, cos_eps, eps, maxiter, ftol)
     if not rescale:
         return result
     return result.div_(as_tensor_like(1 - probability, result))

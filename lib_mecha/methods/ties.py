@@ -4,15 +4,16 @@ Identifiers, parameter names, defaults and meanings are sd-mecha's (reference §
 recipes travel between the two libraries, including ``ties_sum_extended``'s inverted
 ``apply_stock`` flag (its label and help say what it really does).
 
-Memory: nothing here stacks the inputs. TIES walks the deltas twice (elect, then sum the
-agreeing entries) and keeps only a few key-sized tensors besides the inputs, so three SD1.5
-deltas fit in the engine's default budget.
+Speed and memory: nothing here stacks the inputs or makes key-sized temporaries. After the
+per-delta trim thresholds (one selection pass each), all the work runs slice by slice over
+reused buffers, in float arithmetic, and writes straight into the one key-sized result; the
+geometric median iterates on the points' Gram matrix instead of on the tensors.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 
@@ -42,30 +43,51 @@ APPLY_MEDIAN = Bool(False, label="Geometric median",
 
 
 SAMPLED_SELECTION_ABOVE = 1 << 20  # elements; below this kthvalue on the whole tensor is as fast
+# The elementwise work of these whole-tensor methods runs over slices of this many elements with
+# reused buffers: key-sized temporaries would each fault their pages in and stream through
+# memory, and torch's bool-producing ops (comparisons, where, masked_fill) cost 5-30x a float
+# op, so the slices use float arithmetic only (measured per element on the bench machine: 0.1-0.3
+# ns per op on a slice, 1-6 ns on a whole SD1.5 conv weight).
+SLICE_ELEMENTS = 1 << 16
 
 
-def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
-    """Exactly ``values.kthvalue(rank)`` of a 1-D tensor, found faster for large tensors: a strided
-    sample brackets the answer, and only the values inside the bracket are selected from."""
+def slices(n: int, row: int = 1):
+    """``(start, end)`` ranges covering ``n`` elements, each a whole number of ``row``-long rows."""
+    step = max(row, SLICE_ELEMENTS // max(row, 1) * row)
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
+    """Exactly ``values.abs().kthvalue(rank)`` of a 1-D tensor, found faster for large tensors: a
+    strided sample brackets the answer, one pass over slices counts the entries below the bracket
+    and keeps those inside it, and only those are selected from."""
     n = values.numel()
     if n <= SAMPLED_SELECTION_ABOVE:
-        return values.kthvalue(rank).values
-    sample = values[::max(1, n // 65536)].clone()
+        return values.abs().kthvalue(rank).values
+    sample = values[::max(1, n // 65536)].abs()
     m = sample.numel()
     q = rank / n
     margin = 4 * math.sqrt(m * q * (1 - q)) + 16
     low = sample.kthvalue(max(1, int(q * m - margin))).values
     high = sample.kthvalue(min(m, int(q * m + margin) + 1)).values
-    at_least_low = values >= low
-    below = n - int(torch.count_nonzero(at_least_low))
-    if low == high:  # a value shared by many entries (sparse deltas: 0): count it, do not copy it
-        above = int(torch.count_nonzero(values > high))
-        if below < rank <= n - above:
-            return low
-    band = values[at_least_low.logical_and_(values <= high)]
+    magnitude = torch.empty(min(n, SLICE_ELEMENTS), dtype=values.dtype, device=values.device)
+    below_low = torch.empty(magnitude.shape, dtype=torch.bool, device=values.device)
+    in_band = torch.empty_like(below_low)
+    below, band = 0, []
+    for start, end in slices(n):
+        size = end - start
+        a, lt, inside = magnitude[:size], below_low[:size], in_band[:size]
+        torch.abs(values[start:end], out=a)
+        torch.lt(a, low, out=lt)
+        below += int(torch.count_nonzero(lt))
+        torch.le(a, high, out=inside)
+        band.append(a[inside.logical_xor_(lt)])
+    band = torch.cat(band)
     if below < rank <= below + band.numel():
+        if low == high:  # a value shared by many entries (sparse deltas: 0): no need to select
+            return low
         return band.kthvalue(rank - below).values
-    return values.kthvalue(rank).values  # the sample misled us: select from everything
+    return values.abs().kthvalue(rank).values  # the sample misled us: select from everything
 
 
 def trim_threshold(delta: torch.Tensor, k: float) -> Optional[torch.Tensor]:
@@ -74,94 +96,162 @@ def trim_threshold(delta: torch.Tensor, k: float) -> Optional[torch.Tensor]:
     rank = max(int((1 - k) * delta.numel()), 1)
     if rank == 1:
         return None
-    magnitudes = delta.abs().flatten()
-    if magnitudes.dtype not in (torch.float32, torch.float64):
-        magnitudes = magnitudes.float()
-    return kth_smallest(magnitudes, rank).to(delta.dtype)
+    flat = delta.flatten()
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
+    return kth_smallest_magnitude(flat, rank).to(delta.dtype)
 
 
-def trimmed_sign(delta: torch.Tensor, threshold: Optional[torch.Tensor]) -> torch.Tensor:
-    """int8 sign of the trimmed delta: ±1 where ``|delta| ≥ threshold`` (and nonzero), else 0."""
-    if threshold is None or threshold <= 0:
-        positive, negative = delta > 0, delta < 0
-    else:
-        positive, negative = delta >= threshold, delta <= -threshold
-    # bool and int8 share a layout: view instead of converting
-    return positive.view(torch.int8).sub_(negative.view(torch.int8))
+def _shrink_below(threshold: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[float]:
+    """hardshrink's ``lambd`` that keeps exactly the entries with ``|x| >= threshold``: it keeps
+    ``|x| > lambd``, so lambd is the representable number just below the threshold."""
+    if threshold is None:
+        return None
+    t = threshold.to(dtype)
+    return float(torch.nextafter(t, torch.full_like(t, -math.inf)))
+
+
+class TrimmedSlices:
+    """The trimmed deltas of TIES, one slice at a time: entries below each delta's threshold are 0.
+
+    Slices are read-only (without trimming they are the deltas themselves). Non-finite entries
+    pass through, so the element they sit in comes out non-finite (and TIES then makes it 0);
+    ``finite_only`` zeroes them instead, for the geometric median, whose distances span the
+    whole tensor.
+    """
+
+    def __init__(self, deltas: Sequence[torch.Tensor], k: float, finite_only: bool = False):
+        self.flat = [d.reshape(-1) for d in deltas]
+        self.lambdas = [_shrink_below(trim_threshold(d, k), d.dtype) for d in deltas]
+        self.finite_only = finite_only
+        self.buffers = [scratch_like(deltas[0]) for _ in deltas]
+
+    def get(self, i: int, start: int, end: int) -> torch.Tensor:
+        source, lambd = self.flat[i][start:end], self.lambdas[i]
+        if lambd is None and not self.finite_only:
+            return source
+        out = self.buffers[i] = fit(self.buffers[i], end - start)
+        if self.finite_only:
+            source = torch.nan_to_num(source, nan=0.0, posinf=0.0, neginf=0.0, out=out)
+        if lambd is not None:
+            torch.ops.aten.hardshrink.out(source, lambd, out=out)
+        return out
+
+
+def scratch_like(like: torch.Tensor) -> torch.Tensor:
+    """A buffer for one slice of ``like``."""
+    return torch.empty(min(like.numel(), SLICE_ELEMENTS), dtype=like.dtype, device=like.device)
+
+
+def fit(buffer: torch.Tensor, size: int) -> torch.Tensor:
+    """``buffer`` cut to ``size`` elements, replaced by a bigger one when a slice (a long row) needs it."""
+    if buffer.numel() < size:
+        return torch.empty(size, dtype=buffer.dtype, device=buffer.device)
+    return buffer[:size]
+
+
+class SignElection:
+    """TIES's elect-and-average over one slice, in float arithmetic.
+
+    For each element it accumulates the sum of the positive and of the negative entries, and
+    their counts (from the sum of signs and of |signs|). The elected sign is that of the count
+    difference (or of the summed values with ``vote_sgn``); the result is the mean of the entries
+    of the elected sign, 0 where the vote ties. Sums are taken in delta order, so the result is
+    bitwise that of summing the agreeing entries.
+    """
+
+    def __init__(self, like: torch.Tensor):
+        self.buffers = [scratch_like(like) for _ in range(5)]
+
+    def run(self, trimmed: Sequence[torch.Tensor], vote_sgn: bool):
+        n = trimmed[0].numel()
+        self.buffers = [fit(b, n) for b in self.buffers]
+        pos, neg, signs, nonzero, tmp = (b[:n] for b in self.buffers)
+        for i, t in enumerate(trimmed):
+            if i == 0:
+                torch.clamp_min(t, 0, out=pos)
+                torch.clamp_max(t, 0, out=neg)
+                torch.sign(t, out=signs)
+                torch.abs(signs, out=nonzero)
+                continue
+            pos.add_(torch.clamp_min(t, 0, out=tmp))
+            neg.add_(torch.clamp_max(t, 0, out=tmp))
+            signs.add_(torch.sign(t, out=tmp))
+            nonzero.add_(tmp.abs_())
+        # counts: (|signs| + signs) / 2 positive entries, the rest of the nonzero ones negative
+        pos_count = nonzero.add_(signs).mul_(0.5)                    # nonzero buffer now holds the positives
+        neg_count = torch.sub(pos_count, signs, out=tmp)              # (|s|+s)/2 - s = (|s|-s)/2
+        elected = torch.add(pos, neg, out=signs) if vote_sgn else signs
+        elected = elected.sign_()
+        return pos, neg, pos_count, neg_count, elected
+
+    @staticmethod
+    def mean(pos, neg, pos_count, neg_count, elected, out: torch.Tensor) -> torch.Tensor:
+        """The mean of the entries that agree with the elected sign (0 on a tie), into ``out``."""
+        pos.div_(pos_count.clamp_min_(1))
+        neg.div_(neg_count.clamp_min_(1))
+        torch.clamp_min(elected, 0, out=out).mul_(pos)
+        # relu(e)·mean⁺ - min(e, 0)·mean⁻ for e in {-1, 0, 1}: the mean of the elected sign's entries
+        return out.sub_(elected.clamp_max_(0).mul_(neg))
 
 
 @dataclass
 class TiesReduction:
-    """What TIES leaves after trim and elect: the sum and count of the agreeing entries, and
-    optionally the mean cosine between consecutive filtered deltas (per row, for Model Stock)
-    or the filtered deltas themselves (for the geometric median)."""
+    """What TIES leaves: the mean of the agreeing entries, and for Model Stock the mean cosine
+    between consecutive filtered deltas per row."""
 
-    total: torch.Tensor
-    count: torch.Tensor  # an integer tensor
+    mean: torch.Tensor
     cos_mean: Optional[torch.Tensor] = None
-    filtered: Optional[List[torch.Tensor]] = None
+
+
+def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *,
+                cos_eps: Optional[float] = None) -> TiesReduction:
+    """Trim, elect and average, one slice at a time (rows kept whole when cosines are wanted)."""
+    first = deltas[0]
+    shape, n = first.shape, first.numel()
+    row = shape[-1] if cos_eps is not None else 1
+    trimmed = TrimmedSlices(deltas, k)
+    election = SignElection(first)
+    kept = [scratch_like(first) for _ in deltas] if cos_eps is not None else []
+    mean = torch.empty(n, dtype=first.dtype, device=first.device)
+    cos_mean = None if cos_eps is None else torch.empty(n // row, dtype=first.dtype, device=first.device)
+    for start, end in slices(n, row):
+        parts = [trimmed.get(i, start, end) for i in range(len(deltas))]
+        pos, neg, pos_count, neg_count, elected = election.run(parts, vote_sgn)
+        if cos_eps is not None:
+            kept = [agreeing(p, elected, fit(b, end - start)) for p, b in zip(parts, kept)]
+            rows = (end - start) // row
+            cos = sum(row_cosine(x.view(rows, row), y.view(rows, row), cos_eps) for x, y in zip(kept, kept[1:]))
+            cos_mean[start // row:end // row] = cos / max(len(deltas) - 1, 1)
+        SignElection.mean(pos, neg, pos_count, neg_count, elected, mean[start:end])
+    return TiesReduction(mean.view(shape), None if cos_mean is None else cos_mean.view(shape[:-1]))
+
+
+def agreeing(trimmed: torch.Tensor, elected: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The trimmed entries whose sign is the elected one (others 0), into ``out``."""
+    return torch.sign(trimmed, out=out).mul_(elected).clamp_min_(0).mul_(trimmed)
+
+
+def filtered_deltas(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool):
+    """A function ``(start, end) -> [filtered slice of each delta]``: TIES's agreeing entries, the
+    rest 0 (for the geometric median, which needs them twice). Non-finite entries count as 0."""
+    trimmed = TrimmedSlices(deltas, k, finite_only=True)
+    election = SignElection(deltas[0])
+    kept = [scratch_like(deltas[0]) for _ in deltas]
+
+    def get(start: int, end: int):
+        parts = [trimmed.get(i, start, end) for i in range(len(deltas))]
+        elected = election.run(parts, vote_sgn)[-1]
+        return [agreeing(p, elected, fit(b, end - start)) for p, b in zip(parts, kept)]
+    return get
 
 
 def row_cosine(x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    """torch's cosine_similarity along the last dimension, with one key-sized temporary."""
+    """torch's cosine_similarity along the last dimension, with one temporary of the inputs' size."""
     dots = (x * y).sum(dim=-1)
     norms = (torch.linalg.vector_norm(x, dim=-1).clamp_(min=eps)
              * torch.linalg.vector_norm(y, dim=-1).clamp_(min=eps))
     return dots / norms
-
-
-def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, owned: bool = False,
-                cos_eps: Optional[float] = None, keep_filtered: bool = False) -> TiesReduction:
-    """Trim, elect and sum in two streaming passes over the deltas.
-
-    Each trimmed delta is remembered only as an int8 sign (one byte per element); the sum and
-    count take the entries whose sign equals the elected one. Entries where the vote is a tie
-    (elected sign 0) contribute nothing, so they end up 0 as in sd-mecha. Fresh key-sized
-    tensors cost page faults, so scratch buffers are reused; ``owned`` deltas (the caller's
-    scratch copies) are filtered in place.
-    """
-    first = deltas[0]
-    counter = torch.int8 if len(deltas) < 127 else torch.int32
-    signs = []
-    vote = torch.zeros(first.shape, dtype=first.dtype if vote_sgn else counter, device=first.device)
-    buffers = [torch.empty_like(first)] if vote_sgn else []
-    zero = first.new_zeros(())
-    for d in deltas:
-        sign = trimmed_sign(d, trim_threshold(d, k))
-        if vote_sgn:
-            vote += torch.where(sign != 0, d, zero, out=buffers[0])
-        else:
-            vote += sign
-        signs.append(sign)
-    elected = torch.sign(vote).to(torch.int8)
-    del vote
-    elected.masked_fill_(elected == 0, 2)  # a tie matches no delta's sign
-    total = torch.zeros_like(first)
-    count = torch.zeros(first.shape, dtype=counter, device=first.device)
-    agrees = torch.empty(first.shape, dtype=torch.bool, device=first.device)
-    cos_sum, previous, filtered = None, None, []
-    for i, (d, sign) in enumerate(zip(deltas, signs)):
-        torch.eq(sign, elected, out=agrees)
-        count += agrees.view(torch.int8) if counter == torch.int8 else agrees
-        if owned:
-            kept = d.masked_fill_(agrees.logical_not(), 0)
-        elif keep_filtered:
-            kept = torch.where(agrees, d, zero)
-        else:  # two alternating buffers: the previous filtered delta is still needed for the cosine
-            while len(buffers) < 2:
-                buffers.append(torch.empty_like(first))
-            kept = torch.where(agrees, d, zero, out=buffers[i % 2])
-        total += kept
-        if cos_eps is not None:
-            if previous is not None:
-                cos = row_cosine(previous, kept, cos_eps)
-                cos_sum = cos if cos_sum is None else cos_sum + cos
-            previous = kept
-        if keep_filtered:
-            filtered.append(kept)
-        del kept
-    cos_mean = None if cos_sum is None else cos_sum / (len(deltas) - 1)
-    return TiesReduction(total, count, cos_mean, filtered if keep_filtered else None)
 
 
 def stock_factor(cos_mean: Optional[torch.Tensor], n: int, like: torch.Tensor) -> torch.Tensor:
@@ -169,16 +259,6 @@ def stock_factor(cos_mean: Optional[torch.Tensor], n: int, like: torch.Tensor) -
     if n < 2 or cos_mean is None:
         return torch.ones((), dtype=like.dtype, device=like.device)
     return (n * cos_mean / (1 + (n - 1) * cos_mean)).unsqueeze(-1)
-
-
-def model_stock_t(deltas: Sequence[torch.Tensor], cos_eps: float) -> torch.Tensor:
-    """Model Stock's factor from the mean cosine between consecutive deltas along the last
-    dimension (so one factor per row)."""
-    n = len(deltas)
-    if n < 2:
-        return stock_factor(None, n, deltas[0])
-    cos_mean = sum(row_cosine(deltas[i], deltas[i + 1], cos_eps) for i in range(n - 1)) / (n - 1)
-    return stock_factor(cos_mean, n, deltas[0])
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES", category="ties",
@@ -189,8 +269,7 @@ def ties_sum(*models, k=k_param(1.0), vote_sgn=VOTE_SGN):
     if first.numel() == 0:
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
-    reduction = ties_reduce(deltas, scalar("ties_sum", "k", k), vote_sgn)
-    return restore(finite_or_zero_(reduction.total.div_(reduction.count)))
+    return restore(finite_or_zero_(ties_reduce(deltas, scalar("ties_sum", "k", k), vote_sgn).mean))
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES (extended)", category="ties",
@@ -203,25 +282,24 @@ def ties_sum_extended(*models, k=k_param(0.2), vote_sgn=VOTE_SGN,
                                        help="Inverted name kept from sd-mecha: when false (default) the result is "
                                             "scaled by Model Stock's factor; true gives plain TIES."),
                       apply_median=APPLY_MEDIAN, cos_eps=COS_EPS, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL):
-    return _ties_extended(models, scalar("ties_sum_extended", "k", k), vote_sgn, apply_stock, apply_median,
-                          cos_eps, eps, maxiter, ftol)
+    return ties_extended(models, scalar("ties_sum_extended", "k", k), vote_sgn, apply_stock, apply_median,
+                         cos_eps, eps, maxiter, ftol)
 
 
-def _ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol, owned=False):
+def ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol):
+    """ties_sum_extended's work, shared with TIES after DARE/DELLA dropout."""
     first = models[0]
     if first.numel() == 0:
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
-    stock = not apply_median and not apply_stock
-    reduction = ties_reduce(deltas, k, vote_sgn, owned=owned, cos_eps=cos_eps if stock else None,
-                            keep_filtered=apply_median)
     if apply_median:
-        result = weiszfeld(reduction.filtered, eps, maxiter, ftol)
-    elif stock:
-        factor = stock_factor(reduction.cos_mean, len(deltas), reduction.total)
-        result = reduction.total.mul_(factor).div_(reduction.count)
-    else:
-        result = reduction.total.div_(reduction.count)
+        get = filtered_deltas(deltas, k, vote_sgn)
+        return restore(finite_or_zero_(weiszfeld(get, len(deltas), deltas[0], eps, maxiter, ftol)))
+    stock = not apply_stock
+    reduction = ties_reduce(deltas, k, vote_sgn, cos_eps=cos_eps if stock else None)
+    result = reduction.mean
+    if stock:
+        result = result.mul_(stock_factor(reduction.cos_mean, len(deltas), result))
     return restore(finite_or_zero_(result))
 
 
@@ -232,11 +310,22 @@ def model_stock(*deltas, cos_eps=COS_EPS):
     if first.numel() == 0:
         return first.clone()
     (*flat,), restore = at_least_1d(*deltas)
-    total = flat[0].clone()
-    for d in flat[1:]:
-        total += d
-    factor = model_stock_t(flat, cos_eps) / len(flat)  # per row: small
-    return restore(total.mul_(factor).nan_to_num_())
+    row = flat[0].shape[-1]
+    n = len(flat)
+    total = torch.empty_like(flat[0]).view(-1, row)
+    rows = [d.reshape(-1, row) for d in flat]
+    for start, end in slices(total.numel(), row):
+        first_row, last_row = start // row, end // row
+        part = [d[first_row:last_row] for d in rows]
+        out = torch.add(part[0], part[1], out=total[first_row:last_row]) if n > 1 else total[first_row:last_row]
+        if n == 1:
+            out.copy_(part[0])
+        for d in part[2:]:
+            out.add_(d)
+        if n > 1:  # Model Stock's factor from the mean cosine between consecutive deltas, per row
+            cos_mean = sum(row_cosine(x, y, cos_eps) for x, y in zip(part, part[1:])) / (n - 1)
+            out.mul_(stock_factor(cos_mean, n, out).div_(n))
+    return restore(total.view(flat[0].shape).nan_to_num_())
 
 
 @merge_method(returns=SAME, varargs=Tensor(SAME), label="Geometric median", category="ties",
@@ -245,32 +334,49 @@ def model_stock(*deltas, cos_eps=COS_EPS):
 def geometric_median(*models, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL):
     if models[0].numel() == 0:
         return models[0].clone()
-    return weiszfeld(models, eps, maxiter, ftol)
+    flat = [m.reshape(-1) for m in models]
+    return weiszfeld(lambda start, end: [f[start:end] for f in flat], len(models), models[0], eps, maxiter, ftol)
 
 
-def weiszfeld(points: Sequence[torch.Tensor], eps: float, maxiter: int, ftol: float) -> torch.Tensor:
+def weiszfeld(points: Callable[[int, int], List[torch.Tensor]], count: int, like: torch.Tensor,
+              eps: float, maxiter: int, ftol: float) -> torch.Tensor:
     """Weiszfeld iterations from the mean: weights 1/max(‖x_i - m‖, eps), until the mean distance
-    changes by at most ``ftol`` of itself. Two key-sized buffers are reused by every iteration
-    (the median and a difference), since up to ``maxiter`` iterations may run per key."""
-    median = torch.empty_like(points[0])
-    difference = torch.empty_like(points[0])
+    changes by at most ``ftol`` of itself; ``points(start, end)`` gives the points' slices.
 
-    def weighted_mean(weights):
-        total = float(sum(weights))
-        torch.mul(points[0], weights[0] / total, out=median)
-        for p, w in zip(points[1:], weights[1:]):
-            median.add_(p, alpha=w / total)
+    The median is a weighted mean of the points, so every distance follows from their Gram
+    matrix: one pass over the slices computes it (in float64, relative to the first point so
+    that nearly equal models lose no precision), the iterations then work on ``count``×``count``
+    numbers, and a second pass forms the median. Up to ``maxiter`` iterations cost nothing per
+    element."""
+    numel = like.numel()
+    gram = torch.zeros(count, count, dtype=torch.float64)
+    for start, end in slices(numel):
+        part = points(start, end)
+        if count > 1:
+            relative = torch.stack([p - part[0] for p in part[1:]]).to(device="cpu", dtype=torch.float64)
+            gram[1:, 1:] += relative @ relative.T
 
-    def distances():
-        return torch.stack([torch.linalg.vector_norm(torch.sub(p, median, out=difference)) for p in points])
+    def distances(weights: torch.Tensor) -> torch.Tensor:
+        weights = weights.to(torch.float64) / weights.sum(dtype=torch.float64)
+        projected = gram @ weights
+        squared = (gram.diagonal() - 2 * projected + weights @ projected).clamp_(min=0)
+        # the stopping test runs in the points' precision, as it would on the tensors themselves
+        return squared.sqrt_().to(like.dtype if like.is_floating_point() else torch.float32)
 
-    weighted_mean([1.0] * len(points))
-    current = distances()
+    weights = torch.ones(count, dtype=torch.float64)
+    current = distances(weights)
     objective = current.mean()
     for _ in range(max(0, int(maxiter))):
-        weighted_mean((1 / torch.clamp(current, min=eps)).tolist())
-        current = distances()
+        weights = 1 / torch.clamp(current, min=eps)
+        current = distances(weights)
         previous, objective = objective, current.mean()
         if abs(previous - objective) <= ftol * objective:
             break
-    return median
+    fractions = (weights.to(torch.float64) / weights.sum(dtype=torch.float64)).tolist()
+    median = torch.empty(numel, dtype=like.dtype, device=like.device)
+    for start, end in slices(numel):
+        part, out = points(start, end), median[start:end]
+        torch.mul(part[0], fractions[0], out=out)
+        for p, w in zip(part[1:], fractions[1:]):
+            out.add_(p, alpha=w)
+    return median.view(like.shape)

@@ -114,3 +114,25 @@ def test_trim_threshold_is_exact_on_large_and_sparse_deltas(monkeypatch):
         for k in (0.2, 0.5, 0.95):
             rank = max(int((1 - k) * delta.numel()), 1)
             assert ties.trim_threshold(delta, k) == delta.abs().kthvalue(rank).values
+
+
+SLICED_CASES = [
+    ("ties_sum", {"k": 0.3}), ("ties_sum", {"k": 1.0, "vote_sgn": True}),
+    ("ties_sum_extended", {}), ("ties_sum_extended", {"apply_stock": True, "k": 0.5}),
+    ("ties_sum_extended", {"apply_median": True}), ("model_stock", {}), ("geometric_median", {}),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", SLICED_CASES, ids=[f"{n}-{k}" for n, k in SLICED_CASES])
+@pytest.mark.parametrize("shape", [(37, 11), (301,), (5, 4, 3, 3)])
+def test_slice_by_slice_work_gives_the_whole_tensor_result(name, kwargs, shape, monkeypatch):
+    import lib_mecha.methods.ties as ties
+    g = torch.Generator().manual_seed(9)
+    inputs = [torch.randn(shape, generator=g) for _ in range(3)]
+    inputs[1].view(-1)[:5] = -inputs[0].view(-1)[:5]  # some ties in the vote
+    whole = raw(name, *inputs, **kwargs)
+    monkeypatch.setattr(ties, "SLICE_ELEMENTS", 20)  # many slices, rows kept whole
+    sliced = raw(name, *inputs, **kwargs)
+    assert sliced.shape == whole.shape
+    assert torch.allclose(sliced, whole, atol=1e-6, rtol=1e-6)
+    assert not torch.equal(whole, torch.zeros_like(whole))
