@@ -42,7 +42,7 @@ APPLY_MEDIAN = Bool(False, label="Geometric median",
                          "(ignores the Model Stock setting).")
 
 
-SAMPLED_SELECTION_ABOVE = 1 << 20  # elements; below this kthvalue on the whole tensor is as fast
+SAMPLED_SELECTION_ABOVE = 1 << 17  # elements; below this kthvalue on the whole tensor is as fast
 # The elementwise work of these whole-tensor methods runs over slices of this many elements with
 # reused buffers: key-sized temporaries would each fault their pages in and stream through
 # memory, and torch's bool-producing ops (comparisons, where, masked_fill) cost 5-30x a float
@@ -64,7 +64,7 @@ def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
     n = values.numel()
     if n <= SAMPLED_SELECTION_ABOVE:
         return values.abs().kthvalue(rank).values
-    sample = values[::max(1, n // 65536)].abs()
+    sample = values[::max(8, n // 65536)].abs()  # at most 65536 values, at most 1/8 of them
     m = sample.numel()
     q = rank / n
     margin = 4 * math.sqrt(m * q * (1 - q)) + 16
