@@ -15,7 +15,7 @@ from ._values import as_tensor_like, is_close, scalar
 from .registry import merge_method
 from .seeding import bernoulli_like, key_generator, uniform_like
 from .spec import DELTA, Bool, CurrentKey, Float, Int, Tensor
-from .ties import APPLY_MEDIAN, COS_EPS, FTOL, MAXITER, MEDIAN_EPS, VOTE_SGN, k_param, ties_extended
+from .ties import APPLY_MEDIAN, COS_EPS, FTOL, MAXITER, MEDIAN_EPS, VOTE_SGN, k_param, slices, ties_extended
 
 PROBABILITY_HELP = "Chance that each entry of a difference is dropped; 0.9 keeps one entry in ten."
 
@@ -91,18 +91,35 @@ def ties_sum_with_dropout(
         return deltas[0].clone()
     della = scalar("ties_sum_with_dropout", "della_eps", della_eps)
     generator = key_generator(None if seed is None or seed < 0 else seed, key, "dare", fresh_when_none=False)
-    dropped: List[torch.Tensor] = []
-    zero = deltas[0].new_zeros(())
-    for delta in deltas:
-        keep = della_keep_probability(delta, probability, della)
-        draws = uniform_like(delta, generator).to(delta.dtype)
-        # the draws' buffer becomes the dropped delta: one key-sized tensor per delta, not three
-        dropped.append(torch.where(draws < keep, delta, zero, out=draws))
+    dropped: List[torch.Tensor] = [drop(d, della_keep_probability(d, probability, della), generator) for d in deltas]
     result = ties_extended(dropped, scalar("ties_sum_with_dropout", "k", k), vote_sgn, apply_stock,
                            apply_median, cos_eps, eps, maxiter, ftol)
     if not rescale:
         return result
     return result.div_(as_tensor_like(1 - probability, result))
+
+
+def drop(delta: torch.Tensor, keep, generator: torch.Generator) -> torch.Tensor:
+    """``delta`` with each entry kept where a uniform draw falls below ``keep`` (a number or a
+    tensor like ``delta``) and 0 elsewhere.
+
+    The draws are made slice by slice into one reused buffer (the same numbers as one draw of the
+    whole tensor), and the test is float arithmetic, ``max(sign(keep - u), 0)``, which costs a
+    fraction of a comparison into a bool mask and a ``where``.
+    """
+    flat = delta.reshape(-1)
+    out = torch.empty_like(flat)
+    bounds = slices(flat.numel())
+    draws = torch.empty(bounds[0][1] if bounds else 0, dtype=torch.float32)  # on the CPU, as seeding.py says
+    keep_flat = keep.reshape(-1).float() if isinstance(keep, torch.Tensor) else None
+    for start, end in bounds:
+        u = draws[:end - start].uniform_(generator=generator).to(delta.device)
+        if keep_flat is None:
+            u.neg_().add_(float(keep))
+        else:
+            torch.sub(keep_flat[start:end], u, out=u)
+        torch.mul(flat[start:end], u.sign_().clamp_min_(0), out=out[start:end])
+    return out.view(delta.shape)
 
 
 def _popcounts(n: int) -> torch.Tensor:

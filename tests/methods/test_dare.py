@@ -84,3 +84,16 @@ def test_della_ranks_are_estimated_from_a_histogram_for_large_deltas(monkeypatch
     assert float(exact.min()) == pytest.approx(-0.5, abs=1e-4) and float(exact.max()) == pytest.approx(0.5, abs=1e-4)
     crowded = torch.cat([torch.zeros(49_990), torch.full((10,), 1e6)])  # one bin would hold everything
     assert torch.equal(dare.centered_rank_fraction(crowded), dare._exact_rank_fraction(crowded))
+
+
+@pytest.mark.parametrize("della_eps", [0.0, 0.2])
+def test_dare_draws_do_not_depend_on_the_slice_size(della_eps, monkeypatch):
+    import lib_mecha.methods.ties as ties
+    g = torch.Generator().manual_seed(3)
+    deltas = [torch.randn(41, 13, generator=g) for _ in range(3)]
+    run = lambda: raw("ties_sum_with_dropout", *deltas, probability=0.6, della_eps=della_eps, k=0.7, seed=5)
+    whole = run()
+    monkeypatch.setattr(ties, "SLICE_ELEMENTS", 16)
+    assert torch.equal(run(), whole)
+    kept = torch.count_nonzero(whole) / whole.numel()
+    assert 0.2 < float(kept) < 0.9  # something was dropped, something kept
