@@ -21,6 +21,8 @@ from ._values import at_least_1d, finite_or_zero_, scalar
 from .registry import merge_method
 from .spec import DELTA, SAME, Bool, Float, Int, Tensor
 
+NON_FINITE_NOTE = ("An element where some difference is NaN or infinite comes out 0 (with the geometric median, "
+                   "such entries are left out instead).")
 K_HELP = "Fraction of each difference kept, by magnitude: 1 keeps everything, 0.2 keeps the largest 20%."
 VOTE_HELP = "Elect each element's sign by the sum of the differences instead of a majority of their signs."
 
@@ -263,7 +265,8 @@ def stock_factor(cos_mean: Optional[torch.Tensor], n: int, like: torch.Tensor) -
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES", category="ties",
               help="TIES-merging: trim each difference to its largest entries, elect a sign per element, "
-                   "and average the differences that agree with it.")
+                   "and average the differences that agree with it.",
+              notes=(NON_FINITE_NOTE,))
 def ties_sum(*models, k=k_param(1.0), vote_sgn=VOTE_SGN):
     first = models[0]
     if first.numel() == 0:
@@ -276,7 +279,8 @@ def ties_sum(*models, k=k_param(1.0), vote_sgn=VOTE_SGN):
               help="TIES with Model Stock scaling (on by default) or a geometric median of the agreeing "
                    "differences instead of their mean.",
               notes=("apply_stock is inverted, as in sd-mecha: false (the default) APPLIES the Model Stock "
-                     "factor, true gives plain TIES. The UI shows it as 'Skip Model Stock scaling'.",))
+                     "factor, true gives plain TIES. The UI shows it as 'Skip Model Stock scaling'.",
+                     NON_FINITE_NOTE))
 def ties_sum_extended(*models, k=k_param(0.2), vote_sgn=VOTE_SGN,
                       apply_stock=Bool(False, label="Skip Model Stock scaling",
                                        help="Inverted name kept from sd-mecha: when false (default) the result is "

@@ -136,3 +136,16 @@ def test_slice_by_slice_work_gives_the_whole_tensor_result(name, kwargs, shape, 
     assert sliced.shape == whole.shape
     assert torch.allclose(sliced, whole, atol=1e-6, rtol=1e-6)
     assert not torch.equal(whole, torch.zeros_like(whole))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_ties_element_with_a_non_finite_difference_is_zero_and_others_are_untouched(bad):
+    g = torch.Generator().manual_seed(2)
+    deltas = [torch.randn(6, 5, generator=g) for _ in range(3)]
+    clean = raw("ties_sum", *deltas, k=1.0)
+    deltas[1][2, 3] = bad
+    result = raw("ties_sum", *deltas, k=1.0)
+    assert result[2, 3] == 0
+    mask = torch.ones_like(result, dtype=torch.bool)
+    mask[2, 3] = False
+    assert torch.equal(result[mask], clean[mask])
