@@ -57,7 +57,9 @@ def test_pinned_description_of_ties_sum():
         "name": "ties_sum", "label": "TIES", "category": "ties", "returns": "delta",
         "help": "TIES-merging: trim each difference to its largest entries, elect a sign per element, "
                 "and average the differences that agree with it.",
-        "elementwise": False, "stochastic": False, "notes": [],
+        "elementwise": False, "stochastic": False,
+        "notes": ["An element where some difference is NaN or infinite comes out 0 (with the geometric median, "
+                  "such entries are left out instead)."],
         "params": [
             {"name": "models", "kind": "tensor", "space": "delta", "required": True, "default": None,
              "keyword_only": False, "variadic": True, "per_key": False, "label": "models", "help": ""},
