@@ -36,3 +36,13 @@ def slow_method():
     register_slow_method()
     yield SLOW
     unregister(SLOW)
+
+
+@pytest.fixture()
+def session(catalog):
+    """A builder session whose inputs A and B are the catalog's a and b."""
+    from lib_mecha.ui.session import Session
+    s = Session()
+    s.set_input("a", "a.safetensors", catalog)
+    s.set_input("b", "b.safetensors", catalog)
+    return s

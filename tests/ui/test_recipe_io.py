@@ -12,14 +12,6 @@ from lib_mecha.ui.recipe_io import compile_session, load_text
 from lib_mecha.ui.session import Session
 
 
-@pytest.fixture()
-def session(catalog):
-    s = Session()
-    s.set_input("a", "a.safetensors", catalog)
-    s.set_input("b", "b.safetensors", catalog)
-    return s
-
-
 def test_the_text_is_the_serialized_recipe(session):
     compiled = compile_session(session)
     assert compiled.problem == ""

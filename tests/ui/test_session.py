@@ -14,14 +14,6 @@ from lib_mecha.ui.session import NONE_CHOICE, Session, builder_methods, coerce, 
 SD1 = "sd1-supermerger_blocks"
 
 
-@pytest.fixture()
-def session(catalog):
-    s = Session()
-    s.set_input("a", "a.safetensors", catalog)
-    s.set_input("b", "b.safetensors", catalog)
-    return s
-
-
 def test_a_new_session_has_one_default_step_and_copies_are_fresh(session):
     assert [st.method for st in Session().draft] == ["weighted_sum"]
     fresh = copy.deepcopy(session)
