@@ -168,7 +168,7 @@ class SignElection:
     def run(self, trimmed: Sequence[torch.Tensor], vote_sgn: bool):
         n = trimmed[0].numel()
         self.buffers = [fit(b, n) for b in self.buffers]
-        pos, neg, signs, nonzero, tmp = (b[:n] for b in self.buffers)
+        pos, neg, signs, nonzero, tmp = self.buffers
         for i, t in enumerate(trimmed):
             if i == 0:
                 torch.clamp_min(t, 0, out=pos)
@@ -214,14 +214,14 @@ def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *,
     row = shape[-1] if cos_eps is not None else 1
     trimmed = TrimmedSlices(deltas, k)
     election = SignElection(first)
-    kept = [scratch_like(first) for _ in deltas] if cos_eps is not None else []
+    buffers = [scratch_like(first) for _ in deltas] if cos_eps is not None else []
     mean = torch.empty(n, dtype=first.dtype, device=first.device)
     cos_mean = None if cos_eps is None else torch.empty(n // row, dtype=first.dtype, device=first.device)
     for start, end in slices(n, row):
         parts = [trimmed.get(i, start, end) for i in range(len(deltas))]
         pos, neg, pos_count, neg_count, elected = election.run(parts, vote_sgn)
         if cos_eps is not None:
-            kept = [agreeing(p, elected, fit(b, end - start)) for p, b in zip(parts, kept)]
+            kept = [agreeing(p, elected, fit(b, end - start)) for p, b in zip(parts, buffers)]
             rows = (end - start) // row
             cos = sum(row_cosine(x.view(rows, row), y.view(rows, row), cos_eps) for x, y in zip(kept, kept[1:]))
             cos_mean[start // row:end // row] = cos / max(len(deltas) - 1, 1)
@@ -239,12 +239,12 @@ def filtered_deltas(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool):
     rest 0 (for the geometric median, which needs them twice). Non-finite entries count as 0."""
     trimmed = TrimmedSlices(deltas, k, finite_only=True)
     election = SignElection(deltas[0])
-    kept = [scratch_like(deltas[0]) for _ in deltas]
+    buffers = [scratch_like(deltas[0]) for _ in deltas]
 
     def get(start: int, end: int):
         parts = [trimmed.get(i, start, end) for i in range(len(deltas))]
         elected = election.run(parts, vote_sgn)[-1]
-        return [agreeing(p, elected, fit(b, end - start)) for p, b in zip(parts, kept)]
+        return [agreeing(p, elected, fit(b, end - start)) for p, b in zip(parts, buffers)]
     return get
 
 
@@ -321,10 +321,8 @@ def model_stock(*deltas, cos_eps=COS_EPS):
     for start, end in slices(total.numel(), row):
         first_row, last_row = start // row, end // row
         part = [d[first_row:last_row] for d in rows]
-        out = torch.add(part[0], part[1], out=total[first_row:last_row]) if n > 1 else total[first_row:last_row]
-        if n == 1:
-            out.copy_(part[0])
-        for d in part[2:]:
+        out = total[first_row:last_row].copy_(part[0])
+        for d in part[1:]:
             out.add_(d)
         if n > 1:  # Model Stock's factor from the mean cosine between consecutive deltas, per row
             cos_mean = sum(row_cosine(x, y, cos_eps) for x, y in zip(part, part[1:])) / (n - 1)
