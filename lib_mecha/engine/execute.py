@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import weakref
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 
+from .. import workers
 from ..errors import MechaError, MergeCancelled
 from ..methods import resolve
 from .expr import Call, Const, Expr, Read, calls, reads
@@ -143,6 +145,14 @@ class Evaluator:
         remaining = dict(kp.uses)
         values: Dict[Expr, object] = {}
         slots: Dict[Expr, int] = {}
+        # whole-key tensors this evaluation allocated itself, by storage: an elementwise step may
+        # write its result into one of them once nothing else needs it (see _split_call)
+        owned: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        held: List[object] = []
+
+        def hold(value):
+            held.append(value)
+            return value
 
         def get(expr: Expr):
             if expr in values:
@@ -157,10 +167,25 @@ class Evaluator:
 
         def compute(expr: Expr):
             if isinstance(expr, Read):
-                return self._load(expr, item, slots.setdefault(expr, len(slots)))
+                value = self._load(expr, item, slots.setdefault(expr, len(slots)))
+                if item.start is None:
+                    owned[_storage(value)] = value
+                return value
             if isinstance(expr, Const):
                 return expr.value
-            return self._call(expr, kp, [get(a) for a in expr.args], {k: get(v) for k, v in expr.kwargs})
+            mark = len(held)  # held[:mark]: arguments already fetched by the calls enclosing this one
+            args = [hold(get(a)) for a in expr.args]
+            kwargs = {k: hold(get(v)) for k, v in expr.kwargs}
+            try:
+                if resolve(expr.method).elementwise and item.start is None and workers.thread_count() > 1:
+                    live = {_storage(v) for v in (*values.values(), *held[:mark]) if isinstance(v, torch.Tensor)}
+                    result = self._split_call(expr, kp, args, kwargs, set(owned.keys()) - live)
+                    if result is not None:
+                        owned[_storage(result)] = result
+                        return result
+                return self._call(expr, kp, args, kwargs)
+            finally:
+                del held[mark:]
 
         return self._as_output(get(kp.expr), item)
 
@@ -179,10 +204,12 @@ class Evaluator:
         if not mapped:
             source = self._read(expr, item, self.scratch.get(("raw", slot), n, expr.dtype))
         cast = self.scratch.get(("cast", slot), n, self.compute_dtype)
-        if cast is None:  # a whole key too big for the scratch buffers: a fresh read may be used as is
-            copy = mapped or self.scratch.owns(source)
-            return source.to(dtype=self.compute_dtype, copy=copy).view(shape)
-        return cast.copy_(source.reshape(-1)).view(shape)
+        if cast is not None:
+            return cast.copy_(source.reshape(-1)).view(shape)
+        # a whole key too big for the scratch buffers: a fresh read of the right dtype is used as is
+        if not mapped and source.dtype == self.compute_dtype and not self.scratch.owns(source):
+            return source.view(shape)
+        return _converted(source.reshape(-1), self.compute_dtype).view(shape)
 
     def _view(self, expr: Read, item: WorkItem) -> Optional[torch.Tensor]:
         handle = self.sources[expr.source].file
@@ -205,6 +232,46 @@ class Evaluator:
         except Exception as e:  # a method failing on one key: say which method and key
             raise MechaError(f"{expr.method} failed on key {kp.key!r}: {type(e).__name__}: {e}") from e
 
+    def _split_call(self, expr: Call, kp: KeyPlan, args: List, kwargs: Dict, donors: set):
+        """An elementwise step of a whole key, computed range by range on the granted threads
+        (None when its arguments cannot be cut into ranges: the caller then runs it whole).
+
+        The result goes into an argument's buffer when that argument is a tensor this
+        evaluation allocated and nothing else still needs (``donors``): each range is read
+        before it is written, so no key-sized buffer is allocated (each fresh one faults its
+        pages in: about as long as the arithmetic itself)."""
+        values = [*args, *kwargs.values()]
+        tensors = [v for v in values if isinstance(v, torch.Tensor) and v.numel() != 1]
+        if not tensors or any(isinstance(v, torch.Tensor) and v.numel() == 1 and v.dim() > 0 for v in values):
+            return None  # (a one-element tensor with dimensions would broadcast the ranges' shape)
+        shape, n = tensors[0].shape, tensors[0].numel()
+        if n <= MAX_CHUNK_ELEMENTS or any(
+                t.shape != shape or not t.is_contiguous() or t.device != self.device for t in tensors):
+            return None
+
+        def cut(value, start, end):
+            if isinstance(value, torch.Tensor) and value.numel() != 1:
+                return value.reshape(-1)[start:end]
+            return value
+
+        spans = workers.ranges(n, MAX_CHUNK_ELEMENTS)
+        first_start, first_end = spans[0]
+        first = self._call(expr, kp, [cut(a, first_start, first_end) for a in args],
+                           {k: cut(v, first_start, first_end) for k, v in kwargs.items()})
+        if not isinstance(first, torch.Tensor) or first.numel() != first_end - first_start:
+            return None  # not a plain elementwise result: let the method see the whole tensors
+        donor = next((t for t in tensors if _storage(t) in donors and t.dtype == first.dtype), None)
+        out = donor.reshape(-1) if donor is not None else torch.empty(n, dtype=first.dtype, device=self.device)
+        out[first_start:first_end].copy_(first.reshape(-1))
+
+        def body(start, end, _):
+            part = self._call(expr, kp, [cut(a, start, end) for a in args],
+                              {k: cut(v, start, end) for k, v in kwargs.items()})
+            out[start:end].copy_(part.reshape(-1))
+
+        workers.for_each_range(spans[1:], body)
+        return out.view(shape)
+
     def _as_output(self, result, item: WorkItem) -> torch.Tensor:
         kp = item.plan
         expected = (item.end - item.start,) if item.start is not None else kp.shape
@@ -223,7 +290,21 @@ class Evaluator:
                 return out.copy_(result.reshape(-1))
         if self.scratch is not None and self.scratch.owns(result):
             return result.to(dtype=kp.dtype, copy=True)  # whole keys may be kept by the sink
+        if result.dtype != kp.dtype and result.device.type == "cpu" and result.is_contiguous():
+            return _converted(result.reshape(-1), kp.dtype).view(result.shape)
         return result.to(dtype=kp.dtype)
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def _converted(flat: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A copy of a 1-D tensor in ``dtype``, converted range by range on the granted threads."""
+    out = torch.empty(flat.numel(), dtype=dtype, device=flat.device)
+    workers.for_each_range(workers.ranges(flat.numel(), MAX_CHUNK_ELEMENTS),
+                           lambda start, end, _: out[start:end].copy_(flat[start:end]))
+    return out
 
 
 class CancelFlag:
@@ -302,18 +383,27 @@ def _deliver(sink, item: WorkItem, tensor: torch.Tensor) -> None:
 def _run_pool(plan, sink, evaluator, flag, state, compute_dtype, threads, budget_bytes) -> None:
     budget = Budget(budget_bytes)
     failure: List[BaseException] = []
+    # An item larger than the whole budget runs alone (Budget.acquire), so the other threads
+    # would idle: it is granted them for its own loops (lib_mecha.workers).
+    helpers = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="mecha-help") if threads > 1 else None
 
     def job(item: WorkItem):
         try:
             if flag or failure:
                 return None
-            _deliver(sink, item, evaluator.run(item))
+            alone = item.cost >= budget.capacity
+            with workers.granted(helpers if alone else None, threads - 1):
+                result = evaluator.run(item)
+            _deliver(sink, item, result)
             return item
         finally:
             budget.release(item.cost)
 
     pending: set = set()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mecha-merge") as pool:
+    with contextlib.ExitStack() as stack, \
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mecha-merge") as pool:
+        if helpers is not None:
+            stack.enter_context(helpers)
         try:
             for item in work_items(plan, compute_dtype, budget_bytes, threads):
                 if flag:

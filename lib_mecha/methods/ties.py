@@ -17,6 +17,7 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 
+from .. import workers
 from ._values import at_least_1d, finite_or_zero_, scalar
 from .registry import merge_method
 from .spec import DELTA, SAME, Bool, Float, Int, Tensor
@@ -55,8 +56,23 @@ SLICE_ELEMENTS = 1 << 16
 
 def slices(n: int, row: int = 1):
     """``(start, end)`` ranges covering ``n`` elements, each a whole number of ``row``-long rows."""
-    step = max(row, SLICE_ELEMENTS // max(row, 1) * row)
-    return [(start, min(start + step, n)) for start in range(0, n, step)]
+    return workers.ranges(n, SLICE_ELEMENTS, row)
+
+
+class Scratch:
+    """One thread's reusable slice buffers, by name: each is made once, at the largest size asked."""
+
+    def __init__(self, like: torch.Tensor):
+        self.dtype, self.device = like.dtype, like.device
+        self._buffers = {}
+
+    def get(self, name, size: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        dtype = dtype or self.dtype
+        buffer = self._buffers.get((name, dtype))
+        if buffer is None or buffer.numel() < size:
+            buffer = self._buffers[(name, dtype)] = torch.empty(max(size, SLICE_ELEMENTS), dtype=dtype,
+                                                                device=self.device)
+        return buffer[:size]
 
 
 def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
@@ -72,19 +88,18 @@ def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
     margin = 4 * math.sqrt(m * q * (1 - q)) + 16
     low = sample.kthvalue(max(1, int(q * m - margin))).values
     high = sample.kthvalue(min(m, int(q * m + margin) + 1)).values
-    magnitude = torch.empty(min(n, SLICE_ELEMENTS), dtype=values.dtype, device=values.device)
-    below_low = torch.empty(magnitude.shape, dtype=torch.bool, device=values.device)
-    in_band = torch.empty_like(below_low)
-    below, band = 0, []
-    for start, end in slices(n):
+    counted = {}  # slice start -> (entries below the bracket, entries inside it)
+
+    def count(start: int, end: int, scratch: Scratch) -> None:
         size = end - start
-        a, lt, inside = magnitude[:size], below_low[:size], in_band[:size]
-        torch.abs(values[start:end], out=a)
-        torch.lt(a, low, out=lt)
-        below += int(torch.count_nonzero(lt))
-        torch.le(a, high, out=inside)
-        band.append(a[inside.logical_xor_(lt)])
-    band = torch.cat(band)
+        a = torch.abs(values[start:end], out=scratch.get("magnitude", size))
+        lt = torch.lt(a, low, out=scratch.get("below", size, torch.bool))
+        inside = torch.le(a, high, out=scratch.get("inside", size, torch.bool))
+        counted[start] = int(torch.count_nonzero(lt)), a[inside.logical_xor_(lt)]
+
+    workers.for_each_range(slices(n), count, lambda: Scratch(values))
+    below = sum(c for c, _ in counted.values())
+    band = torch.cat([counted[start][1] for start in sorted(counted)])
     if below < rank <= below + band.numel():
         if low == high:  # a value shared by many entries (sparse deltas: 0): no need to select
             return low
@@ -126,30 +141,20 @@ class TrimmedSlices:
         self.flat = [d.reshape(-1) for d in deltas]
         self.lambdas = [_shrink_below(trim_threshold(d, k), d.dtype) for d in deltas]
         self.finite_only = finite_only
-        self.buffers = [scratch_like(deltas[0]) for _ in deltas]
 
-    def get(self, i: int, start: int, end: int) -> torch.Tensor:
+    def get(self, i: int, start: int, end: int, scratch: Scratch) -> torch.Tensor:
         source, lambd = self.flat[i][start:end], self.lambdas[i]
         if lambd is None and not self.finite_only:
             return source
-        out = self.buffers[i] = fit(self.buffers[i], end - start)
+        out = scratch.get(("trimmed", i), end - start)
         if self.finite_only:
             source = torch.nan_to_num(source, nan=0.0, posinf=0.0, neginf=0.0, out=out)
         if lambd is not None:
             torch.ops.aten.hardshrink.out(source, lambd, out=out)
         return out
 
-
-def scratch_like(like: torch.Tensor) -> torch.Tensor:
-    """A buffer for one slice of ``like``."""
-    return torch.empty(min(like.numel(), SLICE_ELEMENTS), dtype=like.dtype, device=like.device)
-
-
-def fit(buffer: torch.Tensor, size: int) -> torch.Tensor:
-    """``buffer`` cut to ``size`` elements, replaced by a bigger one when a slice (a long row) needs it."""
-    if buffer.numel() < size:
-        return torch.empty(size, dtype=buffer.dtype, device=buffer.device)
-    return buffer[:size]
+    def all(self, start: int, end: int, scratch: Scratch) -> List[torch.Tensor]:
+        return [self.get(i, start, end, scratch) for i in range(len(self.flat))]
 
 
 class SignElection:
@@ -162,13 +167,10 @@ class SignElection:
     bitwise that of summing the agreeing entries.
     """
 
-    def __init__(self, like: torch.Tensor):
-        self.buffers = [scratch_like(like) for _ in range(5)]
-
-    def run(self, trimmed: Sequence[torch.Tensor], vote_sgn: bool):
+    @staticmethod
+    def run(trimmed: Sequence[torch.Tensor], vote_sgn: bool, scratch: Scratch):
         n = trimmed[0].numel()
-        self.buffers = [fit(b, n) for b in self.buffers]
-        pos, neg, signs, nonzero, tmp = self.buffers
+        pos, neg, signs, nonzero, tmp = (scratch.get(("election", j), n) for j in range(5))
         for i, t in enumerate(trimmed):
             if i == 0:
                 torch.clamp_min(t, 0, out=pos)
@@ -213,19 +215,20 @@ def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *,
     shape, n = first.shape, first.numel()
     row = shape[-1] if cos_eps is not None else 1
     trimmed = TrimmedSlices(deltas, k)
-    election = SignElection(first)
-    buffers = [scratch_like(first) for _ in deltas] if cos_eps is not None else []
     mean = torch.empty(n, dtype=first.dtype, device=first.device)
     cos_mean = None if cos_eps is None else torch.empty(n // row, dtype=first.dtype, device=first.device)
-    for start, end in slices(n, row):
-        parts = [trimmed.get(i, start, end) for i in range(len(deltas))]
-        pos, neg, pos_count, neg_count, elected = election.run(parts, vote_sgn)
+
+    def reduce(start: int, end: int, scratch: Scratch) -> None:
+        parts = trimmed.all(start, end, scratch)
+        pos, neg, pos_count, neg_count, elected = SignElection.run(parts, vote_sgn, scratch)
         if cos_eps is not None:
-            kept = [agreeing(p, elected, fit(b, end - start)) for p, b in zip(parts, buffers)]
+            kept = [agreeing(p, elected, scratch.get(("kept", i), end - start)) for i, p in enumerate(parts)]
             rows = (end - start) // row
             cos = sum(row_cosine(x.view(rows, row), y.view(rows, row), cos_eps) for x, y in zip(kept, kept[1:]))
             cos_mean[start // row:end // row] = cos / max(len(deltas) - 1, 1)
         SignElection.mean(pos, neg, pos_count, neg_count, elected, mean[start:end])
+
+    workers.for_each_range(slices(n, row), reduce, lambda: Scratch(first))
     return TiesReduction(mean.view(shape), None if cos_mean is None else cos_mean.view(shape[:-1]))
 
 
@@ -235,16 +238,15 @@ def agreeing(trimmed: torch.Tensor, elected: torch.Tensor, out: torch.Tensor) ->
 
 
 def filtered_deltas(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool):
-    """A function ``(start, end) -> [filtered slice of each delta]``: TIES's agreeing entries, the
-    rest 0 (for the geometric median, which needs them twice). Non-finite entries count as 0."""
+    """A function ``(start, end, scratch) -> [filtered slice of each delta]``: TIES's agreeing
+    entries, the rest 0 (for the geometric median, which needs them twice). Non-finite entries
+    count as 0."""
     trimmed = TrimmedSlices(deltas, k, finite_only=True)
-    election = SignElection(deltas[0])
-    buffers = [scratch_like(deltas[0]) for _ in deltas]
 
-    def get(start: int, end: int):
-        parts = [trimmed.get(i, start, end) for i in range(len(deltas))]
-        elected = election.run(parts, vote_sgn)[-1]
-        return [agreeing(p, elected, fit(b, end - start)) for p, b in zip(parts, buffers)]
+    def get(start: int, end: int, scratch: Scratch):
+        parts = trimmed.all(start, end, scratch)
+        elected = SignElection.run(parts, vote_sgn, scratch)[-1]
+        return [agreeing(p, elected, scratch.get(("kept", i), end - start)) for i, p in enumerate(parts)]
     return get
 
 
@@ -318,7 +320,8 @@ def model_stock(*deltas, cos_eps=COS_EPS):
     n = len(flat)
     total = torch.empty_like(flat[0]).view(-1, row)
     rows = [d.reshape(-1, row) for d in flat]
-    for start, end in slices(total.numel(), row):
+
+    def stock(start: int, end: int, _) -> None:
         first_row, last_row = start // row, end // row
         part = [d[first_row:last_row] for d in rows]
         out = total[first_row:last_row].copy_(part[0])
@@ -327,6 +330,8 @@ def model_stock(*deltas, cos_eps=COS_EPS):
         if n > 1:  # Model Stock's factor from the mean cosine between consecutive deltas, per row
             cos_mean = sum(row_cosine(x, y, cos_eps) for x, y in zip(part, part[1:])) / (n - 1)
             out.mul_(stock_factor(cos_mean, n, out).div_(n))
+
+    workers.for_each_range(slices(total.numel(), row), stock)
     return restore(total.view(flat[0].shape).nan_to_num_())
 
 
@@ -337,13 +342,13 @@ def geometric_median(*models, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL):
     if models[0].numel() == 0:
         return models[0].clone()
     flat = [m.reshape(-1) for m in models]
-    return weiszfeld(lambda start, end: [f[start:end] for f in flat], len(models), models[0], eps, maxiter, ftol)
+    return weiszfeld(lambda start, end, _: [f[start:end] for f in flat], len(models), models[0], eps, maxiter, ftol)
 
 
-def weiszfeld(points: Callable[[int, int], List[torch.Tensor]], count: int, like: torch.Tensor,
+def weiszfeld(points: Callable[[int, int, Scratch], List[torch.Tensor]], count: int, like: torch.Tensor,
               eps: float, maxiter: int, ftol: float) -> torch.Tensor:
     """Weiszfeld iterations from the mean: weights 1/max(‖x_i - m‖, eps), until the mean distance
-    changes by at most ``ftol`` of itself; ``points(start, end)`` gives the points' slices.
+    changes by at most ``ftol`` of itself; ``points(start, end, scratch)`` gives the points' slices.
 
     The median is a weighted mean of the points, so every distance follows from their Gram
     matrix: one pass over the slices computes it (in float64, relative to the first point so
@@ -351,12 +356,19 @@ def weiszfeld(points: Callable[[int, int], List[torch.Tensor]], count: int, like
     numbers, and a second pass forms the median. Up to ``maxiter`` iterations cost nothing per
     element."""
     numel = like.numel()
+    spans = slices(numel)
+    partial = {}  # slice start -> its share of the Gram matrix, summed in slice order below
+
+    def gram_of(start: int, end: int, scratch: Scratch) -> None:
+        part = points(start, end, scratch)
+        relative = torch.stack([p - part[0] for p in part[1:]]).to(device="cpu", dtype=torch.float64)
+        partial[start] = relative @ relative.T
+
     gram = torch.zeros(count, count, dtype=torch.float64)
-    for start, end in slices(numel):
-        part = points(start, end)
-        if count > 1:
-            relative = torch.stack([p - part[0] for p in part[1:]]).to(device="cpu", dtype=torch.float64)
-            gram[1:, 1:] += relative @ relative.T
+    if count > 1:
+        workers.for_each_range(spans, gram_of, lambda: Scratch(like))
+        for start, _ in spans:
+            gram[1:, 1:] += partial[start]
 
     def distances(weights: torch.Tensor) -> torch.Tensor:
         weights = weights.to(torch.float64) / weights.sum(dtype=torch.float64)
@@ -376,9 +388,12 @@ def weiszfeld(points: Callable[[int, int], List[torch.Tensor]], count: int, like
             break
     fractions = (weights.to(torch.float64) / weights.sum(dtype=torch.float64)).tolist()
     median = torch.empty(numel, dtype=like.dtype, device=like.device)
-    for start, end in slices(numel):
-        part, out = points(start, end), median[start:end]
+
+    def combine(start: int, end: int, scratch: Scratch) -> None:
+        part, out = points(start, end, scratch), median[start:end]
         torch.mul(part[0], fractions[0], out=out)
         for p, w in zip(part[1:], fractions[1:]):
             out.add_(p, alpha=w)
+
+    workers.for_each_range(spans, combine, lambda: Scratch(like))
     return median.view(like.shape)

@@ -1,0 +1,100 @@
+"""Threads the engine grants to the key it is merging, and loops that spread over them.
+
+The engine merges keys side by side on its own threads. A whole-tensor key too big to share
+the memory budget runs alone, and without help it would leave every other core idle (about
+half the elements of an SD1.5 checkpoint sit in such keys). While such a key runs, the engine
+grants it its idle threads; :func:`for_each_range` then spreads the key's slice loops over
+them. torch releases the GIL inside its kernels, so slices of 64 K elements and more run in
+parallel; torch's own intra-op threads stay at one (see ``engine.execute.intra_op_threads``).
+
+Results never depend on the thread count: every slice is computed the same way whoever runs
+it, and a loop that reduces across slices keeps one partial result per slice and combines
+them in slice order.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence, Tuple, TypeVar
+
+State = TypeVar("State")
+Range = Tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Grant:
+    pool: Executor   # runs the helpers; the granting thread works too
+    helpers: int     # threads of ``pool`` this key may use
+
+
+# Not inherited by the pool's threads (they start from an empty context), so a loop running on a
+# helper never spreads further.
+_grant: contextvars.ContextVar[Optional[Grant]] = contextvars.ContextVar("lib_mecha_grant", default=None)
+
+
+@contextlib.contextmanager
+def granted(pool: Optional[Executor], helpers: int) -> Iterator[None]:
+    """Within this block, loops of the current thread may also use ``helpers`` threads of ``pool``."""
+    token = _grant.set(Grant(pool, helpers) if pool is not None and helpers > 0 else None)
+    try:
+        yield
+    finally:
+        _grant.reset(token)
+
+
+def thread_count() -> int:
+    """How many threads a loop started here runs on (1 without a grant)."""
+    grant = _grant.get()
+    return 1 if grant is None else grant.helpers + 1
+
+
+def ranges(n: int, step: int, row: int = 1) -> list:
+    """``(start, end)`` ranges covering ``n`` elements, each a whole number of ``row``-long rows
+    and, unless a single row is longer, at most ``step`` elements."""
+    row = max(row, 1)
+    step = max(row, step // row * row)
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def for_each_range(spans: Sequence[Range], body: Callable[[int, int, State], None],
+                   make_state: Callable[[], State] = lambda: None) -> None:
+    """``body(start, end, state)`` for every range, on the granted threads.
+
+    Each thread makes its own ``state`` (its reusable buffers) once. Ranges go to whichever
+    thread is free, so ``body`` must only write its own range of shared outputs (or its own
+    entry of a per-range list). The first error stops the loop and is raised here.
+    """
+    grant = _grant.get()
+    if grant is None or len(spans) < 2:
+        state = make_state()
+        for start, end in spans:
+            body(start, end, state)
+        return
+    queue = iter(spans)
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def work() -> None:
+        state = make_state()
+        while not failed.is_set():
+            with lock:
+                span = next(queue, None)
+            if span is None:
+                return
+            try:
+                body(span[0], span[1], state)
+            except BaseException:
+                failed.set()
+                raise
+
+    helpers = [grant.pool.submit(work) for _ in range(min(grant.helpers, len(spans) - 1))]
+    try:
+        work()
+    finally:
+        errors = [f.exception() for f in helpers]  # waits for every helper
+    for error in errors:
+        if error is not None:
+            raise error

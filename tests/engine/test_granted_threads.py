@@ -1,0 +1,161 @@
+"""A key that runs alone gets the merge's idle threads (lib_mecha.workers), and results do not change."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import lib_mecha as mecha
+import lib_mecha.compose as compose
+import lib_mecha.methods as methods
+from lib_mecha import workers
+from lib_mecha.engine import execute as execute_module
+from lib_mecha.methods import ties as ties_module
+
+# 524288 elements: with three inputs the engine's estimate for one key exceeds the smallest budget
+# (16 MiB), so each such key runs alone and is granted the other thread
+BIG = (1024, 512)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("granted")
+    for i in range(4):
+        g = torch.Generator().manual_seed(i)
+        sd = {f"layer{j}.weight": torch.randn(BIG, generator=g).to(torch.float16) for j in range(3)}
+        sd["small.bias"] = torch.randn(100, generator=g).to(torch.float16)
+        save_file(sd, str(folder / f"m{i}.safetensors"))
+    return folder
+
+
+def _models(n):
+    return [mecha.model(f"m{i}") for i in range(n)]
+
+
+RECIPES = {
+    "ties": lambda m: compose.add_difference_ties(m[0], *m[1:], k=0.2, alpha=0.9),
+    "ties_stock": lambda m: compose.add_difference_ties_extended(m[0], *m[1:], k=0.3),
+    "ties_median": lambda m: compose.add_difference_ties_extended(m[0], *m[1:], apply_median=True),
+    "dare": lambda m: compose.add_ties_with_dare(m[0], *m[1:], probability=0.5, k=0.5, seed=3),
+    "model_stock": lambda m: compose.n_model_stock(m[0], *m[1:]),
+    "geometric_median": lambda m: methods.build("geometric_median", *m),
+    "perpendicular": lambda m: compose.add_perpendicular(m[1], m[2], m[0]),
+}
+
+
+@pytest.fixture
+def small_slices(monkeypatch):
+    """Slices small enough that every loop has many ranges to share out."""
+    monkeypatch.setattr(execute_module, "MAX_CHUNK_ELEMENTS", 1 << 16)
+    monkeypatch.setattr(ties_module, "SLICE_ELEMENTS", 1 << 12)
+    monkeypatch.setattr(ties_module, "SAMPLED_SELECTION_ABOVE", 1 << 13)
+
+
+@pytest.fixture
+def loop_threads(monkeypatch):
+    """The names of the threads that ran any range of any workers loop."""
+    names = set()
+    lock = threading.Lock()
+    original = workers.for_each_range
+
+    def recording(spans, body, make_state=lambda: None):
+        def wrapped(start, end, state):
+            with lock:
+                names.add(threading.current_thread().name)
+            return body(start, end, state)
+        return original(spans, wrapped, make_state)
+
+    monkeypatch.setattr(workers, "for_each_range", recording)
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_a_key_alone_uses_the_idle_thread_with_the_same_result(models_dir, name, small_slices, loop_threads):
+    recipe = RECIPES[name](_models(4 if name != "perpendicular" else 3))
+    kwargs = dict(model_dirs=[models_dir], output_dtype="fp32")
+    sequential = mecha.merge(recipe, threads=0, **kwargs).state_dict
+    shared = mecha.merge(recipe, threads=2, memory_budget_mb=512, **kwargs).state_dict
+    assert not any(n.startswith("mecha-help") for n in loop_threads)  # nothing ran alone
+    alone = mecha.merge(recipe, threads=2, memory_budget_mb=16, **kwargs).state_dict
+    assert any(n.startswith("mecha-help") for n in loop_threads), loop_threads
+    assert set(alone) == set(sequential) == set(shared)
+    for key in sequential:
+        assert torch.equal(alone[key], sequential[key]), key
+        assert torch.equal(shared[key], sequential[key]), key
+
+
+def test_elementwise_steps_of_a_whole_key_reuse_dead_buffers_without_corrupting_live_ones(
+        models_dir, small_slices, loop_threads):
+    """add_difference(a, ties(b - a, c - a)): each ``x - a`` may overwrite x's buffer, never a's,
+    which the later steps still need."""
+    a, b, c = _models(3)
+    recipe = mecha.add_difference(a, methods.build("ties_sum", b - a, c - a, k=1.0), alpha=1.0)
+    kwargs = dict(model_dirs=[models_dir], output_dtype="fp32")
+    sequential = mecha.merge(recipe, threads=0, **kwargs).state_dict
+    alone = mecha.merge(recipe, threads=2, memory_budget_mb=16, **kwargs).state_dict
+    assert any(n.startswith("mecha-help") for n in loop_threads)
+    for key in sequential:
+        assert torch.equal(alone[key], sequential[key]), key
+
+
+def test_for_each_range_without_a_grant_runs_in_order_on_the_calling_thread():
+    seen = []
+    workers.for_each_range([(0, 2), (2, 5), (5, 6)], lambda s, e, state: seen.append((s, e, state,
+                                                                                   threading.current_thread())),
+                           make_state=lambda: "state")
+    assert [(s, e, st) for s, e, st, _ in seen] == [(0, 2, "state"), (2, 5, "state"), (5, 6, "state")]
+    assert {t for *_, t in seen} == {threading.current_thread()}
+    assert workers.thread_count() == 1
+
+
+def test_for_each_range_shares_ranges_once_each_and_gives_each_thread_its_own_state():
+    from concurrent.futures import ThreadPoolExecutor
+    spans = workers.ranges(1000, 7)
+    done, states = [], []
+    barrier = threading.Barrier(2, timeout=10)  # both threads must take part
+
+    def make_state():
+        state = object()
+        states.append(state)
+        return state
+
+    def body(start, end, state):
+        if start == 0 or len(done) == 1:
+            barrier.wait()
+        done.append((start, end, state))
+
+    with ThreadPoolExecutor(1) as pool, workers.granted(pool, 1):
+        assert workers.thread_count() == 2
+        workers.for_each_range(spans, body, make_state)
+    assert sorted((s, e) for s, e, _ in done) == spans
+    assert len(states) == 2 and {id(st) for *_, st in done} == {id(s) for s in states}
+
+
+def test_helpers_do_not_spread_further_and_their_errors_reach_the_caller():
+    from concurrent.futures import ThreadPoolExecutor
+    seen = {}
+    barrier = threading.Barrier(2, timeout=10)  # both threads must take part
+
+    def body(start, end, _):
+        name = threading.current_thread().name
+        seen.setdefault(name, workers.thread_count())
+        if start < 20:  # the first two ranges: one on each thread
+            barrier.wait()
+            if name.startswith("helper"):
+                raise ValueError(f"range {start} failed")
+
+    with ThreadPoolExecutor(1, thread_name_prefix="helper") as pool, workers.granted(pool, 1):
+        with pytest.raises(ValueError, match="range .* failed"):
+            workers.for_each_range(workers.ranges(1000, 10), body)
+    caller = threading.current_thread().name
+    assert seen[caller] == 2
+    assert [count for name, count in seen.items() if name != caller] == [1]
+
+
+def test_ranges_keep_rows_whole():
+    assert workers.ranges(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert workers.ranges(12, 5, row=3) == [(0, 3), (3, 6), (6, 9), (9, 12)]
+    assert workers.ranges(8, 2, row=4) == [(0, 4), (4, 8)]  # a row longer than the step stays whole
+    assert workers.ranges(0, 4) == []
