@@ -20,6 +20,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence, Tuple, TypeVar
 
+import torch
+
 State = TypeVar("State")
 Range = Tuple[int, int]
 
@@ -43,6 +45,24 @@ def granted(pool: Optional[Executor], helpers: int) -> Iterator[None]:
         yield
     finally:
         _grant.reset(token)
+
+
+class Scratch:
+    """One thread's reusable buffers for the slices of a loop, by name: each is made once, at the
+    largest size asked (at least ``minimum`` elements). Key-sized temporaries would each fault
+    their pages in and stream through memory; these stay in cache between the steps of a slice."""
+
+    def __init__(self, like: torch.Tensor, minimum: int = 1 << 16):
+        self.dtype, self.device, self.minimum = like.dtype, like.device, minimum
+        self._buffers = {}
+
+    def get(self, name, size: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        dtype = dtype or self.dtype
+        buffer = self._buffers.get((name, dtype))
+        if buffer is None or buffer.numel() < size:
+            buffer = self._buffers[(name, dtype)] = torch.empty(max(size, self.minimum), dtype=dtype,
+                                                                device=self.device)
+        return buffer[:size]
 
 
 def thread_count() -> int:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from .. import workers
+from ..workers import Scratch
 from ._values import as_tensor_like, at_least_1d
 from .registry import merge_method
 from .spec import WEIGHT, Float, Tensor
+
+SLICE_ELEMENTS = 1 << 16  # see ties.py: slices of this size stay in cache between the steps
 
 _ALPHA_HELP = ("Similarity threshold: 1 gives B everywhere; lower values keep A wherever A and B "
                "are more similar than alpha.")
@@ -18,20 +22,57 @@ _NOTE = ("A similarity that cannot be computed (an all-zero column) counts as 0;
          "returns NaN there.")
 
 
+# The column sums are taken over this many blocks of rows, each summed in order and then added in
+# block order: a fixed partition, so the result does not depend on the number of threads.
+ROW_BLOCKS = 8
+
+
 def _cosine_mix(a, b, alpha, similarity):
+    """``lerp(a, b, k)`` with ``k = 1 - clamp(similarity - alpha, 0, 1)`` per column, slice by slice."""
     similarity = torch.nan_to_num(similarity, nan=0.0)
-    k = 1 - torch.clamp(similarity - as_tensor_like(alpha, similarity), 0, 1)
-    return torch.lerp(a, b, k.to(a.dtype))
+    k = (1 - torch.clamp(similarity - as_tensor_like(alpha, similarity), 0, 1)).to(a.dtype)
+    rows, columns = _as_rows(a), _as_rows(b)
+    out = torch.empty_like(rows)
+    width = rows.shape[1]
+
+    def mix(start: int, end: int, _) -> None:
+        first, last = start // width, end // width
+        torch.lerp(rows[first:last], columns[first:last], k, out=out[first:last])
+
+    workers.for_each_range(workers.ranges(rows.numel(), SLICE_ELEMENTS, width), mix)
+    return out.view(a.shape)
+
+
+def _as_rows(t):
+    return t.reshape(t.shape[0], -1)
 
 
 def _column_cosines(a, b):
-    """Per-column dot products and norms along dimension 0, with one key-sized temporary.
+    """Per-column dot products and norms along dimension 0, slice by slice (no key-sized temporary).
 
     The cosine of A and B normalised along dimension 0 (sd-mecha's cosine A) is the cosine of A
     and B themselves; all-zero columns, which normalising turns into zeros, give 0/0 here and
     count as 0 in :func:`_cosine_mix`."""
-    dots = (a * b).sum(dim=0)
-    return dots, torch.linalg.vector_norm(a, dim=0), torch.linalg.vector_norm(b, dim=0)
+    x_rows, y_rows = _as_rows(a), _as_rows(b)
+    count, width = x_rows.shape
+    per_block = -(-count // ROW_BLOCKS)
+    blocks = [(first, min(first + per_block, count)) for first in range(0, count, per_block)]
+    step = max(1, SLICE_ELEMENTS // width)  # rows per slice
+    partial = {}
+
+    def column_sums(first: int, last: int, scratch: Scratch) -> None:
+        sums = torch.zeros(3, width, dtype=a.dtype, device=a.device)
+        for start in range(first, last, step):
+            x, y = x_rows[start:min(start + step, last)], y_rows[start:min(start + step, last)]
+            product = scratch.get("product", x.numel()).view(x.shape)
+            sums[0] += torch.mul(x, y, out=product).sum(0)
+            sums[1] += torch.mul(x, x, out=product).sum(0)
+            sums[2] += torch.mul(y, y, out=product).sum(0)
+        partial[first] = sums
+
+    workers.for_each_range(blocks, column_sums, lambda: Scratch(a))
+    dots, squares_a, squares_b = sum(partial[first] for first, _ in blocks)
+    return dots, squares_a.sqrt_(), squares_b.sqrt_()
 
 
 @merge_method(returns=WEIGHT, label="Cosine A", category="cosine",

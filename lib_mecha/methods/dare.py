@@ -11,9 +11,11 @@ from typing import List
 
 import torch
 
+from .. import workers
+from ..workers import Scratch
 from ._values import as_tensor_like, is_close, scalar
 from .registry import merge_method
-from .seeding import bernoulli_like, key_generator, uniform_like
+from .seeding import Draws
 from .spec import DELTA, Bool, CurrentKey, Float, Int, Tensor
 from .ties import APPLY_MEDIAN, COS_EPS, FTOL, MAXITER, MEDIAN_EPS, VOTE_SGN, k_param, slices, ties_extended
 
@@ -32,37 +34,66 @@ def _exact_rank_fraction(magnitudes: torch.Tensor) -> torch.Tensor:
     return rank.div_(n).sub_((n + 1) / (2 * n))
 
 
-def centered_rank_fraction(magnitudes: torch.Tensor) -> torch.Tensor:
-    """``rank/n - (n+1)/(2n)`` per element of a 1-D tensor (rank 1 = smallest, ties in storage order).
+class CenteredRanks:
+    """``rank/n - (n+1)/(2n)`` of each ``|delta|`` (rank 1 = smallest, ties in storage order), by range.
 
     Exact up to EXACT_RANKS_UP_TO elements. Above, sorting every delta would dominate the merge,
-    so ranks come from a histogram of RANK_BINS bins (equal in sqrt(magnitude)), interpolated inside each bin; the
-    error is at most the fullest bin's share of the elements, and when that exceeds 1% (a few
-    huge outliers crowd everything into one bin) the exact ranks are used after all."""
-    n = magnitudes.numel()
-    top = magnitudes.max() if n else None
-    if n <= EXACT_RANKS_UP_TO or not torch.isfinite(top) or top <= 0:
-        return _exact_rank_fraction(magnitudes)
-    # bins equal in sqrt(|d|): heavy tails (a few huge entries) still spread the bulk over many bins
-    scaled = magnitudes.div(top).sqrt_().mul_(RANK_BINS)
-    bins = scaled.long().clamp_(max=RANK_BINS - 1)
-    counts = torch.bincount(bins, minlength=RANK_BINS)
-    if int(counts.max()) > n // 100:
-        return _exact_rank_fraction(magnitudes)
-    below = torch.cumsum(counts, 0).sub_(counts).to(magnitudes.dtype)
-    within = scaled.sub_(bins.to(magnitudes.dtype)).mul_(counts.to(magnitudes.dtype)[bins])
-    return within.add_(below[bins]).add_(0.5).div_(n).sub_(0.5)
+    so ranks come from a histogram of RANK_BINS bins (equal in sqrt(magnitude)), interpolated
+    inside each bin; the error is at most the fullest bin's share of the elements, and when that
+    exceeds 1% (a few huge outliers crowd everything into one bin) the exact ranks are used after
+    all. The histogram is counted slice by slice (on the granted threads) and each range's ranks
+    are computed when asked, so no key-sized rank tensor exists."""
+
+    def __init__(self, delta: torch.Tensor):
+        self.flat = delta.reshape(-1)
+        n = self.n = self.flat.numel()
+        self.exact = None
+        spans = slices(n)
+        tops = {}
+        workers.for_each_range(spans, lambda start, end, _: tops.__setitem__(
+            start, torch.linalg.vector_norm(self.flat[start:end], math.inf)))
+        top = max((float(t) for t in tops.values()), default=0.0) if n else 0.0
+        if n <= EXACT_RANKS_UP_TO or not math.isfinite(top) or top <= 0:
+            self.exact = _exact_rank_fraction(self.flat.abs())
+            return
+        self.top = top
+        counted = {}
+
+        def count(start: int, end: int, scratch: Scratch) -> None:
+            scaled, bins = self._bins(start, end, scratch)
+            counted[start] = torch.bincount(bins, minlength=RANK_BINS)
+
+        workers.for_each_range(spans, count, lambda: Scratch(self.flat))
+        counts = sum(counted[start] for start, _ in spans)
+        if int(counts.max()) > n // 100:
+            self.exact = _exact_rank_fraction(self.flat.abs())
+            return
+        self.counts = counts.to(self.flat.dtype)
+        self.below = torch.cumsum(counts, 0).sub_(counts).to(self.flat.dtype)
+
+    def _bins(self, start: int, end: int, scratch: Scratch):
+        # bins equal in sqrt(|d|): heavy tails (a few huge entries) still spread the bulk over many bins
+        scaled = torch.abs(self.flat[start:end], out=scratch.get("scaled", end - start))
+        scaled.div_(self.top).sqrt_().mul_(RANK_BINS)
+        bins = scratch.get("bins", end - start, torch.long).copy_(scaled).clamp_(max=RANK_BINS - 1)  # floor
+        return scaled, bins
+
+    def range(self, start: int, end: int, scratch: Scratch) -> torch.Tensor:
+        """The centred rank fractions of elements ``start:end`` (a scratch buffer)."""
+        if self.exact is not None:
+            return self.exact[start:end]
+        scaled, bins = self._bins(start, end, scratch)
+        within = scaled.sub_(bins.to(scaled.dtype)).mul_(self.counts[bins])
+        return within.add_(self.below[bins]).add_(0.5).div_(self.n).sub_(0.5)
 
 
-def della_keep_probability(delta: torch.Tensor, probability, della_eps: float):
-    """Keep-probability per entry: ``1 - p``, shifted by DELLA's magnitude-rank term
-    ``della_eps·(rank/n - (n+1)/(2n))`` (see :func:`centered_rank_fraction`)."""
-    keep = 1 - probability
-    if della_eps == 0:
-        return keep
-    shift = centered_rank_fraction(delta.abs().flatten()).mul_(della_eps)
-    shift = torch.nan_to_num_(shift, nan=0.0, posinf=0.0, neginf=0.0).reshape(delta.shape)
-    return shift.add_(as_tensor_like(keep, delta)).clamp_(0, 1)
+def centered_rank_fraction(magnitudes: torch.Tensor) -> torch.Tensor:
+    """:class:`CenteredRanks` of a 1-D tensor of magnitudes, whole."""
+    ranks = CenteredRanks(magnitudes)
+    out = torch.empty_like(ranks.flat)
+    workers.for_each_range(slices(ranks.n), lambda start, end, scratch: out[start:end].copy_(
+        ranks.range(start, end, scratch)), lambda: Scratch(out))
+    return out
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES with DARE / DELLA", category="ties",
@@ -90,8 +121,8 @@ def ties_sum_with_dropout(
     if deltas[0].numel() == 0:
         return deltas[0].clone()
     della = scalar("ties_sum_with_dropout", "della_eps", della_eps)
-    generator = key_generator(None if seed is None or seed < 0 else seed, key, "dare", fresh_when_none=False)
-    dropped: List[torch.Tensor] = [drop(d, della_keep_probability(d, probability, della), generator) for d in deltas]
+    draws = Draws(None if seed is None or seed < 0 else seed, key, "dare", fresh_when_none=False)
+    dropped: List[torch.Tensor] = [drop(d, probability, della, draws.child(i)) for i, d in enumerate(deltas)]
     result = ties_extended(dropped, scalar("ties_sum_with_dropout", "k", k), vote_sgn, apply_stock,
                            apply_median, cos_eps, eps, maxiter, ftol)
     if not rescale:
@@ -99,26 +130,35 @@ def ties_sum_with_dropout(
     return result.div_(as_tensor_like(1 - probability, result))
 
 
-def drop(delta: torch.Tensor, keep, generator: torch.Generator) -> torch.Tensor:
-    """``delta`` with each entry kept where a uniform draw falls below ``keep`` (a number or a
-    tensor like ``delta``) and 0 elsewhere.
+def drop(delta: torch.Tensor, probability, della_eps: float, draws: Draws) -> torch.Tensor:
+    """``delta`` with each entry kept where its uniform draw falls below its keep-probability
+    (``1 - probability``, with DELLA's rank shift when ``della_eps`` is not 0) and 0 elsewhere.
 
-    The draws are made slice by slice into one reused buffer (the same numbers as one draw of the
-    whole tensor), and the test is float arithmetic, ``max(sign(keep - u), 0)``, which costs a
-    fraction of a comparison into a bool mask and a ``where``.
+    Slice by slice on the granted threads, with reused buffers; the test is float arithmetic,
+    ``max(sign(keep - u), 0)``, which costs a fraction of a comparison into a bool mask and a
+    ``where``.
     """
     flat = delta.reshape(-1)
     out = torch.empty_like(flat)
-    bounds = slices(flat.numel())
-    draws = torch.empty(bounds[0][1] if bounds else 0, dtype=torch.float32)  # on the CPU, as seeding.py says
-    keep_flat = keep.reshape(-1).float() if isinstance(keep, torch.Tensor) else None
-    for start, end in bounds:
-        u = draws[:end - start].uniform_(generator=generator).to(delta.device)
-        if keep_flat is None:
-            u.neg_().add_(float(keep))
+    keep = 1 - probability
+    keep_flat = as_tensor_like(keep, delta).expand(delta.shape).reshape(-1) if isinstance(keep, torch.Tensor) else None
+    ranks = CenteredRanks(flat) if della_eps != 0 else None
+
+    def drop_range(start: int, end: int, scratch: Scratch) -> None:
+        size = end - start
+        u = draws.uniform(scratch.get("draws", size, torch.float32), start).to(delta.device)
+        threshold = scratch.get("keep", size)
+        if ranks is not None:  # DELLA: keep = clamp(1 - p + eps·centred rank, 0, 1)
+            torch.mul(ranks.range(start, end, scratch), della_eps, out=threshold).nan_to_num_(0.0, 0.0, 0.0)
+            threshold.add_(keep_flat[start:end] if keep_flat is not None else keep).clamp_(0, 1)
+        elif keep_flat is not None:
+            threshold.copy_(keep_flat[start:end])
         else:
-            torch.sub(keep_flat[start:end], u, out=u)
-        torch.mul(flat[start:end], u.sign_().clamp_min_(0), out=out[start:end])
+            threshold.fill_(float(keep))
+        torch.sub(threshold, u, out=threshold)
+        torch.mul(flat[start:end], threshold.sign_().clamp_min_(0), out=out[start:end])
+
+    workers.for_each_range(slices(flat.numel()), drop_range, lambda: Scratch(flat))
     return out.view(delta.shape)
 
 
@@ -175,24 +215,40 @@ def dropout(*deltas,
     first = deltas[0]
     if first.numel() == 0:
         return first.clone()
-    generator = key_generator(seed, key, "dropout")
+    draws = Draws(seed, key, "dropout")
     n = len(deltas)
-    if overlap % 2 == 1:
-        masks = [bernoulli_like(first, 1 - probability, generator) for _ in deltas]
-    else:
+    independent = overlap % 2 == 1
+    if independent:  # each difference kept on its own draw
+        streams = [draws.child(i) for i in range(n)]
+    else:  # one draw per entry picks the set of differences that keep it
         cdf = torch.cumsum(overlap_pmf(n, probability, overlap, overlap_emphasis), 0).to(torch.float32)
-        subset = torch.searchsorted(cdf, uniform_like(first, generator).flatten(), right=True)
-        subset = subset.clamp_(max=2 ** n - 1).reshape(first.shape)
-        masks = [((subset >> i) & 1).bool() for i in range(n)]
-    total = torch.zeros_like(first)
-    coverage = torch.zeros_like(first)
-    for mask, delta in zip(masks, deltas):
-        total += torch.where(mask, delta, 0.0)
-        coverage += mask
-    coverage.clamp_(min=1)
     if probability == 1.0:
         rescalar = 1.0
     else:
         rescalar = (1.0 - probability) ** rescale
         rescalar = rescalar if math.isfinite(rescalar) else 1.0
-    return total / coverage / rescalar
+    flat = [d.reshape(-1) for d in deltas]
+    out = torch.empty_like(flat[0])
+
+    def drop_range(start: int, end: int, scratch: Scratch) -> None:
+        size = end - start
+        total, coverage = scratch.get("total", size).zero_(), scratch.get("coverage", size).zero_()
+        kept, part = scratch.get("kept", size), scratch.get("part", size)
+        u = scratch.get("draws", size, torch.float32)
+        if not independent:
+            draws.uniform(u, start)
+            subset = torch.searchsorted(cdf, u, right=True, out=scratch.get("subset", size, torch.long))
+            subset.clamp_(max=2 ** n - 1)
+        for i, d in enumerate(flat):
+            if independent:  # kept where u < 1 - p: max(sign(1 - p - u), 0) in float arithmetic
+                streams[i].uniform(u, start)
+                kept.copy_(u.neg_().add_(1 - probability).sign_().clamp_min_(0))
+            else:  # bit i of the drawn set
+                kept.copy_(torch.bitwise_and(torch.bitwise_right_shift(subset, i), 1))
+            total.add_(torch.mul(d[start:end], kept, out=part))
+            coverage.add_(kept)
+        torch.div(total, coverage.clamp_(min=1), out=out[start:end]).div_(rescalar)
+
+    workers.for_each_range(slices(out.numel()), drop_range, lambda: Scratch(out))
+    return out.view(first.shape)
+

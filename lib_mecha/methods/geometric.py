@@ -12,22 +12,48 @@ import math
 
 import torch
 
+from .. import workers
+from ..workers import Scratch
 from ._values import as_tensor_like
 from .registry import merge_method
 from .spec import SAME, Float, Tensor
+
+SLICE_ELEMENTS = 1 << 16  # see ties.py: slices of this size stay in cache between the steps
 
 
 @merge_method(returns=SAME, label="Perpendicular component", category="geometric",
               help="The part of B at right angles to A (B minus its projection on A, whole tensor).",
               notes=("When A is all zeros or the result is not finite, the result is zeros, as in sd-mecha.",))
 def perpendicular_component(a=Tensor(SAME), b=Tensor(SAME)):
-    norm_a = torch.linalg.vector_norm(a)
-    # (a/|a|)·(b/|a|) rather than a·b/|a|² keeps large norms from overflowing
-    projection = ((a / norm_a) * (b / norm_a)).sum()
-    result = b - a * projection
-    if not torch.isfinite(result).all():
+    if a.numel() == 0:
+        return a.clone()
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    spans = workers.ranges(flat_a.numel(), SLICE_ELEMENTS)
+    # a·a and a·b in float64, so that large norms neither overflow nor lose the small projection;
+    # one partial sum per slice, added in slice order (the same result on any number of threads)
+    partial = {}
+
+    def dots(start: int, end: int, scratch: Scratch) -> None:
+        x = scratch.get("a", end - start, torch.float64).copy_(flat_a[start:end])
+        y = scratch.get("b", end - start, torch.float64).copy_(flat_b[start:end])
+        partial[start] = torch.stack([torch.dot(x, x), torch.dot(x, y)])
+
+    workers.for_each_range(spans, dots, lambda: Scratch(a))
+    squared_norm, dot = sum(partial[start] for start, _ in spans).tolist()
+    projection = dot / squared_norm if squared_norm > 0 else math.nan
+    if not math.isfinite(projection):
         return torch.zeros_like(a)
-    return result
+    result = torch.empty_like(flat_a)
+    finite = {}
+
+    def subtract_projection(start: int, end: int, _) -> None:
+        out = torch.mul(flat_a[start:end], -projection, out=result[start:end]).add_(flat_b[start:end])
+        finite[start] = bool(torch.isfinite(torch.linalg.vector_norm(out, math.inf)))  # NaN and inf propagate
+
+    workers.for_each_range(spans, subtract_projection)
+    if not all(finite.values()):
+        return torch.zeros_like(a)
+    return result.view(a.shape)
 
 
 @merge_method(returns=SAME, label="Geometric sum", category="geometric", elementwise=True,

@@ -17,6 +17,14 @@ from typing import Optional
 import torch
 
 
+def _material(seed: Optional[int], key: Optional[str], stream: str, fresh_when_none: bool) -> int:
+    if seed is None and fresh_when_none:
+        return secrets.randbits(63)
+    label = "default" if seed is None else str(int(seed))
+    digest = hashlib.sha256(f"{label}\x00{key or ''}\x00{stream}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
 def key_generator(seed: Optional[int], key: Optional[str], stream: str = "", *,
                   fresh_when_none: bool = True) -> torch.Generator:
     """A CPU generator for one key. ``stream`` separates independent uses within one method.
@@ -25,30 +33,62 @@ def key_generator(seed: Optional[int], key: Optional[str], stream: str = "", *,
     default seed (still different per key), for methods whose sd-mecha version is deterministic
     when unseeded.
     """
-    if seed is None and fresh_when_none:
-        material = secrets.randbits(63)
-    else:
-        label = "default" if seed is None else str(int(seed))
-        digest = hashlib.sha256(f"{label}\x00{key or ''}\x00{stream}".encode("utf-8")).digest()
-        material = int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
     generator = torch.Generator(device="cpu")
-    generator.manual_seed(material)
+    generator.manual_seed(_material(seed, key, stream, fresh_when_none))
     return generator
 
 
-def uniform_like(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Uniform [0, 1) draws shaped like ``t``, on ``t``'s device (drawn on the CPU in float32)."""
-    return torch.rand(t.shape, generator=generator, dtype=torch.float32).to(t.device)
+# Element-wise draws come in blocks of this many elements, each block from its own generator.
+DRAW_BLOCK = 1 << 16
+_MASK64 = (1 << 64) - 1
 
 
-def normal_like(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Standard normal draws shaped like ``t``, on ``t``'s device and in its dtype."""
-    return torch.randn(t.shape, generator=generator, dtype=torch.float32).to(device=t.device, dtype=t.dtype)
+def _mix(value: int) -> int:
+    """splitmix64's finaliser: neighbouring block numbers give unrelated seeds."""
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (value ^ (value >> 31)) & ((1 << 63) - 1)
 
 
-def bernoulli_like(t: torch.Tensor, keep, generator: torch.Generator) -> torch.Tensor:
-    """A boolean mask shaped like ``t``: each entry is True with probability ``keep`` (scalar or tensor)."""
-    u = uniform_like(t, generator)
-    if isinstance(keep, torch.Tensor):
-        keep = keep.to(device=t.device, dtype=torch.float32)
-    return u < keep
+class Draws:
+    """The random numbers of one key and stream, indexed by element.
+
+    Element ``i`` belongs to block ``i // DRAW_BLOCK``, drawn from a generator seeded by the
+    stream and the block number. Any range can be drawn on its own, on any thread, and gives
+    the numbers the whole tensor would: the result never depends on slicing or thread count.
+    Draws are made on the CPU in float32 (see the module docstring).
+    """
+
+    def __init__(self, seed: Optional[int], key: Optional[str], stream: str = "", *, fresh_when_none: bool = True,
+                 material: Optional[int] = None):
+        self.material = _material(seed, key, stream, fresh_when_none) if material is None else material
+
+    def child(self, index: int) -> "Draws":
+        """An independent stream derived from this one (one per model, say)."""
+        return Draws(None, None, material=_mix(self.material ^ _mix(index + 1)))
+
+    def _fill(self, out: torch.Tensor, start: int, draw) -> torch.Tensor:
+        end = start + out.numel()
+        block = start // DRAW_BLOCK
+        while block * DRAW_BLOCK < end:
+            first = max(start, block * DRAW_BLOCK)
+            last = min(end, (block + 1) * DRAW_BLOCK)
+            generator = torch.Generator(device="cpu")
+            generator.manual_seed(_mix(self.material ^ block))
+            if first == block * DRAW_BLOCK:  # the block's numbers from its start: draw straight into out
+                draw(out[first - start:last - start], generator)
+            else:  # a range starting inside a block: draw the block's head too, keep the tail
+                head = torch.empty(last - block * DRAW_BLOCK, dtype=torch.float32)
+                draw(head, generator)
+                out[first - start:last - start].copy_(head[first - block * DRAW_BLOCK:])
+            block += 1
+        return out
+
+    def uniform(self, out: torch.Tensor, start: int) -> torch.Tensor:
+        """Fills the 1-D float32 CPU tensor ``out`` with the uniform [0, 1) draws of elements ``start...``."""
+        return self._fill(out, start, lambda part, g: part.uniform_(generator=g))
+
+    def normal(self, out: torch.Tensor, start: int) -> torch.Tensor:
+        """Fills ``out`` with the standard normal draws of elements ``start...`` (as :meth:`uniform`)."""
+        return self._fill(out, start, lambda part, g: part.normal_(generator=g))

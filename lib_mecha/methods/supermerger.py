@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import torch
 
+from .. import workers
+from ..workers import Scratch
 from ._values import as_tensor_like, at_least_1d, is_close, scalar
 from .filters import gaussian_filter, median_filter
 from .registry import merge_method
-from .seeding import key_generator, normal_like
+from .seeding import Draws
 from .spec import SAME, Bool, CurrentKey, Float, Int, Tensor
 from .ties import row_cosine
 
+SLICE_ELEMENTS = 1 << 16  # see ties.py: slices of this size stay in cache between the steps
 SUPERMERGER_SKIPPED = ("to_out", "proj_out", "norm")
 _SKIP_HELP = "Like SuperMerger, leave keys whose name contains to_out, proj_out or norm unchanged."
 
@@ -81,12 +84,24 @@ def extract_features(a=Tensor(SAME, help="the common base"), b=Tensor(SAME), c=T
     if a.numel() == 0:
         return a.clone()
     (a1, b1, c1), restore = at_least_1d(a, b, c)
-    delta_b, delta_c = b1 - a1, c1 - a1
-    cosine = row_cosine(delta_b, delta_c, 1e-8).clamp_(-1, 1).unsqueeze(-1)
-    similar = ((cosine + 1) / 2) ** scalar("extract_features", "gamma", gamma)
-    selection = torch.lerp(similar, 1 - similar, as_tensor_like(beta, similar))
-    focus = delta_b.lerp_(delta_c, as_tensor_like(alpha, a1))  # in place: the deltas are ours
-    return restore(focus.mul_(selection).add_(a1))
+    gamma = scalar("extract_features", "gamma", gamma)
+    beta_t, alpha_t = as_tensor_like(beta, a1), as_tensor_like(alpha, a1)
+    width = a1.shape[-1]
+    flat = [t.reshape(-1, width) for t in (a1, b1, c1)]
+    out = torch.empty_like(flat[0])
+
+    def extract(start: int, end: int, scratch: Scratch) -> None:  # whole rows: the cosine is per row
+        rows = slice(start // width, end // width)
+        base, b_rows, c_rows = (t[rows] for t in flat)
+        delta_b = torch.sub(b_rows, base, out=scratch.get("b", end - start).view(b_rows.shape))
+        delta_c = torch.sub(c_rows, base, out=scratch.get("c", end - start).view(c_rows.shape))
+        cosine = row_cosine(delta_b, delta_c, 1e-8).clamp_(-1, 1).unsqueeze(-1)
+        similar = ((cosine + 1) / 2) ** gamma
+        selection = torch.lerp(similar, 1 - similar, beta_t)
+        torch.add(base, delta_b.lerp_(delta_c, alpha_t).mul_(selection), out=out[rows])
+
+    workers.for_each_range(workers.ranges(out.numel(), SLICE_ELEMENTS, width), extract, lambda: Scratch(a1))
+    return restore(out.view(a1.shape))
 
 
 @merge_method(returns=SAME, label="Add noise", category="supermerger", stochastic=True,
@@ -100,8 +115,19 @@ def add_noise(a=Tensor(SAME),
               key=CurrentKey()):
     if _skipped(key, skip_out_and_norm) or is_close(alpha, 0.0) or a.numel() == 0:
         return a
-    noise = normal_like(a, key_generator(seed, key, "noise"))
-    return noise.mul_(as_tensor_like(alpha, a)).add_(a)
+    draws = Draws(seed, key, "noise")
+    flat = a.reshape(-1)
+    scale = as_tensor_like(alpha, a)
+    scale = scale.expand(a.shape).reshape(-1) if scale.numel() > 1 else scale.reshape(())
+    out = torch.empty_like(flat)
+
+    def noisy(start: int, end: int, scratch: Scratch) -> None:
+        noise = draws.normal(scratch.get("noise", end - start, torch.float32), start)
+        part = scale[start:end] if scale.dim() else scale
+        torch.addcmul(flat[start:end], noise.to(device=a.device, dtype=a.dtype), part, out=out[start:end])
+
+    workers.for_each_range(workers.ranges(flat.numel(), SLICE_ELEMENTS), noisy, lambda: Scratch(a))
+    return out.view(a.shape)
 
 
 @merge_method(returns=SAME, label="Self scaling", category="supermerger", elementwise=True,

@@ -18,6 +18,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 
 from .. import workers
+from ..workers import Scratch
 from ._values import at_least_1d, finite_or_zero_, scalar
 from .registry import merge_method
 from .spec import DELTA, SAME, Bool, Float, Int, Tensor
@@ -57,22 +58,6 @@ SLICE_ELEMENTS = 1 << 16
 def slices(n: int, row: int = 1):
     """``(start, end)`` ranges covering ``n`` elements, each a whole number of ``row``-long rows."""
     return workers.ranges(n, SLICE_ELEMENTS, row)
-
-
-class Scratch:
-    """One thread's reusable slice buffers, by name: each is made once, at the largest size asked."""
-
-    def __init__(self, like: torch.Tensor):
-        self.dtype, self.device = like.dtype, like.device
-        self._buffers = {}
-
-    def get(self, name, size: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        dtype = dtype or self.dtype
-        buffer = self._buffers.get((name, dtype))
-        if buffer is None or buffer.numel() < size:
-            buffer = self._buffers[(name, dtype)] = torch.empty(max(size, SLICE_ELEMENTS), dtype=dtype,
-                                                                device=self.device)
-        return buffer[:size]
 
 
 def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:

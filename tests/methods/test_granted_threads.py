@@ -1,0 +1,91 @@
+"""Whole-tensor methods spread their slice loops over the threads the engine grants
+(lib_mecha.workers), and the tensors they return do not change."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from lib_mecha import workers
+from lib_mecha.methods import cosine, dare, geometric, seeding, supermerger, ties
+from method_calls import raw
+
+# name -> (number of inputs, keyword arguments)
+LOOPING_METHODS = {
+    "ties_sum": (3, dict(k=0.3)),
+    "ties_sum_extended": (3, dict(k=0.3)),
+    "model_stock": (3, {}),
+    "geometric_median": (3, {}),
+    "ties_sum_with_dropout": (3, dict(probability=0.5, k=0.5, seed=2)),
+    "dropout": (3, dict(probability=0.5, seed=2)),
+    "perpendicular_component": (2, {}),
+    "add_cosine_a": (2, dict(alpha=0.2)),
+    "add_cosine_b": (2, dict(alpha=0.2)),
+    "extract_features": (3, dict(alpha=0.3, beta=0.4)),
+    "add_noise": (1, dict(alpha=0.01, seed=2, skip_out_and_norm=False)),
+}
+VARIANTS = {
+    "della": ("ties_sum_with_dropout", 3, dict(probability=0.5, della_eps=0.2, k=0.5, seed=2)),
+    "ties_median": ("ties_sum_extended", 3, dict(k=0.5, apply_median=True)),
+    "dropout_shared": ("dropout", 3, dict(probability=0.5, overlap=0.5, seed=2)),
+}
+CASES = {**{name: (name, *spec) for name, spec in LOOPING_METHODS.items()}, **VARIANTS}
+
+
+@pytest.fixture
+def small_slices(monkeypatch):
+    for module in (ties, geometric, cosine, supermerger):
+        monkeypatch.setattr(module, "SLICE_ELEMENTS", 1 << 10)
+    monkeypatch.setattr(ties, "SAMPLED_SELECTION_ABOVE", 1 << 11)
+    monkeypatch.setattr(dare, "EXACT_RANKS_UP_TO", 1 << 11)  # DELLA's histogram ranks
+    monkeypatch.setattr(seeding, "DRAW_BLOCK", 1 << 9)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_granted_threads_change_nothing(case, small_slices, monkeypatch):
+    name, count, kwargs = CASES[case]
+    g = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(96, 40, 3, generator=g) for _ in range(count)]
+    alone = raw(name, *inputs, **kwargs)
+    helpers = set()
+    original = workers.for_each_range
+
+    def recording(spans, body, make_state=lambda: None):
+        def wrapped(start, end, state):
+            helpers.add(threading.current_thread().name)
+            return body(start, end, state)
+        return original(spans, wrapped, make_state)
+
+    monkeypatch.setattr(workers, "for_each_range", recording)
+    with ThreadPoolExecutor(1, thread_name_prefix="granted") as pool, workers.granted(pool, 1):
+        shared = raw(name, *inputs, **kwargs)
+    assert any(n.startswith("granted") for n in helpers), f"{name} never used the granted thread"
+    assert torch.equal(shared, alone)
+
+
+def test_draws_of_any_range_equal_the_whole_tensor_draws():
+    draws = seeding.Draws(5, "key", "stream")
+    whole = draws.uniform(torch.empty(3 * seeding.DRAW_BLOCK + 17), 0)
+    for start, end in [(0, 10), (100, seeding.DRAW_BLOCK + 5), (seeding.DRAW_BLOCK, 2 * seeding.DRAW_BLOCK),
+                       (2 * seeding.DRAW_BLOCK - 3, 3 * seeding.DRAW_BLOCK + 17)]:
+        assert torch.equal(draws.uniform(torch.empty(end - start), start), whole[start:end])
+    assert torch.equal(seeding.Draws(5, "key", "stream").uniform(torch.empty(50), 0), whole[:50])
+    other_key = seeding.Draws(5, "other", "stream").uniform(torch.empty(50), 0)
+    child = draws.child(0).uniform(torch.empty(50), 0)
+    assert not torch.equal(other_key, whole[:50]) and not torch.equal(child, whole[:50])
+    assert 0 <= float(whole.min()) and float(whole.max()) < 1
+    assert abs(float(whole.mean()) - 0.5) < 0.01
+    normal = draws.normal(torch.empty(100_000), 0)
+    assert abs(float(normal.mean())) < 0.02 and abs(float(normal.std()) - 1) < 0.02
+
+
+def test_della_histogram_ranks_by_range_equal_the_whole(small_slices):
+    g = torch.Generator().manual_seed(3)
+    delta = torch.randn(20_000, generator=g)
+    ranks = dare.CenteredRanks(delta)
+    assert ranks.exact is None  # the histogram path
+    scratch = workers.Scratch(delta)
+    whole = dare.centered_rank_fraction(delta.abs())
+    assert torch.equal(ranks.range(5000, 9000, scratch), whole[5000:9000])
