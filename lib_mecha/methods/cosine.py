@@ -14,7 +14,7 @@ from ._values import as_tensor_like, at_least_1d
 from .registry import merge_method
 from .spec import WEIGHT, Float, Tensor
 
-SLICE_ELEMENTS = 1 << 16  # see ties.py: slices of this size stay in cache between the steps
+SLICE_ELEMENTS = 1 << 18  # see ties.py: slices of this size stay in cache between the steps
 
 _ALPHA_HELP = ("Similarity threshold: 1 gives B everywhere; lower values keep A wherever A and B "
                "are more similar than alpha.")

@@ -18,7 +18,7 @@ from ._values import as_tensor_like
 from .registry import merge_method
 from .spec import SAME, Float, Tensor
 
-SLICE_ELEMENTS = 1 << 16  # see ties.py: slices of this size stay in cache between the steps
+SLICE_ELEMENTS = 1 << 18  # see ties.py: slices of this size stay in cache between the steps
 
 
 @merge_method(returns=SAME, label="Perpendicular component", category="geometric",

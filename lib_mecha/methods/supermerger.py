@@ -30,7 +30,7 @@ from .seeding import Draws
 from .spec import SAME, Bool, CurrentKey, Float, Int, Tensor
 from .ties import row_cosine
 
-SLICE_ELEMENTS = 1 << 16  # see ties.py: slices of this size stay in cache between the steps
+SLICE_ELEMENTS = 1 << 18  # see ties.py: slices of this size stay in cache between the steps
 SUPERMERGER_SKIPPED = ("to_out", "proj_out", "norm")
 _SKIP_HELP = "Like SuperMerger, leave keys whose name contains to_out, proj_out or norm unchanged."
 

@@ -50,9 +50,11 @@ SAMPLED_SELECTION_ABOVE = 1 << 17  # elements; below this kthvalue on the whole 
 # The elementwise work of these whole-tensor methods runs over slices of this many elements with
 # reused buffers: key-sized temporaries would each fault their pages in and stream through
 # memory, and torch's bool-producing ops (comparisons, where, masked_fill) cost 5-30x a float
-# op, so the slices use float arithmetic only (measured per element on the bench machine: 0.1-0.3
-# ns per op on a slice, 1-6 ns on a whole SD1.5 conv weight).
-SLICE_ELEMENTS = 1 << 16
+# op, so the slices use float arithmetic only. The size is a compromise measured on the bench
+# machine (TIES of three 29.5 M-element deltas, ns per element on one / two granted threads):
+# 16 K: 14.1 / 18.2 (the threads queue for the GIL between small ops), 64 K: 10.4 / 8.8,
+# 256 K: 11.3 / 6.8, 1 M: 12.8 / 6.7 (the buffers no longer fit in the core's cache).
+SLICE_ELEMENTS = 1 << 18
 
 
 def slices(n: int, row: int = 1):
@@ -145,43 +147,41 @@ class TrimmedSlices:
 class SignElection:
     """TIES's elect-and-average over one slice, in float arithmetic.
 
-    For each element it accumulates the sum of the positive and of the negative entries, and
-    their counts (from the sum of signs and of |signs|). The elected sign is that of the count
-    difference (or of the summed values with ``vote_sgn``); the result is the mean of the entries
-    of the elected sign, 0 where the vote ties. Sums are taken in delta order, so the result is
-    bitwise that of summing the agreeing entries.
+    An element's elected sign is that of the sum of its entries' signs (a majority, 0 on a tie),
+    or with ``vote_sgn`` that of the sum of the entries. An entry agrees when its sign times the
+    elected one is 1; the result is the sum of the agreeing entries, taken in delta order (so
+    bitwise that of summing them), over their count, and 0 where the vote ties.
     """
 
     @staticmethod
-    def run(trimmed: Sequence[torch.Tensor], vote_sgn: bool, scratch: Scratch):
+    def elect(trimmed: Sequence[torch.Tensor], vote_sgn: bool, scratch: Scratch):
+        """``(elected, signs)``: the elected sign per element, and each entry's sign (buffers)."""
         n = trimmed[0].numel()
-        pos, neg, signs, nonzero, tmp = (scratch.get(("election", j), n) for j in range(5))
-        for i, t in enumerate(trimmed):
-            if i == 0:
-                torch.clamp_min(t, 0, out=pos)
-                torch.clamp_max(t, 0, out=neg)
-                torch.sign(t, out=signs)
-                torch.abs(signs, out=nonzero)
-                continue
-            pos.add_(torch.clamp_min(t, 0, out=tmp))
-            neg.add_(torch.clamp_max(t, 0, out=tmp))
-            signs.add_(torch.sign(t, out=tmp))
-            nonzero.add_(tmp.abs_())
-        # counts: (|signs| + signs) / 2 positive entries, the rest of the nonzero ones negative
-        pos_count = nonzero.add_(signs).mul_(0.5)                    # nonzero buffer now holds the positives
-        neg_count = torch.sub(pos_count, signs, out=tmp)              # (|s|+s)/2 - s = (|s|-s)/2
-        elected = torch.add(pos, neg, out=signs) if vote_sgn else signs
-        elected = elected.sign_()
-        return pos, neg, pos_count, neg_count, elected
+        signs = [torch.sign(t, out=scratch.get(("sign", i), n)) for i, t in enumerate(trimmed)]
+        votes = trimmed if vote_sgn else signs
+        total = scratch.get("votes", n).copy_(votes[0])
+        for v in votes[1:]:
+            total.add_(v)
+        return total.sign_(), signs
 
     @staticmethod
-    def mean(pos, neg, pos_count, neg_count, elected, out: torch.Tensor) -> torch.Tensor:
-        """The mean of the entries that agree with the elected sign (0 on a tie), into ``out``."""
-        pos.div_(pos_count.clamp_min_(1))
-        neg.div_(neg_count.clamp_min_(1))
-        torch.clamp_min(elected, 0, out=out).mul_(pos)
-        # relu(e)·mean⁺ - min(e, 0)·mean⁻ for e in {-1, 0, 1}: the mean of the elected sign's entries
-        return out.sub_(elected.clamp_max_(0).mul_(neg))
+    def mean(trimmed: Sequence[torch.Tensor], signs: List[torch.Tensor], elected: torch.Tensor, scratch: Scratch,
+             out: torch.Tensor, kept: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
+        """The mean of the agreeing entries into ``out``; with ``kept``, each delta's agreeing
+        entries (others 0) too. Overwrites ``signs``."""
+        n = out.numel()
+        total, count = scratch.get("total", n), scratch.get("count", n)
+        for i, (t, agrees) in enumerate(zip(trimmed, signs)):
+            agrees.mul_(elected).clamp_min_(0)  # 1 where the entry has the elected sign, else 0
+            if kept is not None:
+                torch.mul(t, agrees, out=kept[i])
+            if i == 0:
+                torch.mul(t, agrees, out=total)
+                count.copy_(agrees)
+            else:
+                total.addcmul_(t, agrees)  # t·agrees is exact, so this is the plain sum
+                count.add_(agrees)
+        return torch.div(total, count.clamp_min_(1), out=out)
 
 
 @dataclass
@@ -205,21 +205,18 @@ def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *,
 
     def reduce(start: int, end: int, scratch: Scratch) -> None:
         parts = trimmed.all(start, end, scratch)
-        pos, neg, pos_count, neg_count, elected = SignElection.run(parts, vote_sgn, scratch)
-        if cos_eps is not None:
-            kept = [agreeing(p, elected, scratch.get(("kept", i), end - start)) for i, p in enumerate(parts)]
-            rows = (end - start) // row
-            cos = sum(row_cosine(x.view(rows, row), y.view(rows, row), cos_eps) for x, y in zip(kept, kept[1:]))
-            cos_mean[start // row:end // row] = cos / max(len(deltas) - 1, 1)
-        SignElection.mean(pos, neg, pos_count, neg_count, elected, mean[start:end])
+        elected, signs = SignElection.elect(parts, vote_sgn, scratch)
+        if cos_eps is None:
+            SignElection.mean(parts, signs, elected, scratch, mean[start:end])
+            return
+        kept = [scratch.get(("kept", i), end - start) for i in range(len(parts))]
+        SignElection.mean(parts, signs, elected, scratch, mean[start:end], kept)
+        rows = (end - start) // row
+        cos = sum(row_cosine(x.view(rows, row), y.view(rows, row), cos_eps) for x, y in zip(kept, kept[1:]))
+        cos_mean[start // row:end // row] = cos / max(len(deltas) - 1, 1)
 
     workers.for_each_range(slices(n, row), reduce, lambda: Scratch(first))
     return TiesReduction(mean.view(shape), None if cos_mean is None else cos_mean.view(shape[:-1]))
-
-
-def agreeing(trimmed: torch.Tensor, elected: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """The trimmed entries whose sign is the elected one (others 0), into ``out``."""
-    return torch.sign(trimmed, out=out).mul_(elected).clamp_min_(0).mul_(trimmed)
 
 
 def filtered_deltas(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool):
@@ -230,8 +227,10 @@ def filtered_deltas(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool):
 
     def get(start: int, end: int, scratch: Scratch):
         parts = trimmed.all(start, end, scratch)
-        elected = SignElection.run(parts, vote_sgn, scratch)[-1]
-        return [agreeing(p, elected, scratch.get(("kept", i), end - start)) for i, p in enumerate(parts)]
+        elected, signs = SignElection.elect(parts, vote_sgn, scratch)
+        kept = [scratch.get(("kept", i), end - start) for i in range(len(parts))]
+        SignElection.mean(parts, signs, elected, scratch, scratch.get("mean", end - start), kept)
+        return kept
     return get
 
 
