@@ -260,6 +260,8 @@ class Evaluator:
                            {k: cut(v, first_start, first_end) for k, v in kwargs.items()})
         if not isinstance(first, torch.Tensor) or first.numel() != first_end - first_start:
             return None  # not a plain elementwise result: let the method see the whole tensors
+        if any(_storage(first) == _storage(t) for t in tensors):
+            return None  # the method hands back one of its inputs (fallback, alpha 0...): free when whole
         donor = next((t for t in tensors if _storage(t) in donors and t.dtype == first.dtype), None)
         out = donor.reshape(-1) if donor is not None else torch.empty(n, dtype=first.dtype, device=self.device)
         out[first_start:first_end].copy_(first.reshape(-1))
