@@ -18,6 +18,8 @@ from .plan import KeyPlan
 class FileSink:
     """Writes each tensor at its offset in a file whose header was computed from the plan."""
 
+    copies = True  # the tensors it is given are written out at once and not kept
+
     def __init__(self, path, keys: Sequence[KeyPlan], metadata: Mapping[str, str], overwrite: bool = False):
         entries = [(k.key, k.dtype, k.shape) for k in keys]
         self.path = path
@@ -39,6 +41,8 @@ class FileSink:
 
 class DictSink:
     """Collects the output as a state dict on ``device`` (the hosts' loaders take this)."""
+
+    copies = False  # keeps the tensors it is given (unless they have to move to another device)
 
     def __init__(self, keys: Sequence[KeyPlan], device: Optional[str] = "cpu"):
         self.device = torch.device(device or "cpu")

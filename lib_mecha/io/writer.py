@@ -133,6 +133,10 @@ class SafetensorsWriter:
             raise OutputError(f"cannot write in folder {folder}: {e.strerror}") from e
         self._fd = fd
         self._lock = threading.Lock()
+        # One positional write at a time: concurrent writes to one file queue on the inode's lock
+        # in the kernel, where the waiter spins (measured: a seventh of a merge's CPU time with two
+        # merging threads); here it sleeps and leaves the core to the other thread's arithmetic.
+        self._write_lock = threading.Lock()
         self._coverage = {key: _Coverage() for key in layout}
         self._committed = False
         try:
@@ -194,7 +198,8 @@ class SafetensorsWriter:
         if data.numel():
             try:
                 # .numpy() shares memory: the bytes go from the tensor to the file, uncopied
-                self._file.write_from(memoryview(data.numpy()), start)
+                with self._write_lock:
+                    self._file.write_from(memoryview(data.numpy()), start)
             except OSError as e:
                 raise OutputError(f"cannot write {key!r} to {self.temp_path}: {e.strerror}") from e
         with self._lock:

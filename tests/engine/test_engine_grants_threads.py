@@ -159,3 +159,35 @@ def test_ranges_keep_rows_whole():
     assert workers.ranges(12, 5, row=3) == [(0, 3), (3, 6), (6, 9), (9, 12)]
     assert workers.ranges(8, 2, row=4) == [(0, 4), (4, 8)]  # a row longer than the step stays whole
     assert workers.ranges(0, 4) == []
+
+
+def test_key_buffers_are_handed_on_between_keys_of_one_size():
+    buffers = execute_module.KeyBuffers()
+    first = buffers.take(1000, torch.float32)
+    buffers.give([first])
+    assert buffers.take(1000, torch.float32) is first
+    assert buffers.take(1000, torch.float32) is not first  # lent out already
+    buffers.give([first])
+    assert buffers.take(1000, torch.float16) is not first  # another dtype
+    other = buffers.take(500, torch.float32)  # a new size drops the buffers of other sizes
+    buffers.give([other])
+    assert buffers.take(1000, torch.float32) is not first
+
+
+@pytest.mark.parametrize("output_dtype", ["fp32", "fp16"])
+@pytest.mark.parametrize("threads", [0, 2])
+def test_a_state_dict_keeps_its_tensors_while_buffers_are_handed_on(models_dir, small_slices, output_dtype, threads):
+    """Keys of one size run one after the other: the tensors a state dict keeps must not be
+    buffers that the next key writes into. Each key is checked against the method run alone."""
+    from safetensors.torch import load_file
+    a, b, c = _models(3)
+    recipe = mecha.add_difference(a, methods.build("ties_sum", b - a, c - a, k=0.5), alpha=0.8)
+    got = mecha.merge(recipe, threads=threads, memory_budget_mb=16, model_dirs=[models_dir],
+                      output_dtype=output_dtype).state_dict
+    t = [load_file(str(models_dir / f"m{i}.safetensors")) for i in range(3)]
+    for key in t[0]:
+        base, tb, tc = (x[key].float() for x in (t[0], t[1], t[2]))
+        merged = ties_module.ties_reduce([tb - base, tc - base], 0.5, False).mean
+        expected = torch.add(base, merged, alpha=0.8).to(got[key].dtype)  # add_difference's rounding
+        assert torch.equal(got[key], expected), key
+    assert len({got[k].data_ptr() for k in got}) == len(got)
