@@ -238,7 +238,12 @@ class Evaluator:
             finally:
                 del held[mark:]
 
-        return self._as_output(get(kp.expr), item, lent)
+        try:
+            return self._as_output(get(kp.expr), item, lent)
+        finally:
+            # get and compute refer to each other: break the cycle now, or everything they can
+            # reach (the key's buffers among it) waits for the garbage collector
+            get = compute = None  # noqa: F841
 
     def _load(self, expr: Read, item: WorkItem, slot: int, lent: List[torch.Tensor]) -> torch.Tensor:
         """An input in the compute dtype on the merge device, in memory the method may write to."""

@@ -159,16 +159,21 @@ class SignElection:
         n = trimmed[0].numel()
         signs = [torch.sign(t, out=scratch.get(("sign", i), n)) for i, t in enumerate(trimmed)]
         votes = trimmed if vote_sgn else signs
-        total = scratch.get("votes", n).copy_(votes[0])
-        for v in votes[1:]:
-            total.add_(v)
+        total = scratch.get("votes", n)
+        if len(votes) == 1:
+            total.copy_(votes[0])
+        else:
+            torch.add(votes[0], votes[1], out=total)
+            for v in votes[2:]:
+                total.add_(v)
         return total.sign_(), signs
 
     @staticmethod
     def mean(trimmed: Sequence[torch.Tensor], signs: List[torch.Tensor], elected: torch.Tensor, scratch: Scratch,
              out: torch.Tensor, kept: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
-        """The mean of the agreeing entries into ``out``; with ``kept``, each delta's agreeing
-        entries (others 0) too. Overwrites ``signs``."""
+        """The mean of the agreeing entries into ``out`` (0 where it is not finite: see
+        NON_FINITE_NOTE); with ``kept``, each delta's agreeing entries (others 0) too.
+        Overwrites ``signs``."""
         n = out.numel()
         total, count = scratch.get("total", n), scratch.get("count", n)
         for i, (t, agrees) in enumerate(zip(trimmed, signs)):
@@ -177,11 +182,15 @@ class SignElection:
                 torch.mul(t, agrees, out=kept[i])
             if i == 0:
                 torch.mul(t, agrees, out=total)
-                count.copy_(agrees)
             else:
                 total.addcmul_(t, agrees)  # t·agrees is exact, so this is the plain sum
+        if len(signs) == 1:
+            count.copy_(signs[0])
+        else:
+            torch.add(signs[0], signs[1], out=count)
+            for agrees in signs[2:]:
                 count.add_(agrees)
-        return torch.div(total, count.clamp_min_(1), out=out)
+        return finite_or_zero_(torch.div(total, count.clamp_min_(1), out=out))
 
 
 @dataclass
@@ -258,7 +267,7 @@ def ties_sum(*models, k=k_param(1.0), vote_sgn=VOTE_SGN):
     if first.numel() == 0:
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
-    return restore(finite_or_zero_(ties_reduce(deltas, scalar("ties_sum", "k", k), vote_sgn).mean))
+    return restore(ties_reduce(deltas, scalar("ties_sum", "k", k), vote_sgn).mean)
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES (extended)", category="ties",
