@@ -149,3 +149,13 @@ def test_ties_element_with_a_non_finite_difference_is_zero_and_others_are_untouc
     mask = torch.ones_like(result, dtype=torch.bool)
     mask[2, 3] = False
     assert torch.equal(result[mask], clean[mask])
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 16, 17, 300])
+def test_row_cosine_is_torchs_cosine_similarity_for_short_and_long_rows(width):
+    from lib_mecha.methods.ties import row_cosine
+    g = torch.Generator().manual_seed(width)
+    x, y = torch.randn(50, 4, width, generator=g), torch.randn(50, 4, width, generator=g)
+    x[0, 0] = 0  # a zero row: eps keeps it finite
+    expected = torch.nn.functional.cosine_similarity(x, y, dim=-1, eps=1e-6)
+    assert torch.allclose(row_cosine(x, y, 1e-6), expected, atol=1e-6)
