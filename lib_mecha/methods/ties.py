@@ -75,22 +75,26 @@ def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
     margin = 4 * math.sqrt(m * q * (1 - q)) + 16
     low = sample.kthvalue(max(1, int(q * m - margin))).values
     high = sample.kthvalue(min(m, int(q * m + margin) + 1)).values
-    counted = {}  # slice start -> (entries below the bracket, entries inside it)
+    # a value shared by many entries (sparse deltas: 0) brackets itself: counting is enough
+    single = bool(low == high)
+    counted = {}  # slice start -> (entries below the bracket, entries inside it or their count)
 
     def count(start: int, end: int, scratch: Scratch) -> None:
         size = end - start
         a = torch.abs(values[start:end], out=scratch.get("magnitude", size))
         lt = torch.lt(a, low, out=scratch.get("below", size, torch.bool))
-        inside = torch.le(a, high, out=scratch.get("inside", size, torch.bool))
-        counted[start] = int(torch.count_nonzero(lt)), a[inside.logical_xor_(lt)]
+        inside = torch.le(a, high, out=scratch.get("inside", size, torch.bool)).logical_xor_(lt)
+        counted[start] = int(torch.count_nonzero(lt)), (int(torch.count_nonzero(inside)) if single else a[inside])
 
     workers.for_each_range(slices(n), count, lambda: Scratch(values))
     below = sum(c for c, _ in counted.values())
-    band = torch.cat([counted[start][1] for start in sorted(counted)])
-    if below < rank <= below + band.numel():
-        if low == high:  # a value shared by many entries (sparse deltas: 0): no need to select
+    if single:
+        if below < rank <= below + sum(c for _, c in counted.values()):
             return low
-        return band.kthvalue(rank - below).values
+    else:
+        band = torch.cat([counted[start][1] for start in sorted(counted)])
+        if below < rank <= below + band.numel():
+            return band.kthvalue(rank - below).values
     return values.abs().kthvalue(rank).values  # the sample misled us: select from everything
 
 
