@@ -233,8 +233,8 @@ def dropout(*deltas,
 
     def drop_range(start: int, end: int, scratch: Scratch) -> None:
         size = end - start
-        total, coverage = scratch.get("total", size).zero_(), scratch.get("coverage", size).zero_()
-        kept, part = scratch.get("kept", size), scratch.get("part", size)
+        total, coverage = scratch.get("total", size), scratch.get("coverage", size)
+        kept = scratch.get("kept", size)
         u = scratch.get("draws", size, torch.float32)
         if not independent:
             draws.uniform(u, start)
@@ -243,11 +243,15 @@ def dropout(*deltas,
         for i, d in enumerate(flat):
             if independent:  # kept where u < 1 - p: max(sign(1 - p - u), 0) in float arithmetic
                 streams[i].uniform(u, start)
-                kept.copy_(u.neg_().add_(1 - probability).sign_().clamp_min_(0))
+                kept.copy_(u).neg_().add_(1 - probability).sign_().clamp_min_(0)
             else:  # bit i of the drawn set
                 kept.copy_(torch.bitwise_and(torch.bitwise_right_shift(subset, i), 1))
-            total.add_(torch.mul(d[start:end], kept, out=part))
-            coverage.add_(kept)
+            if i == 0:
+                torch.mul(d[start:end], kept, out=total)
+                coverage.copy_(kept)
+            else:
+                total.addcmul_(d[start:end], kept)  # d·kept is exact: the plain sum of the kept entries
+                coverage.add_(kept)
         torch.div(total, coverage.clamp_(min=1), out=out[start:end]).div_(rescalar)
 
     workers.for_each_range(slices(out.numel()), drop_range, lambda: Scratch(out))
