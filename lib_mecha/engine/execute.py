@@ -8,7 +8,11 @@ Memory is bounded by the tensors in flight, never by model size or count:
   budget runs alone);
 * inside an item every sub-expression is computed once and dropped after its last consumer,
   so each input tensor is read once per key whatever the recipe's shape;
-* a finished tensor goes to the sink at once and is not kept.
+* a finished tensor goes to the sink at once and is not kept;
+* a key whose working set exceeds the budget runs alone and is granted the idle threads
+  (:mod:`lib_mecha.workers`): its loads, its elementwise steps and the slice loops of
+  whole-tensor methods spread over them; key-sized buffers pass from one such key to the next
+  of the same size (:class:`KeyBuffers`).
 
 Cancellation is checked before every item, so a cancelled merge stops within one key.
 """

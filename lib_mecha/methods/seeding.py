@@ -1,9 +1,11 @@
 """Deterministic randomness for stochastic merge methods.
 
-A method's random draws for one key depend only on ``(seed, key, stream)``: the generator
-is seeded from a hash of the three, and every draw is made on the CPU in float32 and only
-then moved to the tensor's device and dtype. So the same seed gives the same tensors
-whatever the thread count, the order keys are merged in, or the merge device.
+A method's random draws for one key depend only on ``(seed, key, stream)``: generators are
+seeded from a hash of the three (:class:`Draws` gives element-wise draws in blocks, each block
+from its own generator, so that slices of a key can be drawn on any thread), and every draw is
+made on the CPU in float32 and only then moved to the tensor's device and dtype. So the same
+seed gives the same tensors whatever the thread count, the slicing, the order keys are merged
+in, or the merge device.
 
 ``seed=None`` keeps sd-mecha's meaning: fresh, unreproducible randomness. The UI always
 passes an explicit seed, so recipes it writes are reproducible.
