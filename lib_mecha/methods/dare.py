@@ -22,7 +22,9 @@ from .ties import APPLY_MEDIAN, COS_EPS, FTOL, MAXITER, MEDIAN_EPS, VOTE_SGN, k_
 PROBABILITY_HELP = "Chance that each entry of a difference is dropped; 0.9 keeps one entry in ten."
 
 
-EXACT_RANKS_UP_TO = 1 << 20  # elements; larger deltas take magnitude ranks from a histogram
+# elements; larger deltas take magnitude ranks from a histogram (measured per element, one
+# core: sorting 142 ns and the histogram 8 ns at 1 M elements; 117 and 39 ns at 64 K)
+EXACT_RANKS_UP_TO = 1 << 16
 CROWDED_BIN_SHARE = 0.01       # ...unless one of its bins holds more than this share of the elements
 # The histogram's bins are the float16 values: |delta|/max|delta| in [0, 1] converted to float16
 # is its bin, and the float16's bits (15361 patterns up to 1.0, in order) index the table.
