@@ -56,12 +56,14 @@ class Scratch:
         self.dtype, self.device, self.minimum = like.dtype, like.device, minimum
         self._buffers = {}
 
-    def get(self, name, size: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def get(self, name, size: int, dtype: Optional[torch.dtype] = None, device=None) -> torch.Tensor:
+        """A buffer of ``size`` elements (``like``'s dtype and device unless given)."""
         dtype = dtype or self.dtype
-        buffer = self._buffers.get((name, dtype))
+        device = torch.device(device) if device is not None else self.device
+        slot = (name, dtype, device)
+        buffer = self._buffers.get(slot)
         if buffer is None or buffer.numel() < size:
-            buffer = self._buffers[(name, dtype)] = torch.empty(max(size, self.minimum), dtype=dtype,
-                                                                device=self.device)
+            buffer = self._buffers[slot] = torch.empty(max(size, self.minimum), dtype=dtype, device=device)
         return buffer[:size]
 
 

@@ -149,7 +149,7 @@ def drop(delta: torch.Tensor, probability, della_eps: float, draws: Draws) -> to
 
     def drop_range(start: int, end: int, scratch: Scratch) -> None:
         size = end - start
-        u = draws.uniform(scratch.get("draws", size, torch.float32), start).to(delta.device)
+        u = draws.uniform(scratch.get("draws", size, torch.float32, "cpu"), start).to(delta.device)
         threshold = scratch.get("keep", size)
         if ranks is not None:  # DELLA: keep = clamp(1 - p + eps·centred rank, 0, 1)
             torch.mul(ranks.range(start, end, scratch), della_eps, out=threshold).nan_to_num_(0.0, 0.0, 0.0)
@@ -237,10 +237,10 @@ def dropout(*deltas,
         size = end - start
         total, coverage = scratch.get("total", size), scratch.get("coverage", size)
         kept = scratch.get("kept", size)
-        u = scratch.get("draws", size, torch.float32)
+        u = scratch.get("draws", size, torch.float32, "cpu")  # draws are made on the CPU (seeding.py)
         if not independent:
             draws.uniform(u, start)
-            subset = torch.searchsorted(cdf, u, right=True, out=scratch.get("subset", size, torch.long))
+            subset = torch.searchsorted(cdf, u, right=True, out=scratch.get("subset", size, torch.long, "cpu"))
             subset.clamp_(max=2 ** n - 1)
         for i, d in enumerate(flat):
             if independent:  # kept where u < 1 - p: max(sign(1 - p - u), 0) in float arithmetic

@@ -122,7 +122,7 @@ def add_noise(a=Tensor(SAME),
     out = torch.empty_like(flat)
 
     def noisy(start: int, end: int, scratch: Scratch) -> None:
-        noise = draws.normal(scratch.get("noise", end - start, torch.float32), start)
+        noise = draws.normal(scratch.get("noise", end - start, torch.float32, "cpu"), start)
         part = scale[start:end] if scale.dim() else scale
         torch.addcmul(flat[start:end], noise.to(device=a.device, dtype=a.dtype), part, out=out[start:end])
 
