@@ -45,11 +45,13 @@ class MergeOptions:
     compute_dtype: str = _opt("fp32", "dtype of the arithmetic", choices=("fp32", "fp64", "fp16", "bf16"))
     output_dtype: str = _opt("fp16", "dtype of floating-point outputs; 'keep' keeps each input's own",
                              choices=("fp16", "bf16", "fp32", KEEP), flags=("--dtype", "--output-dtype"))
-    threads: int = _opt(2, "worker threads (keys merged at once); 0 merges on the calling thread")
+    threads: int = _opt(2, "worker threads: keys merged at once, or all of them on one key too big to share the "
+                           "memory budget; 0 merges on the calling thread")
     torch_threads: int = _opt(1, "torch intra-op threads during the merge (restored afterwards); 0 leaves "
                                  "torch's setting alone. The worker threads already merge keys in parallel")
     memory_budget_mb: int = _opt(512, "upper bound for tensors in flight, in MiB; large elementwise keys "
-                                      "are merged in chunks to stay inside it")
+                                      "are merged in chunks to stay inside it, and a whole-tensor key larger "
+                                      "than it runs alone")
     model_dirs: Tuple[str, ...] = _opt((), "folders searched for relative model names, in order",
                                        flags=("--models-dir", "--model-dir"))
     overwrite: bool = _opt(False, "replace an existing output file")
