@@ -4,8 +4,8 @@ The engine merges keys side by side on its own threads. A whole-tensor key too b
 the memory budget runs alone, and without help it would leave every other core idle (about
 half the elements of an SD1.5 checkpoint sit in such keys). While such a key runs, the engine
 grants it its idle threads; :func:`for_each_range` then spreads the key's slice loops over
-them. torch releases the GIL inside its kernels, so slices of 64 K elements and more run in
-parallel; torch's own intra-op threads stay at one (see ``engine.execute.intra_op_threads``).
+them. torch releases the GIL inside its kernels, so slices of a few hundred thousand elements
+run in parallel; torch's own intra-op threads stay at one (see ``engine.execute.intra_op_threads``).
 
 Results never depend on the thread count: every slice is computed the same way whoever runs
 it, and a loop that reduces across slices keeps one partial result per slice and combines
@@ -65,6 +65,11 @@ class Scratch:
         if buffer is None or buffer.numel() < size:
             buffer = self._buffers[slot] = torch.empty(max(size, self.minimum), dtype=dtype, device=device)
         return buffer[:size]
+
+    def owns(self, tensor: torch.Tensor) -> bool:
+        """Whether ``tensor`` lives in one of these buffers."""
+        storage = tensor.untyped_storage().data_ptr()
+        return any(b.untyped_storage().data_ptr() == storage for b in self._buffers.values())
 
 
 def thread_count() -> int:

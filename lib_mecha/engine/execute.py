@@ -103,7 +103,7 @@ def work_items(plan: Plan, compute_dtype: torch.dtype, budget_bytes: int, thread
 
 
 class ScratchPool:
-    """Per-thread reusable buffers for the slices of big keys.
+    """Each thread's :class:`~lib_mecha.workers.Scratch`, kept for the slices of big keys.
 
     Every slice of a big key would otherwise allocate fresh buffers for the raw read, its
     cast to the compute dtype and the cast back to the output dtype; the allocator hands
@@ -116,23 +116,19 @@ class ScratchPool:
     def __init__(self):
         self._local = threading.local()
 
+    def _scratch(self) -> workers.Scratch:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = workers.Scratch(torch.empty(0), minimum=MAX_CHUNK_ELEMENTS)
+        return scratch
+
     def get(self, tag, numel: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
         if numel > MAX_CHUNK_ELEMENTS:
             return None
-        buffers = getattr(self._local, "buffers", None)
-        if buffers is None:
-            buffers = self._local.buffers = {}
-        buf = buffers.get((tag, dtype))
-        if buf is None or buf.numel() < numel:
-            buf = buffers[(tag, dtype)] = torch.empty(max(numel, MAX_CHUNK_ELEMENTS), dtype=dtype)
-        return buf[:numel]
+        return self._scratch().get(tag, numel, dtype)
 
     def owns(self, tensor: torch.Tensor) -> bool:
-        buffers = getattr(self._local, "buffers", None)
-        if not buffers:
-            return False
-        ptr = tensor.untyped_storage().data_ptr()
-        return any(b.untyped_storage().data_ptr() == ptr for b in buffers.values())
+        return self._scratch().owns(tensor)
 
 
 class KeyBuffers:

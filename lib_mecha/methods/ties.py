@@ -148,6 +148,16 @@ class TrimmedSlices:
         return [self.get(i, start, end, scratch) for i in range(len(self.flat))]
 
 
+def sum_into(out: torch.Tensor, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The sum of ``tensors``, added in order, written into ``out``."""
+    if len(tensors) == 1:
+        return out.copy_(tensors[0])
+    torch.add(tensors[0], tensors[1], out=out)
+    for t in tensors[2:]:
+        out.add_(t)
+    return out
+
+
 class SignElection:
     """TIES's elect-and-average over one slice, in float arithmetic.
 
@@ -162,15 +172,8 @@ class SignElection:
         """``(elected, signs)``: the elected sign per element, and each entry's sign (buffers)."""
         n = trimmed[0].numel()
         signs = [torch.sign(t, out=scratch.get(("sign", i), n)) for i, t in enumerate(trimmed)]
-        votes = trimmed if vote_sgn else signs
-        total = scratch.get("votes", n)
-        if len(votes) == 1:
-            total.copy_(votes[0])
-        else:
-            torch.add(votes[0], votes[1], out=total)
-            for v in votes[2:]:
-                total.add_(v)
-        return total.sign_(), signs
+        votes = sum_into(scratch.get("votes", n), trimmed if vote_sgn else signs)
+        return votes.sign_(), signs
 
     @staticmethod
     def mean(trimmed: Sequence[torch.Tensor], signs: List[torch.Tensor], elected: torch.Tensor, scratch: Scratch,
@@ -188,12 +191,7 @@ class SignElection:
                 torch.mul(t, agrees, out=total)
             else:
                 total.addcmul_(t, agrees)  # t·agrees is exact, so this is the plain sum
-        if len(signs) == 1:
-            count.copy_(signs[0])
-        else:
-            torch.add(signs[0], signs[1], out=count)
-            for agrees in signs[2:]:
-                count.add_(agrees)
+        sum_into(count, signs)
         return finite_or_zero_(torch.div(total, count.clamp_min_(1), out=out))
 
 
@@ -338,9 +336,7 @@ def model_stock(*deltas, cos_eps=COS_EPS):
     def stock(start: int, end: int, _) -> None:
         first_row, last_row = start // row, end // row
         part = [d[first_row:last_row] for d in rows]
-        out = total[first_row:last_row].copy_(part[0])
-        for d in part[1:]:
-            out.add_(d)
+        out = sum_into(total[first_row:last_row], part)
         if n > 1:  # Model Stock's factor from the mean cosine between consecutive deltas, per row
             cos_mean = sum(row_cosine(x, y, cos_eps) for x, y in zip(part, part[1:])) / (n - 1)
             out.mul_(stock_factor(cos_mean, n, out).div_(n))
