@@ -225,7 +225,10 @@ class Evaluator:
             if isinstance(expr, Const):
                 return expr.value
             mark = len(held)  # held[:mark]: arguments already fetched by the calls enclosing this one
-            args = [hold(get(a)) for a in expr.args]
+            if resolve(expr.method).accumulates:
+                args = [hold(own(expr.args[0]))] + [hold(stored(a)) for a in expr.args[1:]]
+            else:
+                args = [hold(get(a)) for a in expr.args]
             kwargs = {k: hold(get(v)) for k, v in expr.kwargs}
             try:
                 if resolve(expr.method).elementwise and item.start is None and workers.thread_count() > 1:
@@ -238,18 +241,44 @@ class Evaluator:
             finally:
                 del held[mark:]
 
+        def private(expr: Expr) -> bool:
+            # a Read whose only remaining use is this one: no other step will see its value
+            return isinstance(expr, Read) and remaining[expr] == 1 and expr not in values
+
+        def own(expr: Expr):
+            """The first argument of an accumulating method: a buffer the call may write into."""
+            is_private = private(expr)
+            value = get(expr)
+            if is_private or not isinstance(value, torch.Tensor):
+                return value  # _load gives every Read a buffer of its own
+            return value.clone(memory_format=torch.contiguous_format)
+
+        def stored(expr: Expr):
+            """Another argument of an accumulating method: a Read used only here comes as a view of
+            the file's pages in its stored dtype when widening it to the compute dtype is exact."""
+            if private(expr) and self._widens_exactly(expr.dtype):
+                view = self._view(expr, item)
+                if view is not None:
+                    remaining[expr] -= 1
+                    return view.view(_read_shape(expr, item))
+            return get(expr)
+
         try:
             return self._as_output(get(kp.expr), item, lent)
         finally:
             # get and compute refer to each other: break the cycle now, or everything they can
             # reach (the key's buffers among it) waits for the garbage collector
-            get = compute = None  # noqa: F841
+            get = compute = own = stored = None  # noqa: F841
+
+    def _widens_exactly(self, dtype: torch.dtype) -> bool:
+        if self.scratch is None:  # views of file pages exist on the CPU only
+            return False
+        return dtype == self.compute_dtype or (
+            dtype in (torch.float16, torch.bfloat16) and self.compute_dtype in (torch.float32, torch.float64))
 
     def _load(self, expr: Read, item: WorkItem, slot: int, lent: List[torch.Tensor]) -> torch.Tensor:
         """An input in the compute dtype on the merge device, in memory the method may write to."""
-        # a slice reads the same range of every input; a whole key reads each input whole
-        # (inputs of another shape, such as a LoRA's factors, are read whole too)
-        shape = (item.end - item.start,) if item.start is not None else tuple(expr.shape)
+        shape = _read_shape(expr, item)
         n = math.prod(shape)
         # the conversion below copies anyway, so it reads the file's pages directly when it can
         source = self._view(expr, item)
@@ -311,10 +340,25 @@ class Evaluator:
                 return value.reshape(-1)[start:end]
             return value
 
+        def call_range(start, end):
+            return self._call(expr, kp, [cut(a, start, end) for a in args],
+                              {k: cut(v, start, end) for k, v in kwargs.items()})
+
         spans = workers.ranges(n, MAX_CHUNK_ELEMENTS)
+        if resolve(expr.method).accumulates:
+            if not isinstance(args[0], torch.Tensor) or args[0].shape != shape or not args[0].is_contiguous():
+                return None
+            out = args[0].reshape(-1)  # the call's own buffer (see own() in _evaluate)
+
+            def accumulate(start, end, _):
+                part = call_range(start, end).reshape(-1)
+                if part.data_ptr() != out[start:end].data_ptr():
+                    out[start:end].copy_(part)
+
+            workers.for_each_range(spans, accumulate)
+            return out.view(shape)
         first_start, first_end = spans[0]
-        first = self._call(expr, kp, [cut(a, first_start, first_end) for a in args],
-                           {k: cut(v, first_start, first_end) for k, v in kwargs.items()})
+        first = call_range(first_start, first_end)
         if not isinstance(first, torch.Tensor) or first.numel() != first_end - first_start:
             return None  # not a plain elementwise result: let the method see the whole tensors
         if any(_storage(first) == _storage(t) for t in tensors):
@@ -324,9 +368,7 @@ class Evaluator:
         out[first_start:first_end].copy_(first.reshape(-1))
 
         def body(start, end, _):
-            part = self._call(expr, kp, [cut(a, start, end) for a in args],
-                              {k: cut(v, start, end) for k, v in kwargs.items()})
-            out[start:end].copy_(part.reshape(-1))
+            out[start:end].copy_(call_range(start, end).reshape(-1))
 
         workers.for_each_range(spans[1:], body)
         return out.view(shape)
@@ -353,6 +395,12 @@ class Evaluator:
             out = self._take(lent if self.sink_copies else None, result.numel(), kp.dtype)
             return _convert_into(out, result.reshape(-1)).view(result.shape)
         return result.to(dtype=kp.dtype)
+
+
+def _read_shape(expr: Read, item: WorkItem) -> tuple:
+    # a slice reads the same range of every input; a whole key reads each input whole
+    # (inputs of another shape, such as a LoRA's factors, are read whole too)
+    return (item.end - item.start,) if item.start is not None else tuple(expr.shape)
 
 
 def _storage(tensor: torch.Tensor) -> int:

@@ -11,12 +11,6 @@ from .registry import merge_method
 from .spec import DELTA, SAME, WEIGHT, Float, Tensor
 
 
-def _scaled_add(a, b, alpha):
-    if isinstance(alpha, torch.Tensor):
-        return torch.addcmul(a, b, alpha)
-    return torch.add(a, b, alpha=alpha)
-
-
 @merge_method(returns=SAME, label="Weighted sum", category="linear", elementwise=True,
               help="Linear interpolation: (1 - alpha)·A + alpha·B.")
 def weighted_sum(a=Tensor(SAME), b=Tensor(SAME),
@@ -26,15 +20,14 @@ def weighted_sum(a=Tensor(SAME), b=Tensor(SAME),
 
 
 @merge_method(returns=SAME, varargs=Tensor(SAME), label="Average", category="linear", elementwise=True,
-              help="The arithmetic mean of any number of models.")
+              accumulates=True, help="The arithmetic mean of any number of models.")
 def n_average(*models):
-    if len(models) == 1:
-        return models[0]
-    # one fresh accumulator, added to in place: a single pass over each input
-    total = torch.add(models[0], models[1])
-    for m in models[2:]:
+    # accumulates: the first model is this call's own buffer, the others may still be float16
+    # (see spec.py), so each input is converted while it is added, in one pass
+    total = models[0]
+    for m in models[1:]:
         total.add_(m)
-    return total.div_(len(models))
+    return total.div_(len(models)) if len(models) > 1 else total
 
 
 @merge_method(returns=DELTA, label="Subtract", category="linear", elementwise=True,
@@ -43,12 +36,15 @@ def subtract(a=Tensor(WEIGHT), b=Tensor(WEIGHT)):
     return a - b
 
 
-@merge_method(returns=SAME, label="Add difference", category="linear", elementwise=True,
+@merge_method(returns=SAME, label="Add difference", category="linear", elementwise=True, accumulates=True,
               help="A + alpha·D: adds a difference (delta) to a model.")
 def add_difference(a=Tensor(SAME), b=Tensor(DELTA, help="the difference to add"),
                    alpha=Float(1.0, soft_minimum=-1.0, soft_maximum=2.0, per_key=True,
                                help="Strength of the difference.")):
-    return _scaled_add(a, b, alpha)
+    # accumulates: ``a`` is this call's own buffer (see spec.py)
+    if isinstance(alpha, torch.Tensor):
+        return a.addcmul_(b, alpha)
+    return a.add_(b, alpha=alpha)
 
 
 @merge_method(returns=DELTA, label="Scale", category="linear", elementwise=True,

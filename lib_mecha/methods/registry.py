@@ -56,7 +56,8 @@ def merge_method(func: Optional[Callable] = None, *, name: Optional[str] = None,
 
     The decorated name becomes a recipe builder: calling it with nodes or values returns a
     :class:`~lib_mecha.recipe.MergeNode`. The raw function stays reachable as
-    ``builder.spec.func`` (and ``builder.__wrapped__``) for tests.
+    ``builder.spec.func`` (and ``builder.__wrapped__``); ``builder.spec.apply`` calls it on tensors the
+    caller keeps.
 
     Example:
         >>> @merge_method(returns=SAME, elementwise=True, help="a + alpha·(b - a)")

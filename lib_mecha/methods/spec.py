@@ -18,6 +18,14 @@ Contract for the function itself:
   marked ``per_key`` may also receive a tensor (a mask) or a per-key scalar;
 * tensors arrive on the merge device in the compute dtype; the function never moves them;
 * it must not modify its inputs in place: the engine may share one input between consumers.
+
+An ``elementwise`` method declared with ``accumulates=True`` (a sum such as ``n_average``)
+gets two exceptions: its first argument is a buffer of its own in the compute dtype, which it
+may write its result into and return; and its other tensor arguments may arrive in the
+narrower float dtype they are stored in (float16, bfloat16), straight from the file's pages,
+so torch converts them on the fly instead of the engine first copying each one into a
+compute-dtype buffer. Type promotion computes in the first argument's dtype, and widening
+float16/bfloat16 is exact, so the results are bitwise those of the plain contract.
 """
 from __future__ import annotations
 
@@ -188,6 +196,7 @@ class MethodSpec:
     help: str = ""
     category: str = "other"
     elementwise: bool = False
+    accumulates: bool = False  # see the module docstring: writes into its first argument
     stochastic: bool = False
     # key behaviour; None means "one output key from the same key of every tensor argument"
     route: Optional[Callable] = None
@@ -213,6 +222,13 @@ class MethodSpec:
     @property
     def key_param(self) -> Optional[Param]:
         return next((p for p in self.params if p.kind == "key"), None)
+
+    def apply(self, *args, **kwargs):
+        """Call the function on tensors the caller keeps: an accumulating method, which writes
+        into its first argument, works on a copy of it."""
+        if self.accumulates and args and hasattr(args[0], "clone"):
+            args = (args[0].clone(), *args[1:])
+        return self.func(*args, **kwargs)
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -276,6 +292,9 @@ def make_spec(func: Callable, *, name: Optional[str] = None, returns: str = SAME
         kw_only = p.kind is inspect.Parameter.KEYWORD_ONLY
         params.append(_named(p.default, p.name, keyword_only=kw_only))
     _validate(ident, params, returns)
+    if options.get("accumulates") and not (options.get("elementwise") and params and params[0].is_tensor):
+        raise TypeError(f"merge method {ident}: accumulates=True needs an elementwise method whose first "
+                        "parameter is a tensor")
     return MethodSpec(ident, func, tuple(params), returns, **options)
 
 

@@ -12,7 +12,7 @@ from lib_mecha.methods import resolve
 
 
 def raw(name):
-    return resolve(name).func
+    return resolve(name).apply
 
 
 A = torch.tensor([1.0, -2.0, 3.0, 0.5])

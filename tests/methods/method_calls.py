@@ -12,7 +12,7 @@ def builder(name: str):
 
 
 def raw(name_or_builder, *args, key: str = TEST_KEY, **kwargs):
-    """Run the raw function of a method (``builder.spec.func``) with defaults filled in."""
+    """Run the raw function of a method (``builder.spec.apply``) with defaults filled in."""
     spec = builder(name_or_builder).spec if isinstance(name_or_builder, str) else name_or_builder.spec
     call_kwargs = {}
     fixed = [p for p in spec.positional if not p.variadic]
@@ -29,7 +29,7 @@ def raw(name_or_builder, *args, key: str = TEST_KEY, **kwargs):
         call_kwargs[spec.key_param.name] = key
     if kwargs:
         raise TypeError(f"{spec.name} has no parameter(s) {sorted(kwargs)}")
-    return spec.func(*positional, **call_kwargs)
+    return spec.apply(*positional, **call_kwargs)
 
 
 def tensor_arity(name: str) -> int:
