@@ -19,6 +19,7 @@ Cancellation is checked before every item, so a cancelled merge stops within one
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import threading
 import weakref
@@ -443,12 +444,39 @@ def execute(plan: Plan, sink, *, device: torch.device, compute_dtype: torch.dtyp
     total = len(plan.keys)
     state = _Progress(total, progress)
     try:
-        with intra_op_threads(torch_threads):
+        with intra_op_threads(torch_threads), collector_paused():
             _run(plan, sink, evaluator, flag, state, compute_dtype, threads, budget_bytes)
     except BaseException:
         sink.abort()
         raise
     return state.bytes_done
+
+
+_collector_lock = threading.Lock()
+_collector = {"pauses": 0, "was_enabled": True}  # merges may overlap in a host
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Python's cyclic garbage collector paused while merges run, as it was when the last ends.
+
+    A merge makes millions of short-lived Python objects (a tensor per slice and step), and
+    every few hundred of them start a collection that walks the young objects (measured: 3 % of
+    the CPU of an n_average of 8). The engine breaks its own reference cycles (see
+    ``Evaluator._evaluate``), so nothing of a merge waits for the collector.
+    """
+    with _collector_lock:
+        if _collector["pauses"] == 0:
+            _collector["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _collector["pauses"] += 1
+    try:
+        yield
+    finally:
+        with _collector_lock:
+            _collector["pauses"] -= 1
+            if _collector["pauses"] == 0 and _collector["was_enabled"]:
+                gc.enable()
 
 
 @contextlib.contextmanager
