@@ -242,22 +242,29 @@ class Evaluator:
             finally:
                 del held[mark:]
 
-        def private(expr: Expr) -> bool:
-            # a Read whose only remaining use is this one: no other step will see its value
-            return isinstance(expr, Read) and remaining[expr] == 1 and expr not in values
+        def live_storages():
+            return {_storage(v) for v in (*values.values(), *held) if isinstance(v, torch.Tensor)}
 
         def own(expr: Expr):
-            """The first argument of an accumulating method: a buffer the call may write into."""
-            is_private = private(expr)
+            """The first argument of an accumulating method: a buffer the call may write into.
+
+            A value is handed over as it is when this is its last use, it is a buffer of this
+            evaluation's own (an input's load, or a whole-key result it allocated) and no other
+            value still needed shares it; anything else is copied first."""
+            last_use = remaining[expr] == 1
             value = get(expr)
-            if is_private or not isinstance(value, torch.Tensor):
-                return value  # _load gives every Read a buffer of its own
+            if not isinstance(value, torch.Tensor):
+                return value
+            storage = _storage(value)
+            if last_use and (isinstance(expr, Read) or storage in owned) and storage not in live_storages():
+                return value
             return value.clone(memory_format=torch.contiguous_format)
 
         def stored(expr: Expr):
             """Another argument of an accumulating method: a Read used only here comes as a view of
             the file's pages in its stored dtype when widening it to the compute dtype is exact."""
-            if private(expr) and self._widens_exactly(expr.dtype):
+            if isinstance(expr, Read) and remaining[expr] == 1 and expr not in values \
+                    and self._widens_exactly(expr.dtype):
                 view = self._view(expr, item)
                 if view is not None:
                     remaining[expr] -= 1
@@ -269,7 +276,7 @@ class Evaluator:
         finally:
             # get and compute refer to each other: break the cycle now, or everything they can
             # reach (the key's buffers among it) waits for the garbage collector
-            get = compute = own = stored = None  # noqa: F841
+            get = compute = own = stored = live_storages = None  # noqa: F841
 
     def _widens_exactly(self, dtype: torch.dtype) -> bool:
         if self.scratch is None:  # views of file pages exist on the CPU only

@@ -30,10 +30,10 @@ def n_average(*models):
     return total.div_(len(models)) if len(models) > 1 else total
 
 
-@merge_method(returns=DELTA, label="Subtract", category="linear", elementwise=True,
+@merge_method(returns=DELTA, label="Subtract", category="linear", elementwise=True, accumulates=True,
               help="The difference A - B between two models (a delta).")
 def subtract(a=Tensor(WEIGHT), b=Tensor(WEIGHT)):
-    return a - b
+    return a.sub_(b)  # accumulates: ``a`` is this call's own buffer (see spec.py)
 
 
 @merge_method(returns=SAME, label="Add difference", category="linear", elementwise=True, accumulates=True,

@@ -164,3 +164,22 @@ def test_apply_leaves_the_callers_tensors_alone():
     a, b = torch.ones(4), torch.full((4,), 3.0)
     assert torch.equal(methods.resolve("n_average").apply(a, b), torch.full((4,), 2.0))
     assert torch.equal(a, torch.ones(4))
+
+
+@pytest.mark.parametrize("threads, budget", [(0, 512), (2, 16)])
+def test_a_value_that_aliases_a_live_input_is_copied_before_it_is_written(models_dir, inputs, small_slices,
+                                                                          threads, budget):
+    """crossover with alpha 0 hands back A's own buffer; A is still needed by the subtraction, so
+    the accumulating add_difference must not add into it (and it may add into A's buffer in
+    add_difference(a, ...) once that is A's last use)."""
+    a, b, c = (mecha.model(f"m{i}") for i in range(3))
+    recipes = {
+        "alias": (mecha.add_difference(methods.build("crossover", a, b, alpha=0.0), a - c, alpha=1.0),
+                  lambda x, y, z: x.float() + (x.float() - z.float())),
+        "last_use": (mecha.add_difference(a, methods.build("crossover", b, c, alpha=0.0) - a, alpha=0.5),
+                     lambda x, y, z: torch.add(x.float(), y.float() - x.float(), alpha=0.5)),
+    }
+    for name, (recipe, expected) in recipes.items():
+        out = _merge(recipe, models_dir, threads=threads, memory_budget_mb=budget)
+        for key in ("big.weight", "small.weight", "bf.weight"):
+            assert torch.equal(out[key], expected(*(sd[key] for sd in inputs))), (name, key)
