@@ -33,6 +33,11 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(*flags, **kw)
 
 
+def _add_methods_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--methods", action="append", default=[], dest="method_files", metavar="FILE_OR_FOLDER",
+                        help="Python file (or folder of them) defining your own merge methods (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib_mecha", description="Streaming model merging.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     merge.add_argument("--no-hash", action="store_true", help="do not record the inputs' sha256 in the output")
     merge.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_methods_flag(merge)
     _add_option_flags(merge)
 
     info = sub.add_parser("info", help="describe a model: architecture, components, keys, dtypes, recipe")
@@ -50,17 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     methods = sub.add_parser("methods", help="list the merge methods")
     methods.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_methods_flag(methods)
 
     ui = sub.add_parser("ui", help="serve the Mecha tab on localhost without a WebUI")
     ui.add_argument("--models-dir", action="append", default=[], help="folder of models (repeatable)")
     ui.add_argument("--port", type=int, default=7861)
     ui.add_argument("--host", default="127.0.0.1")
+    _add_methods_flag(ui)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "method_files", None):
+            from .methods import load_method_files
+            load_method_files(args.method_files)
         return {"merge": cmd_merge, "info": cmd_info, "methods": cmd_methods, "ui": cmd_ui}[args.command](args)
     except MechaError as e:
         print(f"error: {e.format_message()}", file=sys.stderr)

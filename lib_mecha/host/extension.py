@@ -7,6 +7,8 @@ is cancelled, and the module state is dropped.
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from .detect import make_host
@@ -15,6 +17,8 @@ from .recipes import INFOTEXT_KEY
 from .settings import OPTIONS
 
 TAB = ("Mecha", "mecha")
+# Python files defining the user's own merge methods (README, "Your own merge methods")
+USER_METHODS = Path(__file__).resolve().parents[2] / "user_methods"
 _state: Dict[str, Any] = {}
 
 
@@ -31,11 +35,29 @@ def setup(script_callbacks, host=None) -> None:
     """Create the host adapter and register every callback of the extension."""
     host = host or make_host()
     _state.update(host=host, jobs=MergeJobs(host))
+    load_user_methods(USER_METHODS)  # before the tab is built, which lists every registered method
     script_callbacks.on_ui_settings(_on_ui_settings)
     script_callbacks.on_ui_tabs(_on_ui_tabs)
     script_callbacks.on_app_started(_on_app_started)
     script_callbacks.on_model_loaded(_on_model_loaded)
     script_callbacks.on_script_unloaded(_on_unloaded)
+
+
+def load_user_methods(folder: Path) -> None:
+    """Register the merge methods of every ``*.py`` file in ``folder``; a file that fails is named
+    on the console and skipped, and the extension works without its methods."""
+    from ..errors import MechaError
+    from ..methods.user_files import load_method_files, method_files
+    if not folder.is_dir():
+        return
+    for file in method_files(folder):
+        try:
+            names = load_method_files([file])
+        except MechaError as e:
+            print(f"[Mecha] {e.format_message()}", file=sys.stderr)
+            continue
+        if names:
+            print(f"[Mecha] merge methods from {file.name}: {', '.join(names)}")
 
 
 def _on_ui_settings() -> None:

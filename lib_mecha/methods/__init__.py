@@ -7,6 +7,7 @@ from . import (cosine, crossover, dare, ema, geometric, masks, slicing, spectral
 from .registry import (all_methods, bind, build, builder_for, merge_method, merge_space_of, register, resolve,
                        unregister)
 from .spec import DELTA, PARAM, SAME, WEIGHT, Bool, CurrentKey, Float, Int, MethodSpec, Param, Str, Tensor
+from .user_files import load_method_files
 
 BUILTIN_FAMILIES = ("linear", "logistics", "geometric", "masks", "cosine", "ties", "dare", "spectral", "crossover",
                     "slicing", "ema", "supermerger")
@@ -20,6 +21,6 @@ def describe_all():
 
 __all__ = [
     "all_methods", "bind", "build", "builder_for", "merge_method", "merge_space_of", "register", "resolve",
-    "unregister", "describe_all", "DELTA", "PARAM", "SAME", "WEIGHT", "Bool", "CurrentKey", "Float", "Int",
-    "MethodSpec", "Param", "Str", "Tensor",
+    "unregister", "describe_all", "load_method_files", "DELTA", "PARAM", "SAME", "WEIGHT", "Bool", "CurrentKey",
+    "Float", "Int", "MethodSpec", "Param", "Str", "Tensor",
 ]
