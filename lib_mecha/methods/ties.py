@@ -222,9 +222,9 @@ def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *,
             return
         kept = [scratch.get(("kept", i), end - start) for i in range(len(parts))]
         SignElection.mean(parts, signs, elected, scratch, mean[start:end], kept)
-        rows = (end - start) // row
-        cos = sum(row_cosine(x.view(rows, row), y.view(rows, row), cos_eps) for x, y in zip(kept, kept[1:]))
-        cos_mean[start // row:end // row] = cos / max(len(deltas) - 1, 1)
+        if len(kept) > 1:
+            rows = (end - start) // row
+            cos_mean[start // row:end // row] = mean_consecutive_cosine([x.view(rows, row) for x in kept], cos_eps)
 
     workers.for_each_range(slices(n, row), reduce, lambda: Scratch(first))
     return TiesReduction(mean.view(shape), None if cos_mean is None else cos_mean.view(shape[:-1]))
@@ -260,14 +260,28 @@ def _row_sums(t: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def _row_norms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.shape[-1] > SHORT_ROW:
+        norms = torch.linalg.vector_norm(x, dim=-1)
+    else:
+        norms = _row_sums(x * x).sqrt_()
+    return norms.clamp_(min=eps)
+
+
 def row_cosine(x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
     """torch's cosine_similarity along the last dimension, with one temporary of the inputs' size."""
-    dots = _row_sums(x * y)
-    if x.shape[-1] > SHORT_ROW:
-        norm_x, norm_y = torch.linalg.vector_norm(x, dim=-1), torch.linalg.vector_norm(y, dim=-1)
-    else:
-        norm_x, norm_y = _row_sums(x * x).sqrt_(), _row_sums(y * y).sqrt_()
-    return dots / (norm_x.clamp_(min=eps) * norm_y.clamp_(min=eps))
+    return _row_sums(x * y).div_(_row_norms(x, eps) * _row_norms(y, eps))
+
+
+def mean_consecutive_cosine(rows: Sequence[torch.Tensor], eps: float) -> torch.Tensor:
+    """The mean of :func:`row_cosine` over consecutive pairs (rows[0], rows[1]), (rows[1], rows[2])...;
+    each tensor's row norms are computed once."""
+    norms = [_row_norms(x, eps) for x in rows]
+    total = None
+    for x, y, norm_x, norm_y in zip(rows, rows[1:], norms, norms[1:]):
+        cosine = _row_sums(x * y).div_(norm_x * norm_y)
+        total = cosine if total is None else total.add_(cosine)
+    return total.div_(len(rows) - 1)
 
 
 def stock_factor(cos_mean: Optional[torch.Tensor], n: int, like: torch.Tensor) -> torch.Tensor:
@@ -338,8 +352,7 @@ def model_stock(*deltas, cos_eps=COS_EPS):
         part = [d[first_row:last_row] for d in rows]
         out = sum_into(total[first_row:last_row], part)
         if n > 1:  # Model Stock's factor from the mean cosine between consecutive deltas, per row
-            cos_mean = sum(row_cosine(x, y, cos_eps) for x, y in zip(part, part[1:])) / (n - 1)
-            out.mul_(stock_factor(cos_mean, n, out).div_(n))
+            out.mul_(stock_factor(mean_consecutive_cosine(part, cos_eps), n, out).div_(n))
 
     workers.for_each_range(slices(total.numel(), row), stock)
     return restore(total.view(flat[0].shape).nan_to_num_())
