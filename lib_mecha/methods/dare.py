@@ -13,7 +13,7 @@ import torch
 
 from .. import workers
 from ..workers import Scratch
-from ._values import as_tensor_like, is_close, scalar
+from ._values import as_tensor_like, is_close, largest_magnitude, scalar
 from .registry import merge_method
 from .seeding import Draws
 from .spec import DELTA, Bool, CurrentKey, Float, Int, Tensor
@@ -63,7 +63,7 @@ class CenteredRanks:
         spans = slices(n)
         tops = {}
         workers.for_each_range(spans, lambda start, end, _: tops.__setitem__(
-            start, float(torch.linalg.vector_norm(self.flat[start:end], math.inf))))
+            start, largest_magnitude(self.flat[start:end])))
         top = max(tops.values(), default=0.0)
         if n <= EXACT_RANKS_UP_TO or not math.isfinite(top) or top <= 0:
             self.exact = _exact_rank_fraction(self.flat.abs())
