@@ -131,11 +131,9 @@ def ties_sum_with_dropout(
     della = scalar("ties_sum_with_dropout", "della_eps", della_eps)
     draws = Draws(None if seed is None or seed < 0 else seed, key, "dare", fresh_when_none=False)
     dropped: List[torch.Tensor] = [drop(d, probability, della, draws.child(i)) for i, d in enumerate(deltas)]
-    result = ties_extended(dropped, scalar("ties_sum_with_dropout", "k", k), vote_sgn, apply_stock,
-                           apply_median, cos_eps, eps, maxiter, ftol)
-    if not rescale:
-        return result
-    return result.div_(as_tensor_like(1 - probability, result))
+    keep_rate = as_tensor_like(1 - probability, deltas[0]) if rescale else None
+    return ties_extended(dropped, scalar("ties_sum_with_dropout", "k", k), vote_sgn, apply_stock,
+                         apply_median, cos_eps, eps, maxiter, ftol, divisor=keep_rate)
 
 
 def drop(delta: torch.Tensor, probability, della_eps: float, draws: Draws) -> torch.Tensor:

@@ -12,7 +12,6 @@ geometric median iterates on the points' Gram matrix instead of on the tensors.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 import torch
@@ -195,39 +194,50 @@ class SignElection:
         return finite_or_zero_(torch.div(total, count.clamp_min_(1), out=out))
 
 
-@dataclass
-class TiesReduction:
-    """What TIES leaves: the mean of the agreeing entries, and for Model Stock the mean cosine
-    between consecutive filtered deltas per row."""
-
-    mean: torch.Tensor
-    cos_mean: Optional[torch.Tensor] = None
-
-
-def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *,
-                cos_eps: Optional[float] = None) -> TiesReduction:
-    """Trim, elect and average, one slice at a time (rows kept whole when cosines are wanted)."""
+def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, stock_eps: Optional[float] = None,
+                divisor=None) -> torch.Tensor:
+    """Trim, elect and average, one slice at a time. With ``stock_eps`` each row is then scaled by
+    Model Stock's factor from the mean cosine between consecutive filtered deltas (rows are kept
+    whole; a factor that is not finite gives 0), and with ``divisor`` (a number, or a tensor of the
+    deltas' shape) the result is divided by it: in the same pass over each slice, on the granted
+    threads, instead of further passes over the whole result on one thread."""
     first = deltas[0]
     shape, n = first.shape, first.numel()
-    row = shape[-1] if cos_eps is not None else 1
+    row = shape[-1] if stock_eps is not None else 1
     trimmed = TrimmedSlices(deltas, k)
     mean = torch.empty(n, dtype=first.dtype, device=first.device)
-    cos_mean = None if cos_eps is None else torch.empty(n // row, dtype=first.dtype, device=first.device)
+    divide = _slicer(divisor, first)
 
     def reduce(start: int, end: int, scratch: Scratch) -> None:
+        out = mean[start:end]
         parts = trimmed.all(start, end, scratch)
         elected, signs = SignElection.elect(parts, vote_sgn, scratch)
-        if cos_eps is None:
-            SignElection.mean(parts, signs, elected, scratch, mean[start:end])
-            return
-        kept = [scratch.get(("kept", i), end - start) for i in range(len(parts))]
-        SignElection.mean(parts, signs, elected, scratch, mean[start:end], kept)
-        if len(kept) > 1:
-            rows = (end - start) // row
-            cos_mean[start // row:end // row] = mean_consecutive_cosine([x.view(rows, row) for x in kept], cos_eps)
+        if stock_eps is None:
+            SignElection.mean(parts, signs, elected, scratch, out)
+        else:
+            kept = [scratch.get(("kept", i), end - start) for i in range(len(parts))]
+            SignElection.mean(parts, signs, elected, scratch, out, kept)
+            if len(kept) > 1:
+                rows = (end - start) // row
+                cos_mean = mean_consecutive_cosine([x.view(rows, row) for x in kept], stock_eps)
+                finite_or_zero_(out.view(rows, row).mul_(stock_factor(cos_mean, len(kept), out)))
+        if divide is not None:
+            out.div_(divide(start, end))
 
     workers.for_each_range(slices(n, row), reduce, lambda: Scratch(first))
-    return TiesReduction(mean.view(shape), None if cos_mean is None else cos_mean.view(shape[:-1]))
+    return mean.view(shape)
+
+
+def _slicer(value, like: torch.Tensor):
+    """``(start, end) -> value's elements start:end`` of a per-key value (a number or a tensor
+    broadcast to ``like``'s shape); None for None."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor) or value.numel() == 1:
+        number = float(value)
+        return lambda start, end: number
+    flat = value.expand(like.shape).reshape(-1)
+    return lambda start, end: flat[start:end]
 
 
 def filtered_deltas(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool):
@@ -300,7 +310,7 @@ def ties_sum(*models, k=k_param(1.0), vote_sgn=VOTE_SGN):
     if first.numel() == 0:
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
-    return restore(ties_reduce(deltas, scalar("ties_sum", "k", k), vote_sgn).mean)
+    return restore(ties_reduce(deltas, scalar("ties_sum", "k", k), vote_sgn))
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES (extended)", category="ties",
@@ -318,21 +328,19 @@ def ties_sum_extended(*models, k=k_param(0.2), vote_sgn=VOTE_SGN,
                          cos_eps, eps, maxiter, ftol)
 
 
-def ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol):
-    """ties_sum_extended's work, shared with TIES after DARE/DELLA dropout."""
+def ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol, divisor=None):
+    """ties_sum_extended's work, shared with TIES after DARE/DELLA dropout (which divides the
+    result by the keep rate: ``divisor``)."""
     first = models[0]
     if first.numel() == 0:
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
     if apply_median:
         get = filtered_deltas(deltas, k, vote_sgn)
-        return restore(finite_or_zero_(weiszfeld(get, len(deltas), deltas[0], eps, maxiter, ftol)))
-    stock = not apply_stock
-    reduction = ties_reduce(deltas, k, vote_sgn, cos_eps=cos_eps if stock else None)
-    result = reduction.mean
-    if stock:
-        result = result.mul_(stock_factor(reduction.cos_mean, len(deltas), result))
-    return restore(finite_or_zero_(result))
+        result = finite_or_zero_(weiszfeld(get, len(deltas), deltas[0], eps, maxiter, ftol))
+        return restore(result if divisor is None else result.div_(divisor))
+    stock_eps = None if apply_stock else cos_eps  # apply_stock is inverted, as in sd-mecha
+    return restore(ties_reduce(deltas, k, vote_sgn, stock_eps=stock_eps, divisor=divisor))
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="Model Stock", category="ties",

@@ -97,3 +97,19 @@ def test_dare_draws_do_not_depend_on_the_slice_size(della_eps, monkeypatch):
     assert torch.equal(run(), whole)
     kept = torch.count_nonzero(whole) / whole.numel()
     assert 0.2 < float(kept) < 0.9  # something was dropped, something kept
+
+
+@pytest.mark.parametrize("apply_stock, apply_median", [(True, False), (False, False), (True, True)])
+def test_rescaling_divides_by_the_keep_rate_per_element_in_every_mode(apply_stock, apply_median, monkeypatch):
+    """The keep rate may be a per-key mask: the rescaled result is the plain one divided by it
+    (in slices of two rows, so each slice must divide by its own part of the mask)."""
+    from lib_mecha.methods import ties as ties_module
+    monkeypatch.setattr(ties_module, "SLICE_ELEMENTS", 10)
+    g = torch.Generator().manual_seed(4)
+    deltas = [torch.randn(6, 5, generator=g) for _ in range(3)]
+    probability = torch.rand(6, 5, generator=g) * 0.8
+    common = dict(probability=probability, k=0.7, apply_stock=apply_stock, apply_median=apply_median, seed=9)
+    plain = raw("ties_sum_with_dropout", *deltas, rescale=False, **common)
+    rescaled = raw("ties_sum_with_dropout", *deltas, rescale=True, **common)
+    assert plain.abs().sum() > 0
+    assert torch.equal(rescaled, plain / (1 - probability))
