@@ -361,9 +361,10 @@ def model_stock(*deltas, cos_eps=COS_EPS):
         out = sum_into(total[first_row:last_row], part)
         if n > 1:  # Model Stock's factor from the mean cosine between consecutive deltas, per row
             out.mul_(stock_factor(mean_consecutive_cosine(part, cos_eps), n, out).div_(n))
+        out.nan_to_num_()
 
     workers.for_each_range(slices(total.numel(), row), stock)
-    return restore(total.view(flat[0].shape).nan_to_num_())
+    return restore(total.view(flat[0].shape))
 
 
 @merge_method(returns=SAME, varargs=Tensor(SAME), label="Geometric median", category="ties",
