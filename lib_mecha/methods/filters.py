@@ -42,7 +42,7 @@ import torch
 from .. import workers
 from ..workers import Scratch
 
-BLOCK_ELEMENTS = 1 << 16        # elements per block of pass 1: the block and its temporaries stay in cache
+BLOCK_ELEMENTS = 1 << 17        # elements per block of pass 1: the block and its temporaries stay in cache
 EXACT_BLOCK_ELEMENTS = 1 << 16  # the exact median of 81 keeps ~70 block-sized temporaries alive (17 MB)
 BLUR_ROWS = 8                   # rows per block of pass 2: a banded product costs 2·(rows + 2r) flops per element
 BLUR_ELEMENTS = 1 << 16         # ... but short rows need more of them per product
@@ -196,30 +196,45 @@ def selection_program(count: int, rank: int) -> Tuple[Tuple[Tuple[Callable, int,
     return tuple(steps), temporaries, network.result
 
 
-def select(values: Sequence[torch.Tensor], rank: int, out: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-    """out = the rank-th smallest of ``values`` elementwise (tensors of out's shape, may be views),
-    through temporaries from ``scratch``."""
+Steps = List[Callable[[], object]]
+
+
+def run(steps: Steps) -> None:
+    for step in steps:
+        step()
+
+
+def buffer(scratch: Scratch, name, shape: Sequence[int]) -> torch.Tensor:
+    """Scratch buffer ``name`` viewed as ``shape``."""
+    return scratch.get(name, math.prod(shape)).view(tuple(shape))
+
+
+def select_steps(values: Sequence[torch.Tensor], rank: int, out: torch.Tensor, scratch: Scratch) -> Steps:
+    """Steps making out the rank-th smallest of ``values`` elementwise (tensors of out's shape,
+    views or not), through temporaries from ``scratch``."""
     steps, temporaries, answer = selection_program(len(values), rank)
     if not steps:
-        return out.copy_(values[answer])
-    registers = list(values) + [scratch.get(("select", i), out.numel()).view(out.shape) for i in range(temporaries)]
-    registers.append(out)
-    for op, a, b, destination in steps:
-        op(registers[a], registers[b], out=registers[destination])
+        return [functools.partial(out.copy_, values[answer])]
+    registers = list(values) + [buffer(scratch, ("select", i), out.shape) for i in range(temporaries)] + [out]
+    return [functools.partial(op, registers[a], registers[b], out=registers[d]) for op, a, b, d in steps]
+
+
+def select(values: Sequence[torch.Tensor], rank: int, out: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+    run(select_steps(values, rank, out, scratch))
     return out
 
 
-def median3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, out: torch.Tensor,
-            low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """out = median(a, b, c) = max(min(a, b), min(max(a, b), c)), through the buffers low and high
-    (out is written last, so it may be b itself)."""
-    torch.minimum(a, b, out=low)
-    torch.maximum(a, b, out=high)
-    torch.minimum(high, c, out=high)
-    return torch.maximum(low, high, out=out)
+def median3_steps(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, out: torch.Tensor,
+                  low: torch.Tensor, high: torch.Tensor) -> Steps:
+    """out = median(a, b, c) = b clamped to [min(a, c), max(a, c)], through the buffers low and high.
+    out may be b itself (then a and c may overlap it: they are read before it is written)."""
+    return [functools.partial(torch.minimum, a, c, out=low), functools.partial(torch.maximum, a, c, out=high),
+            functools.partial(torch.clamp, b, low, high, out=out)]
 
 
-# --- the per-block steps ---------------------------------------------------------------------------
+# --- the steps of a block ------------------------------------------------------------------------
+# Each function returns the steps (calls to run in order) that do its job on fixed tensors: a
+# block's steps are made once per block shape and run for every block of that shape.
 
 def as_three_dims(block: torch.Tensor, dim: int) -> torch.Tensor:
     """A contiguous block viewed as (before dim, dim, after dim)."""
@@ -227,76 +242,106 @@ def as_three_dims(block: torch.Tensor, dim: int) -> torch.Tensor:
     return block.view(math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:]))
 
 
-def median3_along_(block: torch.Tensor, dim: int, scratch: Scratch) -> torch.Tensor:
+def median3_along_steps(block: torch.Tensor, dim: int, scratch: Scratch) -> Steps:
     """The median of 3 along ``dim``, in place. The end elements keep their values (with reflected
     borders their windows are x₀, x₀, x₁ and x_{n-2}, x_{n-1}, x_{n-1})."""
     view = as_three_dims(block, dim)
     outer, n, inner = view.shape
     if n < 3:
-        return block
-    shape, numel = (outer, n - 2, inner), outer * (n - 2) * inner
-    low, high = (scratch.get(name, numel).view(shape) for name in ("median-low", "median-high"))
-    median3(view[:, :-2], view[:, 1:-1], view[:, 2:], view[:, 1:-1], low, high)
-    return block
+        return []
+    low, high = (buffer(scratch, name, (outer, n - 2, inner)) for name in ("median-low", "median-high"))
+    return median3_steps(view[:, :-2], view[:, 1:-1], view[:, 2:], view[:, 1:-1], low, high)
 
 
-def median_along(block: torch.Tensor, dim: int, size: int, out: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+def median_along_steps(block: torch.Tensor, dim: int, size: int, out: torch.Tensor, scratch: Scratch) -> Steps:
     """The median of ``size`` neighbours along ``dim`` (any size), into out."""
     halos = [window_halo(size) if p == dim else (0, 0) for p in range(block.dim())]
-    padded = reflect_pad(block, halos, scratch.get("median-padded", _padded_numel(block.shape, halos)))
+    padded = buffer(scratch, "median-padded", padded_shape(block.shape, halos))
     n = block.shape[dim]
-    return select([padded.narrow(dim, k, n) for k in range(size)], size // 2, out, scratch)
+    views = [padded.narrow(dim, k, n) for k in range(size)]
+    return reflect_pad_steps(block, halos, padded) + select_steps(views, size // 2, out, scratch)
 
 
-def reflect_pad(block: torch.Tensor, halos: Sequence[Tuple[int, int]], out: torch.Tensor) -> torch.Tensor:
-    """``block`` extended by ``halos[d] = (before, after)`` reflected elements along each dimension d,
-    into (the start of) out. The borders are copied one dimension after the other, each across
-    the borders already made, which fills the corners too."""
-    shape = [n + before + after for n, (before, after) in zip(block.shape, halos)]
-    out = out[:math.prod(shape)].view(shape)
-    out[tuple(slice(before, before + n) for n, (before, _) in zip(block.shape, halos))].copy_(block)
+def padded_shape(shape: Sequence[int], halos: Sequence[Tuple[int, int]]) -> Tuple[int, ...]:
+    return tuple(n + before + after for n, (before, after) in zip(shape, halos))
+
+
+def reflect_pad_steps(block: torch.Tensor, halos: Sequence[Tuple[int, int]], out: torch.Tensor) -> Steps:
+    """out = ``block`` extended by ``halos[d] = (before, after)`` reflected elements along each
+    dimension d. The borders are copied one dimension after the other, each across the borders
+    already made, which fills the corners too."""
+    inner = out[tuple(slice(before, before + n) for n, (before, _) in zip(block.shape, halos))]
+    steps = [functools.partial(inner.copy_, block)]
     for dim, (n, (before, after)) in enumerate(zip(block.shape, halos)):
         for position in itertools.chain(range(-before, 0), range(n, n + after)):
             source = int(reflect(torch.tensor(position), n))
-            out.narrow(dim, before + position, 1).copy_(out.narrow(dim, before + source, 1))
-    return out
+            target = out.narrow(dim, before + position, 1)
+            steps.append(functools.partial(target.copy_, out.narrow(dim, before + source, 1)))
+    return steps
 
 
-def _padded_numel(shape, halos) -> int:
-    return math.prod(n + before + after for n, (before, after) in zip(shape, halos))
-
-
-def blur_long_along(block: torch.Tensor, dim: int, weights: Sequence[float], edges, out: torch.Tensor) -> torch.Tensor:
+def blur_long_steps(block: torch.Tensor, dim: int, weights: Sequence[float], edges, out: torch.Tensor,
+                    scratch: Scratch) -> Steps:
     """The blur along a long ``dim`` into out: a weighted sum of shifted views of the flat block
     (wrong only within r of the ends of the dimension), then those ends redone by ``edges``, the
     two (matrix, lo, hi) of :func:`blur_matrix` for the first and last r positions."""
     src, dst = as_three_dims(block, dim), as_three_dims(out, dim)
     outer, n, inner = src.shape
     radius = len(weights) // 2
-    flat_src, length = block.view(-1), block.numel()
-    span = length - 2 * radius * inner
+    flat = block.view(-1)
+    span = flat.numel() - 2 * radius * inner
     middle = out.view(-1)[radius * inner: radius * inner + span]
-    torch.mul(flat_src[:span], weights[0], out=middle)
-    for k in range(1, len(weights)):
-        middle.add_(flat_src[k * inner: k * inner + span], alpha=weights[k])
-    for (matrix, lo, hi), start in zip(edges, (0, n - radius)):
-        dst[:, start:start + radius, :].copy_(_apply_along_middle(matrix, src[:, lo:hi, :]))
-    return out
+    steps = [functools.partial(torch.mul, flat[:span], weights[0], out=middle)]
+    steps += [functools.partial(middle.add_, flat[k * inner: k * inner + span], alpha=weights[k])
+              for k in range(1, len(weights))]
+    for side, ((matrix, lo, hi), start) in enumerate(zip(edges, (0, n - radius))):
+        edge = buffer(scratch, ("blur-edge", side), (outer, radius, inner))
+        steps += matrix_along_steps(matrix, src[:, lo:hi, :], edge)
+        steps.append(functools.partial(dst[:, start:start + radius, :].copy_, edge))
+    return steps
 
 
-def _apply_along_middle(matrix: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
-    """matrix @ view[o] for every o of an (outer, k, inner) view."""
+def matrix_along_steps(matrix: torch.Tensor, view: torch.Tensor, out: torch.Tensor) -> Steps:
+    """out[o] = matrix @ view[o] for every o of an (outer, k, inner) view."""
     if view.shape[2] == 1:
-        return torch.matmul(view[:, :, 0], matrix.t()).unsqueeze(2)
-    return torch.matmul(matrix, view)
-
-
-def blur_short_along(block: torch.Tensor, dim: int, matrix: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """The blur along a short ``dim`` as one matrix product (``matrix``: the whole blur), into out."""
-    return out.copy_(_apply_along_middle(matrix, as_three_dims(block, dim)).view(out.shape))
+        return [functools.partial(torch.matmul, view[:, :, 0], matrix.t(), out=out[:, :, 0])]
+    return [functools.partial(torch.matmul, matrix, view, out=out)]
 
 
 # --- the whole filter -------------------------------------------------------------------------------
+
+@dataclass
+class BlockSteps:
+    """The steps of one block shape: the difference of the loaded rows goes into ``difference``
+    (the rows' own layout), ``steps`` leave the block in ``result``, and :meth:`finish` writes it
+    to the output rows in their own layout."""
+    difference: torch.Tensor
+    steps: Steps
+    result: torch.Tensor
+    layout: Tuple[int, ...]
+    short_blur: Optional[torch.Tensor]
+
+    def run(self, b_rows: torch.Tensor, c_rows: Optional[torch.Tensor], out: torch.Tensor) -> None:
+        if c_rows is None:
+            self.difference.copy_(b_rows)
+        else:
+            torch.sub(b_rows, c_rows, out=self.difference)
+        run(self.steps)
+        if self.short_blur is not None:  # one product back from the block layout to the rows' own
+            width = self.short_blur.shape[0]
+            torch.matmul(self.result.view(width, -1).t(), self.short_blur.t(), out=out.view(-1, width))
+        else:
+            native = [self.result.shape[self.layout.index(d)] for d in range(len(self.layout))]
+            out.view(native).permute(self.layout).copy_(self.result)
+
+
+class Workspace:
+    """One thread's buffers, and the steps made for each block shape (on those buffers)."""
+
+    def __init__(self, like: torch.Tensor):
+        self.scratch = Scratch(like)
+        self.blocks: Dict[int, BlockSteps] = {}
+
 
 @dataclass
 class Smoothing:
@@ -359,8 +404,18 @@ class Smoothing:
     def blurs_rows(self) -> bool:
         return self.weights is not None and self.rows > 1
 
+    @property
+    def block_rows(self) -> int:
+        """Rows per block."""
+        elements = EXACT_BLOCK_ELEMENTS if self.exact_median and self.median_size > 1 else BLOCK_ELEMENTS
+        return max(1, elements // self.row_elements)
+
     def _full_matrix(self, n: int) -> torch.Tensor:
         return blur_matrix(self.weights, n, 0, n, self.dtype, self.device)[0]
+
+    @property
+    def native_layout(self) -> bool:
+        return self.layout == tuple(range(len(self.layout)))
 
     def position(self, dim: int) -> int:
         """Where dimension ``dim`` sits in a block."""
@@ -369,82 +424,86 @@ class Smoothing:
     def block_shape(self, count: int) -> Tuple[int, ...]:
         return tuple(count if d == 0 else self.shape[d] for d in self.layout)
 
-    def block_buffer(self, name: str, count: int, scratch: Scratch) -> torch.Tensor:
-        shape = self.block_shape(count)
-        return scratch.get(name, math.prod(shape)).view(shape)
-
     # one block of rows: difference, median, blur within the rows
 
-    def smooth_rows(self, b, c, start: int, stop: int, out: torch.Tensor, scratch: Scratch) -> None:
+    def smooth_rows(self, b, c, start: int, stop: int, out: torch.Tensor, workspace: Workspace) -> None:
         """out (stop - start, row elements) = rows start..stop-1 of M(b - c) blurred along every
         dimension but the rows."""
+        count = stop - start
+        if count not in workspace.blocks:
+            workspace.blocks[count] = self.block_steps(count, workspace.scratch)
         before, after = self.median_halo
-        block = self.difference_rows(b, c, start - before, stop + after, scratch)
+        first, last = start - before, stop + after
+        if first >= 0 and last <= self.rows:
+            index = slice(first, last)
+        else:  # reflected rows
+            index = reflect(torch.arange(first, last, device=b.device), self.rows)
+        workspace.blocks[count].run(b[index], c[index] if c is not None else None, out)
+
+    def block_steps(self, count: int, scratch: Scratch) -> BlockSteps:
+        before, after = self.median_halo
+        loaded = (count + before + after,) + self.shape[1:]
+        difference = buffer(scratch, "difference", loaded)
+        current = ["difference"]
+
+        def other(shape) -> torch.Tensor:  # ping-pong between two block buffers
+            current[0] = "block-b" if current[0] == "block-a" else "block-a"
+            return buffer(scratch, current[0], shape)
+
+        steps: Steps = []
+        block = difference
+        if not self.native_layout:
+            # b and c are read once, in order (read across, they would stream through memory once per
+            # kernel element), and the difference is laid out from the cache
+            block = other(self.block_shape(loaded[0]))
+            steps.append(functools.partial(block.copy_, difference.permute(self.layout)))
         if self.median_size > 1:
-            median = self.exact_median_rows if self.exact_median else self.separable_median_rows
-            block = median(block, stop - start, scratch)
+            median = self.exact_median_steps if self.exact_median else self.separable_median_steps
+            block = median(block, count, steps, other, scratch)
         for dim, matrix, edges in self.middle_blurs:
-            other = self.other_buffer(block, scratch)
+            out = other(block.shape)
             if matrix is not None:
-                block = blur_short_along(block, self.position(dim), matrix, other)
+                steps += matrix_along_steps(matrix, as_three_dims(block, self.position(dim)),
+                                            as_three_dims(out, self.position(dim)))
             else:
-                block = blur_long_along(block, self.position(dim), self.weights, edges, other)
-        native = out.view((stop - start,) + self.shape[1:])
-        if self.short_blur is not None:  # one product from the block layout back to the rows' own
-            width = self.short_blur.shape[0]
-            torch.matmul(block.view(width, -1).t(), self.short_blur.t(), out=out.view(-1, width))
-        else:
-            native.permute(self.layout).copy_(block)
+                steps += blur_long_steps(block, self.position(dim), self.weights, edges, out, scratch)
+            block = out
+        return BlockSteps(difference, steps, block, self.layout, self.short_blur)
 
-    def difference_rows(self, b, c, start: int, stop: int, scratch: Scratch) -> torch.Tensor:
-        """b - c for rows start..stop-1, reflected at the ends, as a block."""
-        out = self.block_buffer("block-a", stop - start, scratch)
-        if start >= 0 and stop <= self.rows:
-            index = slice(start, stop)
-        else:
-            index = reflect(torch.arange(start, stop, device=b.device), self.rows)
-        b_rows = b[index].permute(self.layout)
-        if c is None:
-            return out.copy_(b_rows)
-        return torch.sub(b_rows, c[index].permute(self.layout), out=out)
-
-    def separable_median_rows(self, rows: torch.Tensor, count: int, scratch: Scratch) -> torch.Tensor:
+    def separable_median_steps(self, rows: torch.Tensor, count: int, steps: Steps, other, scratch) -> torch.Tensor:
         """Median along the rows (``rows`` holds the halo rows too), then along each other dimension."""
         size, at = self.median_size, self.position(0)
-        block = self.other_buffer(rows, scratch, self.block_shape(count))
-        if self.rows == 1:
-            block.copy_(rows)
-        elif size == 3:
-            low, high = (scratch.get(name, block.numel()).view(block.shape) for name in ("median-low", "median-high"))
-            median3(rows.narrow(at, 0, count), rows.narrow(at, 1, count), rows.narrow(at, 2, count), block, low, high)
-        else:
-            select([rows.narrow(at, k, count) for k in range(size)], size // 2, block, scratch)
+        block = rows
+        if self.rows > 1:
+            block = other(self.block_shape(count))
+            views = [rows.narrow(at, k, count) for k in range(size)]
+            if size == 3:
+                low, high = (buffer(scratch, name, block.shape) for name in ("median-low", "median-high"))
+                steps += median3_steps(*views, block, low, high)
+            else:
+                steps += select_steps(views, size // 2, block, scratch)
         for dim in range(1, len(self.shape)):
             if size == 3:
-                median3_along_(block, self.position(dim), scratch)
+                steps += median3_along_steps(block, self.position(dim), scratch)
             else:
-                block = median_along(block, self.position(dim), size, self.other_buffer(block, scratch), scratch)
+                out = other(block.shape)
+                steps += median_along_steps(block, self.position(dim), size, out, scratch)
+                block = out
         return block
 
-    def exact_median_rows(self, rows: torch.Tensor, count: int, scratch: Scratch) -> torch.Tensor:
+    def exact_median_steps(self, rows: torch.Tensor, count: int, steps: Steps, other, scratch) -> torch.Tensor:
         """The median of every element's size^N neighbourhood (``rows`` holds the halo rows too)."""
         size, at = self.median_size, self.position(0)
         halos = [(0, 0) if p == at else window_halo(size) for p in range(rows.dim())]
-        padded = reflect_pad(rows, halos, scratch.get("median-padded", _padded_numel(rows.shape, halos)))
-        block = self.other_buffer(rows, scratch, self.block_shape(count))
+        padded = buffer(scratch, "median-padded", padded_shape(rows.shape, halos))
+        steps += reflect_pad_steps(rows, halos, padded)
+        block = other(self.block_shape(count))
         lengths = [self.shape[d] for d in self.layout]  # of the tensor, not of the block
         spans = [range(size) if n > 1 else range(1) for n in lengths]
         views = [padded[tuple(slice(o, o + n) for o, n in zip(offsets, block.shape))]
                  for offsets in itertools.product(*spans)]
-        return select(views, len(views) // 2, block, scratch)
-
-    @staticmethod
-    def other_buffer(block: torch.Tensor, scratch: Scratch, shape=None) -> torch.Tensor:
-        """Whichever of the two block buffers ``block`` is not in."""
-        shape = tuple(block.shape) if shape is None else shape
-        numel = math.prod(shape)
-        name = "block-b" if block.data_ptr() == scratch.get("block-a", numel).data_ptr() else "block-a"
-        return scratch.get(name, numel).view(shape)
+        steps += select_steps(views, len(views) // 2, block, scratch)
+        return block
 
     # the blur along the rows
 
@@ -460,20 +519,19 @@ class Smoothing:
 
     # a run of rows: blocks of them smoothed into a window, blurred along the rows from there
 
-    def smooth_chunk(self, b, c, start: int, stop: int, output: "Output", scratch: Scratch) -> None:
+    def smooth_chunk(self, b, c, start: int, stop: int, output: "Output", workspace: Workspace) -> None:
         """Rows start..stop-1 of the result. The smoothed rows a blur reaches beyond the chunk are
         computed here too (again by the neighbouring chunk): every chunk is independent."""
-        width = self.row_elements
-        step = max(1, BLOCK_ELEMENTS // width)
+        width, step, scratch = self.row_elements, self.block_rows, workspace.scratch
         if not self.blurs_rows:
             for first in range(start, stop, step):
                 last = min(first + step, stop)
-                rows = scratch.get("rows", (last - first) * width).view(last - first, width)
-                self.smooth_rows(b, c, first, last, rows, scratch)
+                rows = buffer(scratch, "rows", (last - first, width))
+                self.smooth_rows(b, c, first, last, rows, workspace)
                 output.write(first, last, rows)
             return
         low, high = max(start - self.radius, 0), min(stop + self.radius, self.rows)
-        window = scratch.get("window", (high - low) * width).view(high - low, width)
+        window = buffer(scratch, "window", (high - low, width))
         ready = low
         blur_step = max(BLUR_ROWS, BLUR_ELEMENTS // width)
         for first in range(start, stop, blur_step):
@@ -481,7 +539,7 @@ class Smoothing:
             matrix, lo, hi = self.row_blur_matrix(first, last)
             while ready < hi:
                 end = min(ready + step, high)
-                self.smooth_rows(b, c, ready, end, window[ready - low:end - low], scratch)
+                self.smooth_rows(b, c, ready, end, window[ready - low:end - low], workspace)
                 ready = end
             output.blur_into(first, last, matrix, window[lo - low:hi - low], scratch)
 
@@ -549,11 +607,11 @@ def add_smoothed_difference(base: Optional[torch.Tensor], scale, b: torch.Tensor
         scale = scale.to(dtype=b.dtype, device=b.device).expand(b.shape).reshape(rows, width)
     output = Output(out.view(rows, width), base.reshape(rows, width) if base is not None else None, scale)
 
-    def chunk(start: int, stop: int, scratch: Scratch) -> None:
-        plan.smooth_chunk(*inputs, start // width, stop // width, output, scratch)
+    def chunk(start: int, stop: int, workspace: Workspace) -> None:
+        plan.smooth_chunk(*inputs, start // width, stop // width, output, workspace)
 
     spans = workers.ranges(rows * width, chunk_rows(plan) * width, width)
-    workers.for_each_range(spans, chunk, lambda: Scratch(b))
+    workers.for_each_range(spans, chunk, lambda: Workspace(b))
     return out
 
 
