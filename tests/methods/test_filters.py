@@ -159,3 +159,14 @@ def test_blocks_and_chunks_change_nothing(shape, size, exact, monkeypatch):
     use_tiny_blocks(monkeypatch)
     assert torch.equal(median(b, size), whole_median)
     assert torch.allclose(add_smoothed_difference(a, 0.5, b, c, size, 1.0, exact), whole, atol=1e-6)
+
+
+def test_inputs_in_any_layout():
+    g = torch.Generator().manual_seed(7)
+    a, b, c = (torch.randn(6, 20, 3, 3, generator=g) for _ in range(3))
+    expected = add_smoothed_difference(a, 0.5, b, c)
+    swapped = [t.transpose(0, 1).contiguous().transpose(0, 1) for t in (a, b, c)]  # same values, other strides
+    assert torch.equal(add_smoothed_difference(*swapped[:1], 0.5, *swapped[1:]), expected)
+    assert add_smoothed_difference(a[:0], 0.5, b[:0], c[:0]).shape == (0, 20, 3, 3)
+    assert torch.allclose(add_smoothed_difference(a[0, 0, 0, 0], 0.5, b[0, 0, 0, 0], c[0, 0, 0, 0]),
+                          a[0, 0, 0, 0] + 0.5 * (b[0, 0, 0, 0] - c[0, 0, 0, 0]))
