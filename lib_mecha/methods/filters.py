@@ -15,26 +15,29 @@ uses. A window of width ``s`` covers offsets ``-s//2 .. s-1-s//2`` (centred for 
 
 Speed (ns per element, one thread, SD1.5's shapes, the whole of base + scale·G(M(b - c))):
 12-18 with the separable median, ~370 with the exact one (460-650 in 3x3 convolutions, where
-it takes 81 values; scipy-like stacking and sorting took 2 100-3 200 there). A dimension of length 1 changes nothing under either
-filter and is dropped. The tensor is cut into runs of whole rows (rows = indices of dimension
-0), one per granted thread at a time; results never depend on the thread count. A run goes
-through blocks of rows that stay in cache: the difference b - c of the block and of the rows
-its median reads either side, the median, the blur along dimensions 1.., into a window of the
-run's rows; then the blur along dimension 0 is one banded matrix product per few rows of the
-window (a few flops per element at full BLAS speed, the reflected borders folded into the
-matrix), written as ``base + scale·value``. A run also smooths the r rows either side of it
-that its blur reads, so that runs are independent. Blocks are laid out with the trailing short
-dimensions first (a convolution's 3x3 kernel: 9 planes), so every step works on long runs of
-memory, and the blur of those dimensions is one 9x9 matrix product that also lays the block
-back out. A block's steps are made once per block shape and replayed (Python's overhead).
+it takes 81 values; scipy-like stacking and sorting took 2 100-3 200 there).
+
+A dimension of length 1 changes nothing under either filter and is dropped. The tensor is cut
+into runs of whole rows (rows = indices of dimension 0), one per granted thread at a time;
+results never depend on the thread count. A run goes through blocks of rows that stay in
+cache: the difference b - c of the block and of the rows its median reads either side, the
+median, the blur along dimensions 1.., into a window of the run's rows; then the blur along
+dimension 0 is one banded matrix product per few rows of the window (a few flops per element
+at full BLAS speed, the reflected borders folded into the matrix), written as
+``base + scale·value``. A run also smooths the r rows either side of it that its blur reads,
+so that runs are independent. Blocks are laid out with the trailing short dimensions first (a
+convolution's 3x3 kernel: 9 planes), so every step works on long runs of memory, and the blur
+of those dimensions is one 9x9 matrix product that also lays the block back out. A block's
+steps are made once per block shape and replayed (Python's overhead).
 
 The median of 3 is b clamped to [min(a, c), max(a, c)] on shifted views (its reflected end
 elements keep their values: median(x₀, x₀, x₁) = x₀). Other widths, and the exact median, run
 Batcher's sorting network pruned to the one output needed, as ``min``/``max`` of whole blocks:
-about 1 300 of them per element for the exact median of 81 values. (Sharing work between
+about 1 300 of them per element for the exact median of 81 values (sharing work between
 neighbouring windows, such as sorting along each axis first, leaves 71 of the 81 values as
-candidates, so it does not bring that down much.) A long dimension's blur is a weighted sum of
-shifted views with its ends redone by small matrices; a short one's is one matrix.
+candidates, so it does not bring that down much); windows of hundreds of values are copied
+side by side and selected by ``kthvalue``. A long dimension's blur is a weighted sum of shifted
+views with its ends redone by small matrices; a short one's is one matrix.
 """
 from __future__ import annotations
 
@@ -52,12 +55,14 @@ from ..workers import Scratch
 # Sizes, measured on SD1.5 shapes (a larger block costs cache misses, a smaller one Python's
 # overhead per step; a run of rows recomputes the r rows either side of it that its blur reads)
 BLOCK_ELEMENTS = 1 << 17        # elements per block of rows (at least one row)
-EXACT_BLOCK_ELEMENTS = 1 << 16  # the exact median of 81 keeps ~70 block-sized temporaries (17 MB)
+EXACT_BLOCK_ELEMENTS = 1 << 16  # for the exact median of 81, which keeps ~70 block-sized temporaries
+                                # (17 MB); blocks of a wider window are smaller in proportion
 BLUR_ROWS = 8                   # output rows per banded product (2·(rows + 2r) flops per element) ...
 BLUR_ELEMENTS = 1 << 15         # ... or more when rows are short, for products of this many elements
 CHUNKS = 8                      # a tensor is cut into about this many runs of rows (for the threads) ...
 CHUNK_ELEMENTS = 1 << 22        # ... of at most this many elements ...
 CHUNK_MIN_ROWS = 32             # ... but at least this many rows
+NETWORK_UP_TO = 300             # values a selection network takes (the exact median of 625 sorts instead)
 FOLD_UP_TO = 16                 # a dimension this short is blurred by one n×n matrix
 KRON_UP_TO = 64                 # trailing short dimensions are blurred by one matrix up to this size
 
@@ -230,6 +235,15 @@ def select(values: Sequence[torch.Tensor], rank: int, out: torch.Tensor, scratch
     """out = the rank-th smallest of ``values`` elementwise, at once."""
     run(select_steps(values, rank, out, scratch))
     return out
+
+
+def sorted_select_steps(values: Sequence[torch.Tensor], rank: int, out: torch.Tensor, scratch: Scratch) -> Steps:
+    """Like :func:`select_steps`, by copying the values side by side and selecting along them
+    (``kthvalue``): faster than a network for hundreds of values."""
+    stacked = buffer(scratch, "stacked", tuple(out.shape) + (len(values),))
+    indices = scratch.get("stacked-indices", out.numel(), torch.long).view(out.shape)
+    return [functools.partial(torch.stack, list(values), -1, out=stacked),
+            functools.partial(torch.kthvalue, stacked, rank + 1, -1, out=(out, indices))]
 
 
 def median3_steps(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, out: torch.Tensor,
@@ -415,7 +429,10 @@ class Smoothing:
     @property
     def block_rows(self) -> int:
         """Rows per block."""
-        elements = EXACT_BLOCK_ELEMENTS if self.exact_median and self.median_size > 1 else BLOCK_ELEMENTS
+        elements = BLOCK_ELEMENTS
+        if self.exact_median and self.median_size > 1:
+            window = self.median_size ** sum(1 for n in self.shape if n > 1)
+            elements = min(BLOCK_ELEMENTS, EXACT_BLOCK_ELEMENTS * 81 // window)
         return max(1, elements // self.row_elements)
 
     def _full_matrix(self, n: int) -> torch.Tensor:
@@ -510,7 +527,10 @@ class Smoothing:
         spans = [range(size) if n > 1 else range(1) for n in lengths]
         views = [padded[tuple(slice(o, o + n) for o, n in zip(offsets, block.shape))]
                  for offsets in itertools.product(*spans)]
-        steps += select_steps(views, len(views) // 2, block, scratch)
+        if len(views) <= NETWORK_UP_TO:
+            steps += select_steps(views, len(views) // 2, block, scratch)
+        else:
+            steps += sorted_select_steps(views, len(views) // 2, block, scratch)
         return block
 
     # the blur along the rows

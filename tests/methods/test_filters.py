@@ -108,9 +108,13 @@ def test_selection_networks_pick_the_right_rank(count):
     values[:, :200] = torch.randn(count, 200, generator=g)
     scratch = Scratch(values)
     for rank in sorted({0, count // 2, count - 1, (count - 1) // 2}):
+        expected = values.kthvalue(rank + 1, dim=0).values
         out = torch.empty(400)
         select(list(values), rank, out, scratch)
-        assert torch.equal(out, values.kthvalue(rank + 1, dim=0).values), rank
+        assert torch.equal(out, expected), rank
+        out = torch.empty(400)  # the way for hundreds of values
+        filters.run(filters.sorted_select_steps(list(values), rank, out, scratch))
+        assert torch.equal(out, expected), rank
 
 
 def test_selection_network_of_81_is_pruned():
