@@ -335,8 +335,8 @@ def matrix_along_steps(matrix: torch.Tensor, view: torch.Tensor, out: torch.Tens
 @dataclass
 class BlockSteps:
     """The steps of one block shape: the difference of the loaded rows goes into ``difference``
-    (the rows' own layout), ``steps`` leave the block in ``result``, and :meth:`finish` writes it
-    to the output rows in their own layout."""
+    (the rows' own layout), ``steps`` leave the block in ``result``, and :meth:`write` puts it
+    into the output rows in their own layout."""
     difference: torch.Tensor
     steps: Steps
     result: torch.Tensor
@@ -349,6 +349,9 @@ class BlockSteps:
         else:
             torch.sub(b_rows, c_rows, out=self.difference)
         run(self.steps)
+        self.write(out)
+
+    def write(self, out: torch.Tensor) -> None:
         if self.short_blur is not None:  # one product back from the block layout to the rows' own
             width = self.short_blur.shape[0]
             torch.matmul(self.result.view(width, -1).t(), self.short_blur.t(), out=out.view(-1, width))
