@@ -5,9 +5,12 @@ what its modes compute):
 
 * ``sum_twice``:   (1 - β)·((1 - α)·A + α·B) + β·C
 * ``triple_sum``:  (1 - α - β)·A + α·B + β·C
-* ``smooth_add_difference``: A + α·G_σ(M₃(B - C)), where M₃ is a 3-wide median filter and
-  G_σ a Gaussian blur, both over every dimension of the tensor with reflected borders
-  (SuperMerger: scipy's median_filter(size=3) then gaussian_filter(sigma=1))
+* ``smooth_add_difference``: A + α·G_σ(M(B - C)), where M is a median filter of width
+  ``median_size`` (3) and G_σ a Gaussian blur, both over every dimension of the tensor with
+  reflected borders. SuperMerger uses scipy's median_filter(size=3), the median of each
+  element's 3^N neighbourhood (``exact_median``); by default M is the separable median instead
+  (of 3 neighbours along each dimension in turn), which removes isolated spikes as well, evens
+  out noise less, and costs a thirtieth (see filters.py)
 * ``extract_features``: with dB = B - A, dC = C - A, c = cos(dB, dC) along the last dimension
   (per row) and d = ((c + 1)/2)^γ: A + lerp(dB, dC, α)·lerp(d, 1 - d, β). β = 0 keeps what B
   and C share, β = 1 what sets them apart; α chooses whose version of it.
@@ -24,7 +27,7 @@ import torch
 from .. import workers
 from ..workers import Scratch
 from ._values import as_tensor_like, at_least_1d, is_close, scalar
-from .filters import gaussian_filter, median_filter
+from .filters import add_smoothed_difference
 from .registry import merge_method
 from .seeding import Draws
 from .spec import SAME, Bool, CurrentKey, Float, Int, Tensor
@@ -58,17 +61,28 @@ def triple_sum(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
 @merge_method(returns=SAME, label="Smooth add difference", category="supermerger",
               help="A + alpha·(B - C), with the difference smoothed by a median then a Gaussian filter, "
                    "which tames the 'burning' of repeated additions.",
-              notes=("Slow, as in SuperMerger: the exact median of every element's 3x3x3x3 neighbourhood in a "
-                     "convolution is costly (median_size=1 skips it).",))
+              notes=("The median is separable unless exact_median is on: the median of median_size neighbours "
+                     "along each dimension in turn. Like SuperMerger's median of each element's whole "
+                     "neighbourhood it removes isolated spikes and keeps steps and smooth changes, but it "
+                     "evens out noise less (on random differences its result is about 1.4 times as large in "
+                     "3x3 convolutions, 1.05 times in other layers). exact_median gives SuperMerger's result, "
+                     "about 30 times more slowly.",))
 def smooth_add_difference(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
                           alpha=Float(1.0, soft_minimum=0.0, soft_maximum=2.0, per_key=True,
                                       help="Strength of the smoothed difference (smoothing weakens it; "
                                            "up to 2 is reasonable)."),
-                          median_size=Int(3, minimum=1, maximum=5, help="Width of the median window (1 = none)."),
+                          median_size=Int(3, minimum=1, maximum=5,
+                                          help="Width of the median window (1 = none; of an even width's two "
+                                               "middle values the larger, as in scipy)."),
                           sigma=Float(1.0, minimum=0.0, soft_maximum=3.0,
-                                      help="Spread of the Gaussian blur, in elements (0 = none).")):
-    smoothed = gaussian_filter(median_filter(b - c, median_size), sigma)
-    return a + smoothed * as_tensor_like(alpha, a)
+                                      help="Spread of the Gaussian blur, in elements (0 = none)."),
+                          *, exact_median=Bool(False, label="Exact median (slow)",
+                                               help="The median of each element's whole median_size^N "
+                                                    "neighbourhood (81 values in a 3x3 convolution): exactly "
+                                                    "SuperMerger's result, but about 30 times slower than the "
+                                                    "separable median used otherwise (minutes instead of "
+                                                    "seconds for an SD1.5 model).")):
+    return add_smoothed_difference(a, alpha, b, c, median_size, sigma, exact_median)
 
 
 @merge_method(returns=SAME, label="Extract (dis)similar features", category="supermerger",

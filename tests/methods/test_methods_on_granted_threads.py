@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lib_mecha import workers
-from lib_mecha.methods import cosine, dare, geometric, seeding, supermerger, ties
+from lib_mecha.methods import cosine, dare, filters, geometric, seeding, supermerger, ties
 from method_calls import raw
 
 # name -> (number of inputs, keyword arguments)
@@ -25,11 +25,13 @@ LOOPING_METHODS = {
     "add_cosine_b": (2, dict(alpha=0.2)),
     "extract_features": (3, dict(alpha=0.3, beta=0.4)),
     "add_noise": (1, dict(alpha=0.01, seed=2, skip_out_and_norm=False)),
+    "smooth_add_difference": (3, dict(alpha=0.7)),
 }
 VARIANTS = {
     "della": ("ties_sum_with_dropout", 3, dict(probability=0.5, della_eps=0.2, k=0.5, seed=2)),
     "ties_median": ("ties_sum_extended", 3, dict(k=0.5, apply_median=True)),
     "dropout_shared": ("dropout", 3, dict(probability=0.5, overlap=0.5, seed=2)),
+    "smooth_exact_median": ("smooth_add_difference", 3, dict(alpha=0.7, exact_median=True)),
 }
 CASES = {**{name: (name, *spec) for name, spec in LOOPING_METHODS.items()}, **VARIANTS}
 
@@ -41,6 +43,7 @@ def small_slices(monkeypatch):
     monkeypatch.setattr(ties, "SAMPLED_SELECTION_ABOVE", 1 << 11)
     monkeypatch.setattr(dare, "EXACT_RANKS_UP_TO", 1 << 11)  # DELLA's histogram ranks
     monkeypatch.setattr(seeding, "DRAW_BLOCK", 1 << 9)
+    monkeypatch.setattr(filters, "CHUNK_MIN_ROWS", 8)  # smooth_add_difference: runs of rows
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from lib_mecha.methods.filters import gaussian_filter, median_filter
 from method_calls import raw
 
 T = torch.tensor
@@ -23,29 +22,53 @@ def test_smooth_add_difference_of_a_constant_difference_adds_it_unchanged():
     assert torch.allclose(raw("smooth_add_difference", a, b, c, alpha=2.0), a + 1.0, atol=1e-5)
 
 
-def test_smooth_add_difference_removes_an_isolated_spike():
+@pytest.mark.parametrize("exact_median", [False, True])
+def test_smooth_add_difference_removes_an_isolated_spike(exact_median):
     diff = torch.zeros(7, 7)
     diff[3, 3] = 10.0
-    result = raw("smooth_add_difference", torch.zeros(7, 7), diff, torch.zeros(7, 7))
+    result = raw("smooth_add_difference", torch.zeros(7, 7), diff, torch.zeros(7, 7), exact_median=exact_median)
     assert torch.allclose(result, torch.zeros(7, 7))  # the median removes it before the blur spreads it
 
 
-def test_filters_match_scipy_ndimage():
-    ndimage = pytest.importorskip("scipy.ndimage", reason="scipy is the oracle for the filters")
+def _scipy_smoothing(ndimage, diff, separable):
+    array = diff.numpy()
+    if separable:  # the median of 3 along each dimension in turn
+        for dim in range(array.ndim):
+            array = ndimage.median_filter(array, size=[3 if d == dim else 1 for d in range(array.ndim)])
+    else:
+        array = ndimage.median_filter(array, size=3)
+    return torch.from_numpy(ndimage.gaussian_filter(array, 1.0))
+
+
+@pytest.mark.parametrize("shape", [(12, 10, 3, 3), (20, 16), (30,)], ids=str)
+def test_smooth_add_difference_matches_scipy_with_either_median(shape):
+    ndimage = pytest.importorskip("scipy.ndimage", reason="scipy is the oracle for SuperMerger's filters")
     g = torch.Generator().manual_seed(0)
-    for shape in [(9,), (5, 6), (4, 3, 3, 3), (2, 1, 5)]:
-        x = torch.randn(shape, generator=g, dtype=torch.float64)
-        assert torch.allclose(median_filter(x, 3), torch.from_numpy(ndimage.median_filter(x.numpy(), size=3)))
-        assert torch.allclose(gaussian_filter(x, 1.0), torch.from_numpy(ndimage.gaussian_filter(x.numpy(), 1.0)))
-        assert torch.allclose(gaussian_filter(x, 0.6), torch.from_numpy(ndimage.gaussian_filter(x.numpy(), 0.6)))
+    a, b, c = (torch.randn(shape, generator=g) for _ in range(3))
+    exact = raw("smooth_add_difference", a, b, c, alpha=0.7, exact_median=True)
+    separable = raw("smooth_add_difference", a, b, c, alpha=0.7)
+    assert torch.allclose(exact, a + 0.7 * _scipy_smoothing(ndimage, b - c, separable=False), atol=1e-5)
+    assert torch.allclose(separable, a + 0.7 * _scipy_smoothing(ndimage, b - c, separable=True), atol=1e-5)
+    if len(shape) > 1:
+        assert not torch.allclose(separable, exact, atol=1e-3)  # the setting is used
 
 
-def test_median_filter_works_in_blocks(monkeypatch):
-    import lib_mecha.methods.filters as filters
-    x = torch.randn(10, 4, 3)
-    whole = median_filter(x)
-    monkeypatch.setattr(filters, "MEDIAN_BLOCK_ELEMENTS", 50)
-    assert torch.equal(median_filter(x), whole)
+def test_smooth_add_difference_without_filters_is_add_difference():
+    g = torch.Generator().manual_seed(1)
+    a, b, c = (torch.randn(5, 4, 3, 3, generator=g) for _ in range(3))
+    plain = raw("smooth_add_difference", a, b, c, alpha=0.3, median_size=1, sigma=0.0)
+    assert torch.allclose(plain, a + 0.3 * (b - c), atol=1e-6)
+    alpha = torch.rand(5, 4, 3, 3, generator=g)  # a mask-valued alpha scales element by element
+    masked = raw("smooth_add_difference", a, b, c, alpha=alpha, median_size=1, sigma=0.0)
+    assert torch.allclose(masked, a + alpha * (b - c), atol=1e-6)
+
+
+def test_smooth_add_difference_help_says_which_median_is_exact():
+    import lib_mecha.methods as methods
+    spec = methods.resolve("smooth_add_difference")
+    assert not spec.param("exact_median").default and spec.param("exact_median").keyword_only
+    assert "SuperMerger" in spec.param("exact_median").help and "slower" in spec.param("exact_median").help
+    assert any("separable" in note for note in spec.notes)
 
 
 def test_extract_features_similar_and_dissimilar():

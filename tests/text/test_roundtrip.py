@@ -149,3 +149,18 @@ def test_random_recipes_round_trip():
 def test_literal_without_config_loses_only_its_merge_space_like_sd_mecha():
     r = LiteralNode((("a", 1.0),), None, "param")
     assert deserialize(serialize(r)) == LiteralNode((("a", 1.0),), None, None)
+
+
+def test_smooth_add_difference_exact_median_round_trips_and_older_texts_take_the_default():
+    from lib_mecha import methods
+    a, b, c = m("a"), m("b"), m("c")
+    exact = methods.build("smooth_add_difference", a, b, c, alpha=0.5, exact_median=True)
+    default = methods.build("smooth_add_difference", a, b, c, alpha=0.5)
+    text = roundtrip(exact)
+    assert "dict key=true" in text and text.endswith("exact_median=&14")
+    assert deserialize(text) != default
+    roundtrip(default)
+    # written before the flag existed: the same lines without it
+    older = "\n".join(serialize(default).split("\n")[:-4]) + \
+        '\nmerge "smooth_add_difference" &0 &1 &2 &5 &8 &11'
+    assert deserialize(older) == default
