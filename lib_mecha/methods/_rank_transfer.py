@@ -40,8 +40,8 @@ from .ties import kth_smallest_magnitude
 
 Runs = List[Tuple[int, int]]
 
-CHUNK = 1 << 16   # elements of B sorted at once: its keys, order and ranks stay in the core's cache
-PIECE = 1 << 16   # elements checked and keyed at once
+CHUNK = 1 << 17   # elements of B sorted at once: its keys, order and ranks stay in the core's cache
+PIECE = 1 << 17   # elements checked and keyed at once
 SPAN = 1 << 20    # elements one thread takes at a time (a whole number of chunks)
 KEYS = 1 << 16    # 16-bit keys and bit patterns
 OFFSET = 1 << 15  # 16-bit key + OFFSET = its histogram bin
@@ -345,6 +345,7 @@ def _place_by_half_keys(result: torch.Tensor, a: torch.Tensor, scan: _HalfScan, 
                   for b0, b1 in segments]
     rank_bounds = torch.tensor([r - lo for run in runs for r in run], dtype=torch.int32, device=device)
     steps = torch.arange(CHUNK, dtype=torch.int32, device=device)
+    every_rank = runs == [(0, a.numel())]                 # then every entry gets a value from source
 
     def place(start: int, end: int, scratch: Scratch) -> None:
         next_ranks = carried[start]
@@ -354,7 +355,8 @@ def _place_by_half_keys(result: torch.Tensor, a: torch.Tensor, scan: _HalfScan, 
             order = scratch.get("order", size, torch.int64)
             torch.sort(scan.b_keys[s:s + size], stable=True, out=(keys, order))
             out = result[s:s + size]
-            out.copy_(a[s:s + size])
+            if not every_rank:
+                out.copy_(a[s:s + size])
             for (b0, _), bounds, next_rank in zip(segments, key_bounds, next_ranks):
                 q0, q1 = torch.searchsorted(keys, bounds, right=True).tolist()
                 if q0 < q1:
