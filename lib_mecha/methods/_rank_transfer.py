@@ -21,8 +21,8 @@ machine). So:
   ranks increase, so each interval of the band is one run of it.
 * Other values get 32-bit order keys and one stable integer sort of the whole tensor.
 
-Temporaries, in bytes per element: with fp16 numbers 2 (B's keys) + at most 2 (``sort(A)`` over
-the band, in fp16), besides per-thread buffers of a few MB. Otherwise each 32-bit sort holds 28
+Temporaries, in bytes per element: with fp16 numbers at most 2 (``sort(A)`` over the band, in
+fp16), besides per-thread buffers of a few MB. Otherwise each 32-bit sort holds 28
 while it runs (keys, sorted keys, int64 order, and the radix sort's own copies of both); 4
 (``sort(A)``) + 8 (B's order) remain. The two sorts run side by side on a granted thread.
 """
@@ -108,16 +108,14 @@ def _half_bits(x: torch.Tensor, scratch: Scratch) -> Optional[torch.Tensor]:
 
 
 class _HalfScan:
-    """One pass over A and B: whether each holds only fp16 numbers (no NaN), A's key counts, B's
-    keys and B's key counts per span (for the keys before each span)."""
+    """One pass over A and B: whether each holds only fp16 numbers (no NaN), A's counts by key
+    bin, and B's counts by key bin in each span (for the keys before each span)."""
 
     def __init__(self, a: torch.Tensor, b: torch.Tensor):
-        n = a.numel()
-        self.spans = workers.ranges(n, SPAN)
+        self.spans = workers.ranges(a.numel(), SPAN)
         self.a_ok = self.b_ok = True
-        self.b_keys = torch.empty(n, dtype=torch.int16, device=b.device)
         a_counts = []                                     # each thread's counts of A's bit patterns
-        b_counts = {}                                     # span start -> counts of B's keys by bin
+        b_counts = {}                                     # span start -> counts of B's bit patterns
 
         def make_state() -> Tuple[Scratch, torch.Tensor]:
             counts = torch.zeros(KEYS, dtype=torch.int64, device=a.device)
@@ -126,41 +124,43 @@ class _HalfScan:
 
         def scan(start: int, end: int, state: Tuple[Scratch, torch.Tensor]) -> None:
             scratch, counts = state
-            # a span is counted at once: a count allocates and adds 64 K bins
-            a_patterns = scratch.get("a_patterns", end - start, torch.int32)
-            b_bins = scratch.get("b_bins", end - start, torch.int32)
-            for s in range(start, end, PIECE):
-                e = min(s + PIECE, end)
-                local = slice(s - start, e - start)
-                if self.a_ok:
-                    bits = _half_bits(a[s:e], scratch)
-                    if bits is None:
-                        self.a_ok = False
-                    else:
-                        a_patterns[local].copy_(bits).bitwise_and_(KEYS - 1)
-                if self.b_ok:
-                    bits = _half_bits(b[s:e], scratch)
-                    if bits is None:
-                        self.b_ok = False
-                    else:
-                        keys = self.b_keys[s:e]
-                        _half_keys_into(bits, keys, scratch.get("sign16", e - s, torch.int16))
-                        b_bins[local].copy_(keys).add_(OFFSET)
+            if self.a_ok and not _patterns_into(a, start, end, scratch, "a"):
+                self.a_ok = False
             if self.a_ok:
-                counts += torch.bincount(a_patterns, minlength=KEYS)
+                counts += torch.bincount(scratch.get("a", end - start, torch.int32), minlength=KEYS)
+            if self.b_ok and not _patterns_into(b, start, end, scratch, "b"):
+                self.b_ok = False
             if self.b_ok:
-                b_counts[start] = torch.bincount(b_bins, minlength=KEYS)
+                b_counts[start] = torch.bincount(scratch.get("b", end - start, torch.int32), minlength=KEYS)
 
         workers.for_each_range(self.spans, scan, make_state)
         if self.a_ok:
-            bins, _ = _half_tables(a.device)
-            total = _sum(a_counts)
-            self.a_counts = torch.zeros_like(total).index_add_(0, bins, total)
+            self.a_counts = _in_key_order(_sum(a_counts))
             self.a_ok = not _counts_nan(self.a_counts)
         if self.b_ok:
-            self.b_span_counts = [b_counts[s] for s, _ in self.spans]
+            self.b_span_counts = [_in_key_order(b_counts[s]) for s, _ in self.spans]
             self.b_counts = _sum(self.b_span_counts)
             self.b_ok = not _counts_nan(self.b_counts)
+
+
+def _patterns_into(x: torch.Tensor, start: int, end: int, scratch: Scratch, name: str) -> bool:
+    """Writes the fp16 bit patterns of ``x[start:end]`` (0 to 65535, int32) into the scratch
+    buffer ``name``, piece by piece; False when some value is not an fp16 number. A span is
+    counted at once afterwards: each count allocates and adds 64 K bins."""
+    patterns = scratch.get(name, end - start, torch.int32)
+    for s in range(start, end, PIECE):
+        e = min(s + PIECE, end)
+        bits = _half_bits(x[s:e], scratch)
+        if bits is None:
+            return False
+        patterns[s - start:e - start].copy_(bits).bitwise_and_(KEYS - 1)
+    return True
+
+
+def _in_key_order(pattern_counts: torch.Tensor) -> torch.Tensor:
+    """Counts by fp16 bit pattern -> counts by key bin (key + OFFSET; -0.0 and +0.0 share one)."""
+    bins, _ = _half_tables(pattern_counts.device)
+    return torch.zeros_like(pattern_counts).index_add_(0, bins, pattern_counts)
 
 
 def _sum(tensors: List[torch.Tensor]) -> torch.Tensor:
@@ -324,7 +324,7 @@ def _key_segments(counts: torch.Tensor, runs: Runs) -> List[Tuple[int, int]]:
     return segments
 
 
-def _place_by_half_keys(result: torch.Tensor, a: torch.Tensor, scan: _HalfScan, runs: Runs,
+def _place_by_half_keys(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scan: _HalfScan, runs: Runs,
                         source: torch.Tensor, lo: int) -> None:
     """``result`` = A, with ``source[r - lo]`` at B's rank r for r in the runs: chunk by chunk.
 
@@ -351,9 +351,12 @@ def _place_by_half_keys(result: torch.Tensor, a: torch.Tensor, scan: _HalfScan, 
         next_ranks = carried[start]
         for s in range(start, end, CHUNK):
             size = min(s + CHUNK, end) - s
-            keys = scratch.get("sorted_keys", size, torch.int16)
+            half = scratch.get("half", size, torch.float16).copy_(b[s:s + size])
+            keys = scratch.get("keys", size, torch.int16)
+            _half_keys_into(half.view(torch.int16), keys, scratch.get("sign16", size, torch.int16))
             order = scratch.get("order", size, torch.int64)
-            torch.sort(scan.b_keys[s:s + size], stable=True, out=(keys, order))
+            torch.sort(keys, stable=True, out=(scratch.get("sorted_keys", size, torch.int16), order))
+            keys = scratch.get("sorted_keys", size, torch.int16)
             out = result[s:s + size]
             if not every_rank:
                 out.copy_(a[s:s + size])
@@ -442,9 +445,8 @@ def transfer(a: torch.Tensor, b: torch.Tensor, start: int, end: int, inverted: b
             return a.clone()
         lo, hi = runs[0][0], runs[-1][1]
         result = torch.empty_like(a)
-        _place_by_half_keys(result, a, scan, runs, sorted_a.values(lo, hi), lo)
+        _place_by_half_keys(result, a, b, scan, runs, sorted_a.values(lo, hi), lo)
         return result
-    del scan.b_keys
     sorted_a, order = _both(sort_a, lambda: _b_order(b))
     return _placed_by_order(a, order, sorted_a, start, end, inverted)
 
