@@ -23,14 +23,15 @@ machine). So:
 
 Temporaries, in bytes per element: with fp16 numbers at most 2 (``sort(A)`` over the band, in
 fp16), besides per-thread buffers of a few MB. Otherwise each 32-bit sort holds 28
-while it runs (keys, sorted keys, int64 order, and the radix sort's own copies of both); 4
-(``sort(A)``) + 8 (B's order) remain. The two sorts run side by side on a granted thread.
+while it runs (keys, sorted keys, int64 order, and the radix sort's own copies of both), one
+after the other: at most 4 (``sort(A)``) + 28, then 4 + 8 (B's order). (Side by side on a granted
+thread they would hold twice that, for the keys that run alone because they are the biggest.)
 """
 from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -414,49 +415,23 @@ def _place_by_order(result: torch.Tensor, order: torch.Tensor, runs: Runs, sourc
 
 # --------------------------------------------------------------------------- all together
 
-def _both(first: Callable[[], object], second: Callable[[], object]) -> Tuple[object, object]:
-    """Runs two independent jobs, side by side when the engine granted a thread."""
-    results = [None, None]
-
-    def run(index: int, _: int, state) -> None:
-        results[index] = (first, second)[index]()
-
-    workers.for_each_range([(0, 1), (1, 2)], run)
-    return results[0], results[1]
-
-
 def transfer(a: torch.Tensor, b: torch.Tensor, start: int, end: int, inverted: bool) -> torch.Tensor:
     """The rearranged A of ``top_k_tensor_sum`` for 1-D float32 ``a`` and ``b`` of equal size
     (fewer than 2^31 elements): the band is the ranks of the ``start``-th to ``end``-th smallest
     magnitudes of A (their complement when inverted), as :func:`band_runs` says."""
     a, b = a.contiguous(), b.contiguous()
-    if a.numel() < SMALL:  # the 64 K-bin tables of the fp16 keys would cost more than sorting
-        sorted_a, order = _both(lambda: _FloatSortedA(a), lambda: _b_order(b))
-        return _placed_by_order(a, order, sorted_a, start, end, inverted)
-    scan = _HalfScan(a, b)
-
-    def sort_a() -> _SortedA:
-        return _HalfSortedA(scan.a_counts) if scan.a_ok else _FloatSortedA(a)
-
-    if scan.b_ok:
-        sorted_a = sort_a()
-        runs = band_runs(sorted_a, start, end, inverted)
-        if not runs:
-            return a.clone()
-        lo, hi = runs[0][0], runs[-1][1]
+    # below SMALL elements the 64 K-bin tables of the fp16 keys cost more than sorting
+    scan = _HalfScan(a, b) if a.numel() >= SMALL else None
+    # A's sort first: its 4 bytes per element stay while B's sort holds 28
+    sorted_a = _HalfSortedA(scan.a_counts) if scan is not None and scan.a_ok else _FloatSortedA(a)
+    runs = band_runs(sorted_a, start, end, inverted)
+    if not runs:
+        return a.clone()
+    lo, hi = runs[0][0], runs[-1][1]
+    if scan is not None and scan.b_ok:
         result = torch.empty_like(a)
         _place_by_half_keys(result, a, b, scan, runs, sorted_a.values(lo, hi), lo)
-        return result
-    sorted_a, order = _both(sort_a, lambda: _b_order(b))
-    return _placed_by_order(a, order, sorted_a, start, end, inverted)
-
-
-def _placed_by_order(a: torch.Tensor, order: torch.Tensor, sorted_a: _SortedA, start: int, end: int,
-                     inverted: bool) -> torch.Tensor:
-    """A, with ``sort(A)[r]`` at ``order[r]`` for the ranks r in the band."""
-    runs = band_runs(sorted_a, start, end, inverted)
-    result = a.clone()
-    if runs:
-        lo, hi = runs[0][0], runs[-1][1]
-        _place_by_order(result, order, runs, sorted_a.values(lo, hi), lo)
+    else:
+        result = a.clone()
+        _place_by_order(result, _b_order(b), runs, sorted_a.values(lo, hi), lo)
     return result
