@@ -432,6 +432,7 @@ def transfer(a: torch.Tensor, b: torch.Tensor, start: int, end: int, inverted: b
         result = torch.empty_like(a)
         _place_by_half_keys(result, a, b, scan, runs, sorted_a.values(lo, hi), lo)
     else:
+        order = _b_order(b)
         result = a.clone()
-        _place_by_order(result, _b_order(b), runs, sorted_a.values(lo, hi), lo)
+        _place_by_order(result, order, runs, sorted_a.values(lo, hi), lo)
     return result
