@@ -45,9 +45,7 @@ def reference(a: torch.Tensor, b: torch.Tensor, width: float, offset: float) -> 
 
 def same(x: torch.Tensor, y: torch.Tensor) -> bool:
     """Equal values (a NaN equals a NaN; -0.0 equals +0.0), shapes and dtypes."""
-    return x.shape == y.shape and x.dtype == y.dtype and torch.equal(x.isnan(), y.isnan()) and \
-        torch.equal(torch.nan_to_num(x, nan=0.0, posinf=INF, neginf=-INF), torch.nan_to_num(y, nan=0.0, posinf=INF,
-                                                                                              neginf=-INF))
+    return x.shape == y.shape and x.dtype == y.dtype and torch.allclose(x, y, rtol=0, atol=0, equal_nan=True)
 
 
 def ours(a, b, width, offset):
