@@ -11,6 +11,7 @@ from typing import Tuple
 
 import torch
 
+from ._rank_transfer import transfer
 from ._values import scalar
 from .registry import merge_method
 from .spec import SAME, Float, Tensor
@@ -58,25 +59,15 @@ def _kth_magnitude(sorted_values: torch.Tensor, k: int) -> torch.Tensor:
     return torch.kthvalue(sorted_values.abs().float(), k).values
 
 
-@merge_method(returns=SAME, label="Copy region (by rank)", category="slicing",
-              help="Within a band of A's values chosen by magnitude, rearranges A's values into B's order "
-                   "(B's pattern with A's distribution).")
-def top_k_tensor_sum(a=Tensor(SAME), b=Tensor(SAME),
-                     width=Float(1.0, soft_minimum=0.0, soft_maximum=1.0, per_key=True,
-                                 help="Size of the magnitude band that is rearranged, as a fraction of all values."),
-                     offset=Float(0.0, soft_minimum=0.0, soft_maximum=1.0, per_key=True,
-                                  help="Where the band starts, from the smallest magnitudes; wraps past 1.")):
-    width = scalar("top_k_tensor_sum", "width", width)
-    offset = scalar("top_k_tensor_sum", "offset", offset)
-    if a.numel() == 0:
-        return a.clone()
-    a_flat = a.flatten()
+def _rearranged_by_sorting(a_flat: torch.Tensor, b_flat: torch.Tensor, start: int, end: int,
+                           inverted: bool) -> torch.Tensor:
+    """The rearrangement by whole-tensor float sorts: for dtypes other than float32, devices
+    other than the CPU and tensors of 2^31 elements or more."""
     a_sorted = torch.sort(a_flat).values
-    b_order = torch.argsort(b.flatten(), stable=True)
+    b_order = torch.argsort(b_flat, stable=True)
     b_rank = torch.empty_like(b_order)  # the inverse permutation: a scatter, not a second sort
     b_rank[b_order] = torch.arange(b_order.numel(), device=b_order.device)
     del b_order
-    start, end, inverted = region(width, offset, a_flat.numel())
     low, high = _kth_magnitude(a_sorted, start), _kth_magnitude(a_sorted, end)
     magnitude = a_sorted.abs()
     in_band = (low <= magnitude) & (magnitude <= high)
@@ -85,4 +76,26 @@ def top_k_tensor_sum(a=Tensor(SAME), b=Tensor(SAME),
     # entry i of the result takes the value of A whose rank equals B's rank at i
     take = torch.gather(in_band, 0, b_rank)
     rearranged = torch.gather(a_sorted, 0, b_rank)
-    return torch.where(take, rearranged, a_flat).reshape(a.shape)
+    return torch.where(take, rearranged, a_flat)
+
+
+@merge_method(returns=SAME, label="Copy region (by rank)", category="slicing",
+              help="Within a band of A's values chosen by magnitude, rearranges A's values into B's order "
+                   "(B's pattern with A's distribution).")
+def top_k_tensor_sum(a=Tensor(SAME), b=Tensor(SAME),
+                     width=Float(1.0, soft_minimum=0.0, soft_maximum=1.0, per_key=True,
+                                 help="Size of the magnitude band that is rearranged, as a fraction of all values."),
+                     offset=Float(0.0, soft_minimum=0.0, soft_maximum=1.0, per_key=True,
+                                  help="Where the band starts, from the smallest magnitudes; wraps past 1.")):
+    """Entry i takes ``sort(A)[rank_B(i)]`` where that rank's magnitude lies in the band (the
+    ``start``-th to ``end``-th smallest magnitudes of A, or outside them when the region wraps),
+    and keeps ``A[i]`` elsewhere; ``rank_B`` is B's stable ascending order (NaN last)."""
+    width = scalar("top_k_tensor_sum", "width", width)
+    offset = scalar("top_k_tensor_sum", "offset", offset)
+    if a.numel() == 0:
+        return a.clone()
+    start, end, inverted = region(width, offset, a.numel())
+    fast = (a.dtype == b.dtype == torch.float32 and a.device.type == b.device.type == "cpu"
+            and a.numel() < 1 << 31)
+    rearrange = transfer if fast else _rearranged_by_sorting
+    return rearrange(a.flatten(), b.flatten(), start, end, inverted).reshape(a.shape)
