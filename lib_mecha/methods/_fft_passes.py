@@ -26,6 +26,7 @@ so ``irfftn`` of a real ``(9, 640, 640)`` tensor aborts the process.
 """
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from dataclasses import dataclass
@@ -170,6 +171,7 @@ class Workspace(threading.local):
 _workspace = Workspace()
 
 
+@functools.lru_cache(maxsize=64)
 def batches_slowly(length: int) -> bool:
     """Whether MKL runs a batch of complex FFTs of this length slower than one at a time: long
     lengths with a large prime factor. Measured (fft + ifft, ns per element, batch of 16 vs
@@ -211,47 +213,67 @@ def filter_difference(a: torch.Tensor, b: torch.Tensor, layout: Layout, basis: O
 
     ``weights(start, end)`` gives ``W`` for the rows ``start:end`` of the transposed spectrum,
     shape ``(end - start, P)``: row ``c·H + k`` holds basis row ``c`` at real-FFT frequency
-    ``k``, its columns the leading dimensions' frequencies (flattened in their order).
-    ``basis`` is the ``C × C`` basis of :func:`layout_basis` in ``a``'s dtype (None when
-    ``C = 1``)."""
-    P, R, C, H = layout.P, layout.R, layout.C, layout.H
-    CH = C * H
-    a3, b3 = a.reshape(P, R, C), b.reshape(P, R, C)
-    complex_dtype = torch.complex128 if a.dtype == torch.float64 else torch.complex64
-    sizes = PassSizes(layout)
-    shapes = {"transposed": (CH, P, sizes.rows), "spectrum": (P, CH, sizes.spectrum_rows)}
-    transposed, spectrum = (
-        TiledMatrix(_workspace.get(name, TiledMatrix.numel(*shape), complex_dtype, a.device), *shape)
-        for name, shape in shapes.items())
-    out = torch.empty(P, R, C, dtype=a.dtype, device=a.device)
-    lead = [size for _, size in layout.lead]
+    ``k``, its columns the leading dimensions' frequencies (flattened in their order). It is
+    called from the granted threads too. ``basis`` is the ``C × C`` basis of
+    :func:`layout_basis` in ``a``'s dtype (None when ``C = 1``)."""
+    return SpectrumPasses(a, b, layout, basis, weights).run()
 
-    def forward_rows(start: int, end: int, scratch: Scratch) -> None:
-        rows = end - start
-        d = torch.sub(b3[start:end], a3[start:end], out=scratch.get("d", rows * R * C).view(rows, R, C))
-        y = torch.matmul(basis, d.transpose(1, 2)) if C > 1 else d.view(rows, 1, R)
-        transposed.write_tile(start // sizes.rows, torch.fft.rfft(y, dim=-1).view(rows, CH).t())
 
-    def filter_spectrum_rows(start: int, end: int, scratch: Scratch) -> None:
-        rows = end - start
-        block = transposed.read_rows(start, end, scratch.get("t", rows * P, complex_dtype).view(rows, P))
-        block = block.view(rows, *lead)
-        for axis in range(len(lead), 0, -1):
+class SpectrumPasses:
+    """One call of :func:`filter_difference`: its buffers and its three passes."""
+
+    def __init__(self, a, b, layout: Layout, basis: Optional[torch.Tensor], weights: Callable):
+        self.layout, self.basis, self.weights = layout, basis, weights
+        P, R, C, H = layout.P, layout.R, layout.C, layout.H
+        self.a, self.b = a.reshape(P, R, C), b.reshape(P, R, C)
+        self.complex_dtype = torch.complex128 if a.dtype == torch.float64 else torch.complex64
+        self.sizes = PassSizes(layout)
+        # spectrum of the rows: transposed (C·H × P, tiles of a row block) after pass 1, back to
+        # P × C·H (tiles of a pass-2 block) after pass 2
+        shapes = {"transposed": (C * H, P, self.sizes.rows), "spectrum": (P, C * H, self.sizes.spectrum_rows)}
+        self.transposed, self.spectrum = (
+            TiledMatrix(_workspace.get(name, TiledMatrix.numel(*shape), self.complex_dtype, a.device), *shape)
+            for name, shape in shapes.items())
+        self.out = torch.empty(P, R, C, dtype=a.dtype, device=a.device)
+        self.lead = [size for _, size in layout.lead]
+
+    def run(self) -> torch.Tensor:
+        layout, sizes = self.layout, self.sizes
+        row_spans = workers.ranges(layout.P, sizes.rows)
+        workers.for_each_range(row_spans, self.forward_rows, self.scratch)
+        workers.for_each_range(workers.ranges(layout.C * layout.H, sizes.spectrum_rows), self.filter_spectrum_rows,
+                               self.scratch)
+        workers.for_each_range(row_spans, self.inverse_rows, self.scratch)
+        return self.out.view(layout.shape)
+
+    def scratch(self) -> Scratch:
+        return Scratch(self.a)
+
+    def forward_rows(self, start: int, end: int, scratch: Scratch) -> None:
+        """Rows ``start:end`` of ``b - a`` → basis → real FFT → a tile of the transposed spectrum."""
+        rows, R, C = end - start, self.layout.R, self.layout.C
+        d = torch.sub(self.b[start:end], self.a[start:end], out=scratch.get("d", rows * R * C).view(rows, R, C))
+        y = torch.matmul(self.basis, d.transpose(1, 2)) if C > 1 else d.view(rows, 1, R)
+        spectrum = torch.fft.rfft(y, dim=-1).view(rows, -1)
+        self.transposed.write_tile(start // self.sizes.rows, spectrum.t())
+
+    def filter_spectrum_rows(self, start: int, end: int, scratch: Scratch) -> None:
+        """Rows ``start:end`` of the transposed spectrum → FFTs of the leading dimensions → ·W →
+        inverse FFTs → a tile of the spectrum."""
+        rows, P = end - start, self.layout.P
+        block = self.transposed.read_rows(start, end, scratch.get("t", rows * P, self.complex_dtype).view(rows, P))
+        block = block.view(rows, *self.lead)
+        for axis in range(len(self.lead), 0, -1):
             block = fft_along(block, axis, inverse=False)
-        block.mul_(weights(start, end).view(rows, *lead))
-        for axis in range(len(lead), 0, -1):
+        block.mul_(self.weights(start, end).view(rows, *self.lead))
+        for axis in range(len(self.lead), 0, -1):
             block = fft_along(block, axis, inverse=True)
-        spectrum.write_tile(start // sizes.spectrum_rows, block.reshape(rows, P).t())
+        self.spectrum.write_tile(start // self.sizes.spectrum_rows, block.reshape(rows, P).t())
 
-    def inverse_rows(start: int, end: int, scratch: Scratch) -> None:
-        rows = end - start
-        s = spectrum.read_rows(start, end, scratch.get("s", rows * CH, complex_dtype).view(rows, CH))
+    def inverse_rows(self, start: int, end: int, scratch: Scratch) -> None:
+        """Rows ``start:end`` of the spectrum → inverse real FFT → basis → + a → the output's rows."""
+        rows, R, C, H = end - start, self.layout.R, self.layout.C, self.layout.H
+        s = self.spectrum.read_rows(start, end, scratch.get("s", rows * C * H, self.complex_dtype).view(rows, C * H))
         y = torch.fft.irfft(s.view(rows, C, H), n=R, dim=-1)
-        y = torch.matmul(y.transpose(1, 2), basis) if C > 1 else y.view(rows, R, 1)
-        torch.add(a3[start:end], y, out=out[start:end])
-
-    row_spans = workers.ranges(P, sizes.rows)
-    workers.for_each_range(row_spans, forward_rows, lambda: Scratch(a))
-    workers.for_each_range(workers.ranges(CH, sizes.spectrum_rows), filter_spectrum_rows, lambda: Scratch(a))
-    workers.for_each_range(row_spans, inverse_rows, lambda: Scratch(a))
-    return out.view(a.shape)
+        y = torch.matmul(y.transpose(1, 2), self.basis) if C > 1 else y.view(rows, R, 1)
+        torch.add(self.a[start:end], y, out=self.out[start:end])
