@@ -247,6 +247,10 @@ class SpectrumPasses:
         return self.out.view(layout.shape)
 
     def scratch(self) -> Scratch:
+        """A thread's buffers for one pass. ``torch.get_num_threads`` first: until torch has set up
+        a thread (which its parallel ops do too), MKL runs that thread's FFTs on every core
+        (measured: two such threads ran their FFTs 3x slower than one thread alone)."""
+        torch.get_num_threads()
         return Scratch(self.a)
 
     def forward_rows(self, start: int, end: int, scratch: Scratch) -> None:

@@ -33,10 +33,11 @@ def test_layout_puts_small_trailing_dimensions_in_the_basis_and_skips_size_one()
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 9])
 def test_real_fourier_basis_diagonalises_every_even_filter(size):
     q, classes = real_fourier_basis(size)
-    assert torch.allclose(q @ q.T, torch.eye(size, dtype=torch.float64), atol=1e-12)
+    identity = torch.eye(size, dtype=torch.float64)
+    assert torch.allclose(q @ q.T, identity, atol=1e-12)
     frequency = torch.fft.fftfreq(size, 1 / size).abs()  # |k| of every FFT bin
-    even = torch.rand(size // 2 + 1, dtype=torch.float64)  # any filter of |k|
-    circulant = torch.fft.ifft(even[frequency.long()].unsqueeze(1) * torch.fft.fft(torch.eye(size), dim=0), dim=0).real
+    even = _rand(size // 2 + 1, seed=size).abs()  # any filter of |k|
+    circulant = torch.fft.ifft(even[frequency.long()].unsqueeze(1) * torch.fft.fft(identity, dim=0), dim=0).real
     assert torch.allclose(q.T @ torch.diag(even[classes]) @ q, circulant, atol=1e-12)
 
 
