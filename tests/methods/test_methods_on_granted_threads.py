@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lib_mecha import workers
-from lib_mecha.methods import cosine, dare, filters, geometric, seeding, supermerger, ties
+from lib_mecha.methods import _fft_passes, cosine, dare, filters, geometric, seeding, supermerger, ties
 from method_calls import raw
 
 # name -> (number of inputs, keyword arguments)
@@ -26,6 +26,7 @@ LOOPING_METHODS = {
     "extract_features": (3, dict(alpha=0.3, beta=0.4)),
     "add_noise": (1, dict(alpha=0.01, seed=2, skip_out_and_norm=False)),
     "smooth_add_difference": (3, dict(alpha=0.7)),
+    "crossover": (2, dict(alpha=0.4, tilt=0.3)),
 }
 VARIANTS = {
     "della": ("ties_sum_with_dropout", 3, dict(probability=0.5, della_eps=0.2, k=0.5, seed=2)),
@@ -44,6 +45,7 @@ def small_slices(monkeypatch):
     monkeypatch.setattr(dare, "EXACT_RANKS_UP_TO", 1 << 11)  # DELLA's histogram ranks
     monkeypatch.setattr(seeding, "DRAW_BLOCK", 1 << 9)
     monkeypatch.setattr(filters, "CHUNK_MIN_ROWS", 8)  # smooth_add_difference: runs of rows
+    monkeypatch.setattr(_fft_passes, "BLOCK_ELEMENTS", 1 << 10)  # crossover's passes
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
