@@ -72,6 +72,24 @@ class Scratch:
         return any(b.untyped_storage().data_ptr() == storage for b in self._buffers.values())
 
 
+_merge_end_hooks: list = []
+
+
+def at_merge_end(hook: Callable[[], None]) -> Callable[[], None]:
+    """Run ``hook()`` on the thread that called a merge, when the merge ends: a method's caches
+    kept per thread for its next key let go of their memory. (The engine's own threads end with
+    the merge; the calling thread may live on, in a WebUI, and with ``threads=0`` it merged the
+    keys itself.) Hooks look their caches up when called, so a thread-local one is the caller's."""
+    _merge_end_hooks.append(hook)
+    return hook
+
+
+def merge_ended() -> None:
+    """Called by the engine when a merge ends, however it ends."""
+    for hook in _merge_end_hooks:
+        hook()
+
+
 def thread_count() -> int:
     """How many threads a loop started here runs on (1 without a grant)."""
     grant = _grant.get()

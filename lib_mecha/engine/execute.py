@@ -456,6 +456,8 @@ def execute(plan: Plan, sink, *, device: torch.device, compute_dtype: torch.dtyp
     except BaseException:
         sink.abort()
         raise
+    finally:
+        workers.merge_ended()
     return state.bytes_done
 
 

@@ -171,6 +171,12 @@ class Workspace(threading.local):
 _workspace = Workspace()
 
 
+@workers.at_merge_end
+def _release_workspace() -> None:
+    """The calling thread's spectrum buffers go when its merge ends."""
+    _workspace.buffers.clear()
+
+
 @functools.lru_cache(maxsize=64)
 def batches_slowly(length: int) -> bool:
     """Whether MKL runs a batch of complex FFTs of this length slower than one at a time: long

@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from .. import workers
 from ._fft_passes import Layout, filter_difference, layout_basis, layout_of
 from ._values import is_close, scalar
 from .registry import merge_method
@@ -169,6 +170,12 @@ class FilterStore(threading.local):
 
 
 _filters = FilterStore()
+
+
+@workers.at_merge_end
+def _release_filters() -> None:
+    """The calling thread's filters go when its merge ends."""
+    _filters.filters.clear()
 _layout_parts: "OrderedDict[tuple, tuple]" = OrderedDict()
 _layout_parts_lock = threading.Lock()
 

@@ -150,3 +150,32 @@ def test_crossover_survives_shapes_where_irfftn_corrupts_the_heap():
     run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
     assert run.stdout.strip() == "ok"
+
+
+def test_the_callers_cached_filters_and_buffers_go_when_its_merge_ends(tmp_path):
+    """With threads=0 the calling thread merges the keys itself, and in a WebUI it lives on:
+    crossover's per-thread caches must not keep key-sized memory after the merge."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    import lib_mecha as mecha
+    from lib_mecha.methods import build, register, resolve
+    g = torch.Generator().manual_seed(2)
+    for name in "ab":
+        save_file({"w": torch.randn(64, 48, 3, 3, generator=g)}, str(tmp_path / f"{name}.safetensors"))
+    spec, seen = resolve("crossover"), []
+
+    def spying(*args, **kwargs):
+        result = spec.func(*args, **kwargs)
+        seen.append((len(crossover._filters.filters), len(_fft_passes._workspace.buffers)))
+        return result
+
+    register(dataclasses.replace(spec, func=spying), replace=True)
+    try:
+        mecha.merge(build("crossover", mecha.model("a"), mecha.model("b"), alpha=0.3), model_dirs=[tmp_path],
+                    threads=0)
+    finally:
+        register(spec, replace=True)
+    assert seen and seen[0][0] >= 1 and seen[0][1] >= 1  # the merge did cache on this thread
+    assert not crossover._filters.filters and not _fft_passes._workspace.buffers
