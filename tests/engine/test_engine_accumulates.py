@@ -3,7 +3,6 @@ as a buffer of their own and the others straight from the file in float16; resul
 those of the plain contract, and no value another step still needs is ever written into."""
 from __future__ import annotations
 
-import threading
 
 import pytest
 import torch
@@ -11,7 +10,6 @@ from safetensors.torch import save_file
 
 import lib_mecha as mecha
 import lib_mecha.methods as methods
-from lib_mecha import workers
 from lib_mecha.engine import execute as execute_module
 from lib_mecha.methods.spec import SAME, Tensor
 
@@ -130,7 +128,7 @@ def fresh_sum():
     methods.unregister("fresh_sum")
 
 
-def test_a_whole_key_running_alone_accumulates_range_by_range(models_dir, small_slices, monkeypatch, fresh_sum):
+def test_a_whole_key_running_alone_accumulates_range_by_range(models_dir, small_slices, loop_threads, fresh_sum):
     """slerp needs the whole tensor, so the average runs on the whole key; with a small budget the
     key runs alone and the average is computed range by range on the granted thread."""
     a, b, c = (mecha.model(f"m{i}") for i in range(3))
@@ -138,17 +136,8 @@ def test_a_whole_key_running_alone_accumulates_range_by_range(models_dir, small_
     # an accumulating method may also return a fresh tensor instead of its first argument
     recipe = mecha.weighted_sum(recipe, methods.build("fresh_sum", mecha.slerp(b, c, alpha=0.6), a), alpha=0.5)
     sequential = _merge(recipe, models_dir, threads=0)
-    names, original = set(), workers.for_each_range
-
-    def recording(spans, body, make_state=lambda: None):
-        def wrapped(start, end, state):
-            names.add(threading.current_thread().name)
-            return body(start, end, state)
-        return original(spans, wrapped, make_state)
-
-    monkeypatch.setattr(workers, "for_each_range", recording)
     alone = _merge(recipe, models_dir, threads=2, memory_budget_mb=16)
-    assert any(n.startswith("mecha-help") for n in names), names
+    assert any(n.startswith("mecha-help") for n in loop_threads), loop_threads
     for key in sequential:
         assert torch.equal(alone[key], sequential[key]), key
 

@@ -53,24 +53,6 @@ def small_slices(monkeypatch):
     monkeypatch.setattr(ties_module, "SAMPLED_SELECTION_ABOVE", 1 << 13)
 
 
-@pytest.fixture
-def loop_threads(monkeypatch):
-    """The names of the threads that ran any range of any workers loop."""
-    names = set()
-    lock = threading.Lock()
-    original = workers.for_each_range
-
-    def recording(spans, body, make_state=lambda: None):
-        def wrapped(start, end, state):
-            with lock:
-                names.add(threading.current_thread().name)
-            return body(start, end, state)
-        return original(spans, wrapped, make_state)
-
-    monkeypatch.setattr(workers, "for_each_range", recording)
-    return names
-
-
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_a_key_alone_uses_the_idle_thread_with_the_same_result(models_dir, name, small_slices, loop_threads):
     recipe = RECIPES[name](_models(4 if name != "perpendicular" else 3))

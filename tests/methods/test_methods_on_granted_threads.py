@@ -2,7 +2,6 @@
 (lib_mecha.workers), and the tensors they return do not change."""
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -49,21 +48,12 @@ def small_slices(monkeypatch):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_granted_threads_change_nothing(case, small_slices, monkeypatch):
+def test_granted_threads_change_nothing(case, small_slices, loop_threads):
     name, count, kwargs = CASES[case]
     g = torch.Generator().manual_seed(1)
     inputs = [torch.randn(96, 40, 3, generator=g) for _ in range(count)]
     alone = raw(name, *inputs, **kwargs)
-    helpers = set()
-    original = workers.for_each_range
-
-    def recording(spans, body, make_state=lambda: None):
-        def wrapped(start, end, state):
-            helpers.add(threading.current_thread().name)
-            return body(start, end, state)
-        return original(spans, wrapped, make_state)
-
-    monkeypatch.setattr(workers, "for_each_range", recording)
+    helpers = loop_threads
     with ThreadPoolExecutor(1, thread_name_prefix="granted") as pool, workers.granted(pool, 1):
         shared = raw(name, *inputs, **kwargs)
     assert any(n.startswith("granted") for n in helpers), f"{name} never used the granted thread"

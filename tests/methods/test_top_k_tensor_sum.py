@@ -3,7 +3,6 @@ what the whole-tensor sorts gave: compared with a copy of that code, kept here a
 and with sd-mecha 1.1.8 where its arithmetic allows (finite values)."""
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -208,19 +207,10 @@ def test_one_value_that_is_no_fp16_number_takes_the_32_bit_keys(spoiler, small_c
 
 
 @pytest.mark.parametrize("kind", ["fp16 heavy ties", "float32 values", "NaN, inf, -0.0"])
-def test_granted_threads_change_nothing(kind, small_chunks, monkeypatch):
+def test_granted_threads_change_nothing(kind, small_chunks, loop_threads):
     a, b = KINDS[kind](500, 14), KINDS[kind](500, 15)
     alone = [ours(a, b, w, o) for w, o in BANDS]
-    helpers = set()
-    original = workers.for_each_range
-
-    def recording(spans, body, make_state=lambda: None):
-        def wrapped(start, end, state):
-            helpers.add(threading.current_thread().name)
-            return body(start, end, state)
-        return original(spans, wrapped, make_state)
-
-    monkeypatch.setattr(workers, "for_each_range", recording)
+    helpers = loop_threads
     with ThreadPoolExecutor(1, thread_name_prefix="granted") as pool, workers.granted(pool, 1):
         shared = [ours(a, b, w, o) for w, o in BANDS]
     assert any(name.startswith("granted") for name in helpers)
