@@ -256,7 +256,7 @@ class _FloatSortedA(_SortedA):
     def __init__(self, a: torch.Tensor):
         self.a = a
         self.n = a.numel()
-        keys = torch.empty(self.n, dtype=torch.int32, device=a.device)
+        keys = workers.empty(self.n, torch.int32, a.device)
         _keys_of(a, keys)
         keys = torch.sort(keys).values
         self.not_nan = int(torch.searchsorted(keys, INT32_MAX))  # NaNs have the largest key
@@ -397,7 +397,7 @@ def _place_segment(out: torch.Tensor, keys: torch.Tensor, order: torch.Tensor, f
 
 def _b_order(b: torch.Tensor) -> torch.Tensor:
     """B's stable ascending order (int64), from its 32-bit order keys."""
-    keys = torch.empty(b.numel(), dtype=torch.int32, device=b.device)
+    keys = workers.empty(b.numel(), torch.int32, b.device)
     _keys_of(b, keys)
     return torch.sort(keys, stable=True).indices
 
@@ -429,7 +429,7 @@ def transfer(a: torch.Tensor, b: torch.Tensor, start: int, end: int, inverted: b
         return a.clone()
     lo, hi = runs[0][0], runs[-1][1]
     if scan is not None and scan.b_ok:
-        result = torch.empty_like(a)
+        result = workers.empty_like(a)
         _place_by_half_keys(result, a, b, scan, runs, sorted_a.values(lo, hi), lo)
     else:
         order = _b_order(b)

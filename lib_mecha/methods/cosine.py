@@ -32,7 +32,7 @@ def _cosine_mix(a, b, alpha, similarity):
     similarity = torch.nan_to_num(similarity, nan=0.0)
     k = (1 - torch.clamp(similarity - as_tensor_like(alpha, similarity), 0, 1)).to(a.dtype)
     rows, columns = _as_rows(a), _as_rows(b)
-    out = torch.empty_like(rows)
+    out = workers.empty_like(rows)
     width = rows.shape[1]
 
     def mix(start: int, end: int, _) -> None:

@@ -146,7 +146,7 @@ def drop(delta: torch.Tensor, probability, della_eps: float, draws: Draws) -> to
     u is in [0, 1), so above 1 always keeps and below 0 never does.
     """
     flat = delta.reshape(-1)
-    out = torch.empty_like(flat)
+    out = workers.empty_like(flat)
     keep = 1 - probability
     keep_flat = as_tensor_like(keep, delta).expand(delta.shape).reshape(-1) if isinstance(keep, torch.Tensor) else None
     ranks = CenteredRanks(flat) if della_eps != 0 else None
@@ -234,7 +234,7 @@ def dropout(*deltas,
         rescalar = (1.0 - probability) ** rescale
         rescalar = rescalar if math.isfinite(rescalar) else 1.0
     flat = [d.reshape(-1) for d in deltas]
-    out = torch.empty_like(flat[0])
+    out = workers.empty_like(flat[0])
 
     def drop_range(start: int, end: int, scratch: Scratch) -> None:
         size = end - start

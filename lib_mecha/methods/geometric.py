@@ -43,7 +43,7 @@ def perpendicular_component(a=Tensor(SAME), b=Tensor(SAME)):
     projection = dot / squared_norm if squared_norm > 0 else math.nan
     if not math.isfinite(projection):
         return torch.zeros_like(a)
-    result = torch.empty_like(flat_a)
+    result = workers.empty_like(flat_a)
     finite = {}
 
     def subtract_projection(start: int, end: int, _) -> None:

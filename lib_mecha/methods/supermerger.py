@@ -102,7 +102,7 @@ def extract_features(a=Tensor(SAME, help="the common base"), b=Tensor(SAME), c=T
     beta_t, alpha_t = as_tensor_like(beta, a1), as_tensor_like(alpha, a1)
     width = a1.shape[-1]
     flat = [t.reshape(-1, width) for t in (a1, b1, c1)]
-    out = torch.empty_like(flat[0])
+    out = workers.empty_like(flat[0])
 
     def extract(start: int, end: int, scratch: Scratch) -> None:  # whole rows: the cosine is per row
         rows = slice(start // width, end // width)
@@ -133,7 +133,7 @@ def add_noise(a=Tensor(SAME),
     flat = a.reshape(-1)
     scale = as_tensor_like(alpha, a)
     scale = scale.expand(a.shape).reshape(-1) if scale.numel() > 1 else scale.reshape(())
-    out = torch.empty_like(flat)
+    out = workers.empty_like(flat)
 
     def noisy(start: int, end: int, scratch: Scratch) -> None:
         noise = draws.normal(scratch.get("noise", end - start, torch.float32, "cpu"), start)

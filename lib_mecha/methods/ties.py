@@ -205,7 +205,7 @@ def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, sto
     shape, n = first.shape, first.numel()
     row = shape[-1] if stock_eps is not None else 1
     trimmed = TrimmedSlices(deltas, k)
-    mean = torch.empty(n, dtype=first.dtype, device=first.device)
+    mean = workers.empty(n, first.dtype, first.device)
     divide = _slicer(divisor, first)
 
     def reduce(start: int, end: int, scratch: Scratch) -> None:
@@ -352,7 +352,7 @@ def model_stock(*deltas, cos_eps=COS_EPS):
     (*flat,), restore = at_least_1d(*deltas)
     row = flat[0].shape[-1]
     n = len(flat)
-    total = torch.empty_like(flat[0]).view(-1, row)
+    total = workers.empty_like(flat[0]).view(-1, row)
     rows = [d.reshape(-1, row) for d in flat]
 
     def stock(start: int, end: int, _) -> None:
@@ -419,7 +419,7 @@ def weiszfeld(points: Callable[[int, int, Scratch], List[torch.Tensor]], count: 
         if abs(previous - objective) <= ftol * objective:
             break
     fractions = (weights.to(torch.float64) / weights.sum(dtype=torch.float64)).tolist()
-    median = torch.empty(numel, dtype=like.dtype, device=like.device)
+    median = workers.empty(numel, like.dtype, like.device)
 
     def combine(start: int, end: int, scratch: Scratch) -> None:
         part, out = points(start, end, scratch), median[start:end]

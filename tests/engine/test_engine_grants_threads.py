@@ -143,17 +143,103 @@ def test_ranges_keep_rows_whole():
     assert workers.ranges(0, 4) == []
 
 
-def test_key_buffers_are_handed_on_between_keys_of_one_size():
+MIB = 1 << 20
+
+
+def _storage(t):
+    return t.untyped_storage().data_ptr()
+
+
+def test_key_buffers_lend_memory_again_in_any_dtype_and_smaller_size():
     buffers = execute_module.KeyBuffers()
-    first = buffers.take(1000, torch.float32)
+    first = buffers.take(MIB, torch.float32)  # 4 MiB
+    assert first.shape == (MIB,) and first.dtype == torch.float32
+    assert _storage(buffers.take(MIB, torch.float32)) != _storage(first)  # lent out already: fresh memory
     buffers.give([first])
-    assert buffers.take(1000, torch.float32) is first
-    assert buffers.take(1000, torch.float32) is not first  # lent out already
-    buffers.give([first])
-    assert buffers.take(1000, torch.float16) is not first  # another dtype
-    other = buffers.take(500, torch.float32)  # a new size drops the buffers of other sizes
-    buffers.give([other])
-    assert buffers.take(1000, torch.float32) is not first
+    again = buffers.take(MIB // 2, torch.float16)  # 1 MiB fits in the 4 MiB one
+    assert _storage(again) == _storage(first) and again.shape == (MIB // 2,) and again.dtype == torch.float16
+    buffers.give([again])
+    assert _storage(buffers.take(2 * MIB, torch.float32)) != _storage(first)  # 8 MiB does not fit
+
+
+def test_key_buffers_lend_the_smallest_fitting_buffer_and_leave_small_requests_to_the_allocator():
+    buffers = execute_module.KeyBuffers()
+    big, small = buffers.take(4 * MIB, torch.uint8), buffers.take(2 * MIB, torch.uint8)
+    buffers.give([big, small])
+    assert _storage(buffers.take(MIB, torch.uint8)) == _storage(small)
+    tiny = buffers.take(1000, torch.float32)  # below MIN_POOLED: a plain tensor, not lent
+    buffers.give([tiny])
+    assert _storage(buffers.take(MIB, torch.uint8)) == _storage(big)
+
+
+def test_key_buffers_forget_a_buffer_that_is_kept_and_copy_a_kept_view_of_a_larger_one():
+    buffers = execute_module.KeyBuffers()
+    kept = buffers.take(MIB, torch.float32)
+    assert buffers.fitted(kept) is kept  # the whole buffer: kept as it is
+    buffers.give([kept], kept=_storage(kept))
+    assert _storage(buffers.take(MIB, torch.float32)) != _storage(kept)  # it belongs to the sink now
+    larger = buffers.take(2 * MIB, torch.float32)
+    buffers.give([larger])
+    view = buffers.take(MIB, torch.float32)
+    assert _storage(view) == _storage(larger)
+    view.fill_(3.0)
+    fitted = buffers.fitted(view)
+    assert _storage(fitted) != _storage(view) and torch.equal(fitted, view)
+
+
+def test_methods_take_key_sized_memory_from_the_engine_while_it_lends():
+    taken = []
+
+    def take(numel, dtype):
+        taken.append((numel, dtype))
+        return torch.zeros(numel, dtype=dtype)
+
+    assert workers.empty(10, torch.float32, "cpu").shape == (10,)  # no lender: torch.empty
+    with workers.lending(take):
+        t = workers.empty_like(torch.ones(2, 3, dtype=torch.float16))
+        assert t.shape == (2, 3) and t.dtype == torch.float16
+        assert workers.empty(4, torch.float32, "meta").device.type == "meta"  # other devices: not lent
+    assert taken == [(6, torch.float16)]
+    assert workers.empty(10, torch.float32, "cpu").shape == (10,) and len(taken) == 1
+
+
+@pytest.mark.parametrize("recipe", ["ties", "dare", "dropout"])
+def test_keys_of_one_size_after_the_first_need_no_new_memory(tmp_path, monkeypatch, recipe):
+    """Whole keys of one size follow each other: after the first, the engine's loads, the
+    methods' results and their temporaries all reuse lent memory (a fresh key-sized tensor faults
+    its pages in). Counted as the key-sized tensors made through torch's allocating functions, for
+    models of one key and of three."""
+    made = []
+
+    def counting(allocate):
+        def allocate_and_count(*args, **kwargs):
+            tensor = allocate(*args, **kwargs)
+            if tensor.numel() * tensor.element_size() >= execute_module.KeyBuffers.MIN_POOLED:
+                made.append(tensor.shape)
+            return tensor
+        return allocate_and_count
+
+    for name in ("empty", "empty_like", "zeros_like"):
+        monkeypatch.setattr(torch, name, counting(getattr(torch, name)))
+    build = {**RECIPES, "dropout": lambda m: compose.dropout(m[0], *m[1:], seed=1)}[recipe]
+
+    def fresh_buffers(keys):
+        folder = tmp_path / str(keys)
+        folder.mkdir()
+        for i in range(4):
+            g = torch.Generator().manual_seed(i)
+            save_file({f"layer{j}.weight": torch.randn(2048, 640, generator=g).to(torch.float16)  # > 1 M elements
+                       for j in range(keys)},
+                      str(folder / f"m{i}.safetensors"))
+        made.clear()
+        # (into a file: a state dict keeps every output tensor, which is then new memory by right)
+        mecha.merge(build(_models(4)), folder / "out.safetensors", threads=0, model_dirs=[folder],
+                    output_dtype="fp16")
+        return len(made)
+
+    one = fresh_buffers(1)
+    assert one >= 4  # the key's loads, differences and results were lent
+    assert fresh_buffers(3) == one
 
 
 @pytest.mark.parametrize("output_dtype", ["fp32", "fp16"])
