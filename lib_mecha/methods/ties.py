@@ -80,6 +80,9 @@ def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
 
     def count(start: int, end: int, scratch: Scratch) -> None:
         size = end - start
+        if single and low == 0:  # nothing is below 0 in magnitude (NaN counts as neither)
+            counted[start] = 0, size - int(torch.count_nonzero(values[start:end]))
+            return
         a = torch.abs(values[start:end], out=scratch.get("magnitude", size))
         lt = torch.lt(a, low, out=scratch.get("below", size, torch.bool))
         inside = torch.le(a, high, out=scratch.get("inside", size, torch.bool)).logical_xor_(lt)
@@ -99,14 +102,16 @@ def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
 
 def trim_threshold(delta: torch.Tensor, k: float) -> Optional[torch.Tensor]:
     """The smallest magnitude TIES keeps: the ``max(int((1-k)·n), 1)``-th smallest ``|delta|``;
-    None when that is the smallest one (k = 1), so that everything is kept."""
+    None when everything is kept: that is the smallest one (k = 1), or 0 (a sparse delta, such
+    as one after DARE's dropout)."""
     rank = max(int((1 - k) * delta.numel()), 1)
     if rank == 1:
         return None
     flat = delta.flatten()
     if flat.dtype not in (torch.float32, torch.float64):
         flat = flat.float()
-    return kth_smallest_magnitude(flat, rank).to(delta.dtype)
+    threshold = kth_smallest_magnitude(flat, rank)
+    return None if threshold == 0 else threshold.to(delta.dtype)
 
 
 def _shrink_below(threshold: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[float]:

@@ -1,4 +1,6 @@
 """TIES, Model Stock and the geometric median: hand-computed cases and properties."""
+import math
+
 import pytest
 import torch
 
@@ -109,11 +111,16 @@ def test_trim_threshold_is_exact_on_large_and_sparse_deltas(monkeypatch):
     g = torch.Generator().manual_seed(4)
     dense = torch.randn(300_000, generator=g)
     sparse = dense * (torch.rand(300_000, generator=g) < 0.1)  # 90% zeros, like a DARE-dropped delta
+    sparse[::1000] = math.nan  # NaN is neither below nor at the 0 bracket
     monkeypatch.setattr(ties, "SAMPLED_SELECTION_ABOVE", 1000)
     for delta in (dense, sparse):
-        for k in (0.2, 0.5, 0.95):
+        for k in (0.05, 0.2, 0.5, 0.85, 0.95):
             rank = max(int((1 - k) * delta.numel()), 1)
-            assert ties.trim_threshold(delta, k) == delta.abs().kthvalue(rank).values
+            expected = delta.abs().kthvalue(rank).values
+            assert ties.kth_smallest_magnitude(delta, rank) == expected
+            # a threshold of 0 keeps everything, as no threshold does (k = 1)
+            assert ties.trim_threshold(delta, k) == (None if expected == 0 else expected)
+    assert ties.trim_threshold(sparse, 0.5) is None and ties.trim_threshold(sparse, 0.05) is not None
 
 
 SLICED_CASES = [
