@@ -91,8 +91,14 @@ class CenteredRanks:
         """The centred rank fractions of elements ``start:end`` (a scratch buffer)."""
         if self.exact is not None:
             return self.exact[start:end]
+        return self.lookup(self.table, start, end, scratch)
+
+    def lookup(self, table: torch.Tensor, start: int, end: int, scratch: Scratch) -> torch.Tensor:
+        """``table``'s entries (one per bin, as ``self.table``) for elements ``start:end``, in a
+        scratch buffer the caller may overwrite: a function of the ranks computed once per bin
+        instead of once per element. Only for binned ranks (``exact`` is None)."""
         index = scratch.get("index", end - start, torch.int32).copy_(self._bins(start, end, scratch))
-        return torch.index_select(self.table, 0, index, out=scratch.get("ranks", end - start))
+        return torch.index_select(table, 0, index, out=scratch.get("ranks", end - start))
 
 
 def centered_rank_fraction(magnitudes: torch.Tensor) -> torch.Tensor:
@@ -150,12 +156,18 @@ def drop(delta: torch.Tensor, probability, della_eps: float, draws: Draws) -> to
     keep = 1 - probability
     keep_flat = as_tensor_like(keep, delta).expand(delta.shape).reshape(-1) if isinstance(keep, torch.Tensor) else None
     ranks = CenteredRanks(flat) if della_eps != 0 else None
+    keep_by_bin = None
+    if ranks is not None and ranks.exact is None and keep_flat is None:
+        # DELLA's keep-probability of each bin, with the same float operations as per element below
+        keep_by_bin = torch.mul(ranks.table, della_eps).nan_to_num_(0.0, 0.0, 0.0).add_(keep)
 
     def drop_range(start: int, end: int, scratch: Scratch) -> None:
         size = end - start
         u = draws.uniform(scratch.get("draws", size, torch.float32, "cpu"), start).to(delta.device)
         threshold = scratch.get("keep", size)
-        if ranks is not None:  # DELLA: keep = 1 - p + eps·centred rank
+        if keep_by_bin is not None:
+            threshold = ranks.lookup(keep_by_bin, start, end, scratch).sub_(u)
+        elif ranks is not None:  # DELLA: keep = 1 - p + eps·centred rank
             torch.mul(ranks.range(start, end, scratch), della_eps, out=threshold).nan_to_num_(0.0, 0.0, 0.0)
             threshold.add_(keep_flat[start:end] if keep_flat is not None else keep).sub_(u)
         elif keep_flat is not None:

@@ -86,6 +86,20 @@ def test_della_ranks_are_estimated_from_a_histogram_for_large_deltas(monkeypatch
     assert torch.equal(dare.centered_rank_fraction(crowded), dare._exact_rank_fraction(crowded))
 
 
+def test_della_keep_probabilities_by_bin_are_those_computed_per_element(monkeypatch):
+    """With one drop probability, DELLA's keep-probabilities come from a table per rank bin; a
+    per-element probability (a one-element tensor takes that path) must give the same bits."""
+    import lib_mecha.methods.dare as dare
+    from lib_mecha.methods.seeding import Draws
+    monkeypatch.setattr(dare, "EXACT_RANKS_UP_TO", 1000)
+    g = torch.Generator().manual_seed(8)
+    delta = torch.randn(20_000, generator=g)
+    by_bin = dare.drop(delta, 0.7, 0.15, Draws(4, "k"))
+    per_element = dare.drop(delta, torch.tensor(0.7), 0.15, Draws(4, "k"))
+    assert torch.equal(by_bin, per_element)
+    assert 0.2 < float(torch.count_nonzero(by_bin)) / delta.numel() < 0.4
+
+
 @pytest.mark.parametrize("della_eps", [0.0, 0.2])
 def test_dare_draws_do_not_depend_on_the_slice_size(della_eps, monkeypatch):
     import lib_mecha.methods.ties as ties
