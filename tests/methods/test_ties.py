@@ -112,8 +112,10 @@ def test_trim_threshold_is_exact_on_large_and_sparse_deltas(monkeypatch):
     dense = torch.randn(300_000, generator=g)
     sparse = dense * (torch.rand(300_000, generator=g) < 0.1)  # 90% zeros, like a DARE-dropped delta
     sparse[::1000] = math.nan  # NaN is neither below nor at the 0 bracket
+    sparse[1::1000] = 1.0
+    sparse[2::1000] = -0.0  # at the 0 bracket (its sign bit is set)
     monkeypatch.setattr(ties, "SAMPLED_SELECTION_ABOVE", 1000)
-    for delta in (dense, sparse):
+    for delta in (dense, sparse, sparse.double()):
         for k in (0.05, 0.2, 0.5, 0.85, 0.95):
             rank = max(int((1 - k) * delta.numel()), 1)
             expected = delta.abs().kthvalue(rank).values
