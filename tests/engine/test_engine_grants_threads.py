@@ -68,6 +68,21 @@ def test_a_key_alone_uses_the_idle_thread_with_the_same_result(models_dir, name,
         assert torch.equal(shared[key], sequential[key]), key
 
 
+def test_a_key_over_half_the_budget_is_granted_the_idle_thread(models_dir, small_slices, loop_threads):
+    """Beside a key over half the budget no key of its size fits, so the other thread would idle."""
+    recipe = RECIPES["ties"](_models(4))
+    with mecha.plan(recipe, model_dirs=[models_dir]) as planned:
+        cost = max(item.cost for item in execute_module.work_items(planned, torch.float32, 1 << 40, 2))
+    mib = 1 << 20
+    roomy = -(-4 * cost // mib)  # room for two such keys: no grant
+    mecha.merge(recipe, threads=2, memory_budget_mb=roomy, model_dirs=[models_dir])
+    assert not any(n.startswith("mecha-help") for n in loop_threads)
+    between = -(-3 * cost // (2 * mib))  # 1.5x the key: it fits alone, not beside another
+    assert cost < between * mib < 2 * cost
+    mecha.merge(recipe, threads=2, memory_budget_mb=between, model_dirs=[models_dir])
+    assert any(n.startswith("mecha-help") for n in loop_threads), loop_threads
+
+
 def test_elementwise_steps_of_a_whole_key_reuse_dead_buffers_without_corrupting_live_ones(
         models_dir, small_slices, loop_threads):
     """add_difference(a, ties(b - a, c - a)): each ``x - a`` may overwrite x's buffer, never a's,
