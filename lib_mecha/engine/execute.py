@@ -203,20 +203,26 @@ class Evaluator:
         self.buffers = KeyBuffers() if device.type == "cpu" else None
         self.sink_copies = sink_copies  # the sink copies what it is given: output buffers can be reused
 
-    def run(self, item: WorkItem, deliver: Callable[[WorkItem, torch.Tensor], None]) -> None:
-        """Evaluate ``item`` and hand its tensor to ``deliver``; key-sized buffers lent to this
-        item go back to :class:`KeyBuffers` afterwards, unless the sink keeps the tensor."""
+    def run(self, item: WorkItem, deliver: "Deliver") -> None:
+        """Evaluate ``item`` and hand its tensor to ``deliver(item, tensor, finished)``, which calls
+        ``finished()`` once the tensor is written; key-sized buffers lent to this item then go
+        back to :class:`KeyBuffers`, unless the sink keeps the tensor."""
         lent: List[torch.Tensor] = []
-        result = None
+        handed_over = False
         try:
             result = self._evaluate(item, lent)
             if not self.sink_copies and self.buffers is not None:
                 result = self.buffers.fitted(result)  # the sink keeps it: no larger buffer behind it
-            deliver(item, result)
+            kept = None if self.sink_copies else _storage(result)
+            handed_over = True
+            deliver(item, result, lambda: self._give_back(lent, kept))
         finally:
-            if lent and self.buffers is not None:
-                kept = _storage(result) if result is not None and not self.sink_copies else None
-                self.buffers.give(lent, kept)
+            if not handed_over:
+                self._give_back(lent, None)
+
+    def _give_back(self, lent: List[torch.Tensor], kept: Optional[int]) -> None:
+        if lent and self.buffers is not None:
+            self.buffers.give(lent, kept)
 
     def _take(self, lent: Optional[List[torch.Tensor]], numel: int, dtype: torch.dtype) -> torch.Tensor:
         if lent is None or self.buffers is None:
@@ -552,8 +558,11 @@ def _run(plan, sink, evaluator, flag, state, compute_dtype, threads, budget_byte
     for item in work_items(plan, compute_dtype, budget_bytes, 1):
         if flag:
             raise MergeCancelled()
-        evaluator.run(item, lambda done, tensor: _deliver(sink, done, tensor))
+        evaluator.run(item, _deliver_now(sink))
         state.item_done(item)
+
+
+Deliver = Callable[[WorkItem, torch.Tensor, Callable[[], None]], None]
 
 
 def _deliver(sink, item: WorkItem, tensor: torch.Tensor) -> None:
@@ -561,6 +570,52 @@ def _deliver(sink, item: WorkItem, tensor: torch.Tensor) -> None:
         sink.write(item.plan.key, tensor)
     else:
         sink.write_range(item.plan.key, item.start, tensor)
+
+
+def _deliver_now(sink) -> Deliver:
+    def deliver(item: WorkItem, tensor: torch.Tensor, finished: Callable[[], None]) -> None:
+        _deliver(sink, item, tensor)
+        finished()
+    return deliver
+
+
+class WriteBehind:
+    """Writes whole keys to a sink that copies them (a file) on a thread of its own, so the
+    workers go on merging while a key is written: a whole key running alone otherwise left
+    every thread but its own idle while it was written (measured: 7.6 s of a DARE merge of four
+    SD1.5 models went into writing). At most ``depth`` keys wait to be written, besides the
+    budget. Slices are written at once: they live in their thread's reused buffers."""
+
+    def __init__(self, sink, depth: int):
+        self._sink = sink
+        self._slots = threading.Semaphore(depth)
+        self._errors: List[BaseException] = []
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mecha-write")
+
+    def deliver(self, item: WorkItem, tensor: torch.Tensor, finished: Callable[[], None]) -> None:
+        if self._errors:
+            raise self._errors[0]
+        if item.start is not None:
+            _deliver(self._sink, item, tensor)
+            finished()
+            return
+        self._slots.acquire()
+
+        def write() -> None:
+            try:
+                _deliver(self._sink, item, tensor)
+            except BaseException as e:  # raised by the next hand-over and by close()
+                self._errors.append(e)
+            finally:
+                finished()
+                self._slots.release()
+
+        self._thread.submit(write)
+
+    def close(self) -> Optional[BaseException]:
+        """Waits for every write; returns the first write error, if any."""
+        self._thread.shutdown(wait=True)
+        return self._errors[0] if self._errors else None
 
 
 def _run_pool(plan, sink, evaluator, flag, state, compute_dtype, threads, budget_bytes) -> None:
@@ -573,40 +628,49 @@ def _run_pool(plan, sink, evaluator, flag, state, compute_dtype, threads, budget
     # time on one core before this took in the items over half the budget.
     helpers = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="mecha-help") if threads > 1 else None
 
+    writer = WriteBehind(sink, depth=threads) if getattr(sink, "copies", False) else None
+    deliver = writer.deliver if writer is not None else _deliver_now(sink)
+
     def job(item: WorkItem):
         try:
             if flag or failure:
                 return None
             alone = 2 * item.cost > budget.capacity
             with workers.granted(helpers if alone else None, threads - 1):
-                evaluator.run(item, lambda done, tensor: _deliver(sink, done, tensor))
+                evaluator.run(item, deliver)
             return item
         finally:
             budget.release(item.cost)
 
     pending: set = set()
-    with contextlib.ExitStack() as stack, \
-            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mecha-merge") as pool:
-        if helpers is not None:
-            stack.enter_context(helpers)
-        try:
-            for item in work_items(plan, compute_dtype, budget_bytes, threads):
-                if flag:
-                    break
-                budget.acquire(item.cost)
-                pending.add(pool.submit(job, item))
-                pending = _collect(pending, state, failure, block=len(pending) >= 4 * threads)
-                if failure:
-                    break
-            while pending:
-                pending = _collect(pending, state, failure, block=True)
-        except BaseException as e:
-            failure.append(e)
-            for f in pending:
-                f.cancel()
-            raise
+    try:
+        with contextlib.ExitStack() as stack, \
+                ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mecha-merge") as pool:
+            if helpers is not None:
+                stack.enter_context(helpers)
+            try:
+                for item in work_items(plan, compute_dtype, budget_bytes, threads):
+                    if flag:
+                        break
+                    budget.acquire(item.cost)
+                    pending.add(pool.submit(job, item))
+                    pending = _collect(pending, state, failure, block=len(pending) >= 4 * threads)
+                    if failure:
+                        break
+                while pending:
+                    pending = _collect(pending, state, failure, block=True)
+            except BaseException as e:
+                failure.append(e)
+                for f in pending:
+                    f.cancel()
+                raise
+    finally:
+        # every key handed over is written (or has failed) before the sink commits or aborts
+        write_error = writer.close() if writer is not None else None
     if failure:
         raise failure[0]
+    if write_error is not None:
+        raise write_error
     if flag:
         raise MergeCancelled()
 
