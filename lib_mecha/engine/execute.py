@@ -139,32 +139,45 @@ class KeyBuffers:
     Every fresh key-sized tensor faults its pages in (zeroed by the kernel): with whole-tensor
     methods that was most of a merge's system time (measured: 2 M page faults and 12.9 s of
     65 s of CPU for TIES of four SD1.5 models, 5.3 M faults and 30 s of 172 s with DELLA).
-    Buffers are kept as bytes and lent as a view of any dtype and any size that fits (the
-    smallest free one that does). Keys run biggest first, so after the first keys nearly every
-    request is met from here. Buffers below ``MIN_POOLED`` bytes are plain allocations: the
-    allocator reuses those itself. What waits here is at most the most this merge has had lent
-    at once.
+    Buffers are kept as bytes and lent as a view of any dtype, for any size from half the
+    buffer's up (the smallest free one that fits). Keys run biggest first, so after the first
+    keys nearly every request is met from here. Buffers below ``MIN_POOLED`` bytes are plain
+    allocations: the allocator reuses those itself.
+
+    What is lent and what waits here stay within :meth:`limit` together (the engine sets it
+    to the memory the running keys may use): waiting buffers beyond it are let go, the largest
+    first, so the pool never adds to the merge's peak.
     """
 
     MIN_POOLED = 1 << 20
 
     def __init__(self):
-        self._free: List[torch.Tensor] = []   # byte buffers
+        self._free: List[torch.Tensor] = []   # byte buffers, smallest first
         self._lent: Dict[int, torch.Tensor] = {}  # storage -> its byte buffer
-        self._lent_bytes = self._most_lent = 0
+        self._lent_bytes = 0
+        self._limit: Optional[int] = None
         self._lock = threading.Lock()
+
+    def limit(self, total: int) -> None:
+        """From now on, at most ``total`` bytes lent and waiting together (lending goes on past
+        it, with nothing waiting)."""
+        with self._lock:
+            self._limit = total
+            self._trim(0)
 
     def take(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
         size = numel * dtype.itemsize
         if size < self.MIN_POOLED:
             return torch.empty(numel, dtype=dtype)
         with self._lock:
-            # the smallest free buffer that fits (_free is kept sorted by size)
-            index = next((i for i, b in enumerate(self._free) if b.numel() >= size), None)
-            raw = torch.empty(size, dtype=torch.uint8) if index is None else self._free.pop(index)
+            index = next((i for i, b in enumerate(self._free) if size <= b.numel() <= 2 * size), None)
+            if index is None:
+                self._trim(size)
+                raw = torch.empty(size, dtype=torch.uint8)
+            else:
+                raw = self._free.pop(index)
             self._lent[_storage(raw)] = raw
             self._lent_bytes += raw.numel()
-            self._most_lent = max(self._most_lent, self._lent_bytes)
         return raw[:size].view(dtype)
 
     def fitted(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -186,10 +199,16 @@ class KeyBuffers:
                 self._lent_bytes -= raw.numel()
                 if _storage(raw) != kept:
                     self._free.append(raw)
-            # never keep more waiting than was ever lent at once: the largest go first
             self._free.sort(key=torch.Tensor.numel)
-            while self._free and sum(b.numel() for b in self._free) > self._most_lent:
-                self._free.pop()
+            self._trim(0)
+
+    def _trim(self, more: int) -> None:
+        """Lets go of waiting buffers, largest first, until ``more`` bytes fit within the limit."""
+        if self._limit is None:
+            return
+        waiting = sum(b.numel() for b in self._free)
+        while self._free and self._lent_bytes + waiting + more > self._limit:
+            waiting -= self._free.pop().numel()
 
 
 class Evaluator:
@@ -203,17 +222,25 @@ class Evaluator:
         self.buffers = KeyBuffers() if device.type == "cpu" else None
         self.sink_copies = sink_copies  # the sink copies what it is given: output buffers can be reused
 
-    def run(self, item: WorkItem, deliver: "Deliver") -> None:
+    def run(self, item: WorkItem, deliver: "Deliver", memory: Optional[int] = None) -> None:
         """Evaluate ``item`` and hand its tensor to ``deliver(item, tensor, finished)``, which calls
         ``finished()`` once the tensor is written; key-sized buffers lent to this item then go
-        back to :class:`KeyBuffers`, unless the sink keeps the tensor."""
+        back to :class:`KeyBuffers`, unless the sink keeps the tensor. ``memory``: the bytes the
+        running items may use now (the budget, or this item's estimate when it is larger)."""
+        if memory is not None and self.buffers is not None:
+            self.buffers.limit(memory)
         lent: List[torch.Tensor] = []
         handed_over = False
         try:
             result = self._evaluate(item, lent)
             if not self.sink_copies and self.buffers is not None:
                 result = self.buffers.fitted(result)  # the sink keeps it: no larger buffer behind it
-            kept = None if self.sink_copies else _storage(result)
+            # everything but the result's memory goes back now: the next key may use it while
+            # this one is written
+            output = _storage(result)
+            self._give_back([b for b in lent if _storage(b) != output], None)
+            lent = [b for b in lent if _storage(b) == output]
+            kept = None if self.sink_copies else output
             handed_over = True
             deliver(item, result, lambda: self._give_back(lent, kept))
         finally:
@@ -558,7 +585,7 @@ def _run(plan, sink, evaluator, flag, state, compute_dtype, threads, budget_byte
     for item in work_items(plan, compute_dtype, budget_bytes, 1):
         if flag:
             raise MergeCancelled()
-        evaluator.run(item, _deliver_now(sink))
+        evaluator.run(item, _deliver_now(sink), memory=max(budget_bytes, item.cost))
         state.item_done(item)
 
 
@@ -637,7 +664,7 @@ def _run_pool(plan, sink, evaluator, flag, state, compute_dtype, threads, budget
                 return None
             alone = 2 * item.cost > budget.capacity
             with workers.granted(helpers if alone else None, threads - 1):
-                evaluator.run(item, deliver)
+                evaluator.run(item, deliver, memory=max(budget.capacity, item.cost))
             return item
         finally:
             budget.release(item.cost)

@@ -165,15 +165,16 @@ def _storage(t):
     return t.untyped_storage().data_ptr()
 
 
-def test_key_buffers_lend_memory_again_in_any_dtype_and_smaller_size():
+def test_key_buffers_lend_memory_again_in_any_dtype_and_down_to_half_its_size():
     buffers = execute_module.KeyBuffers()
     first = buffers.take(MIB, torch.float32)  # 4 MiB
     assert first.shape == (MIB,) and first.dtype == torch.float32
     assert _storage(buffers.take(MIB, torch.float32)) != _storage(first)  # lent out already: fresh memory
     buffers.give([first])
-    again = buffers.take(MIB // 2, torch.float16)  # 1 MiB fits in the 4 MiB one
-    assert _storage(again) == _storage(first) and again.shape == (MIB // 2,) and again.dtype == torch.float16
+    again = buffers.take(MIB, torch.float16)  # 2 MiB: half of it
+    assert _storage(again) == _storage(first) and again.shape == (MIB,) and again.dtype == torch.float16
     buffers.give([again])
+    assert _storage(buffers.take(MIB // 4, torch.float32)) != _storage(first)  # 1 MiB is not worth 4
     assert _storage(buffers.take(2 * MIB, torch.float32)) != _storage(first)  # 8 MiB does not fit
 
 
@@ -181,10 +182,25 @@ def test_key_buffers_lend_the_smallest_fitting_buffer_and_leave_small_requests_t
     buffers = execute_module.KeyBuffers()
     big, small = buffers.take(4 * MIB, torch.uint8), buffers.take(2 * MIB, torch.uint8)
     buffers.give([big, small])
-    assert _storage(buffers.take(MIB, torch.uint8)) == _storage(small)
+    assert _storage(buffers.take(2 * MIB, torch.uint8)) == _storage(small)
     tiny = buffers.take(1000, torch.float32)  # below MIN_POOLED: a plain tensor, not lent
     buffers.give([tiny])
-    assert _storage(buffers.take(MIB, torch.uint8)) == _storage(big)
+    assert _storage(buffers.take(3 * MIB, torch.uint8)) == _storage(big)
+
+
+def test_key_buffers_keep_what_is_lent_and_waiting_within_the_limit():
+    buffers = execute_module.KeyBuffers()
+    buffers.limit(6 * MIB)
+    big, small = buffers.take(4 * MIB, torch.uint8), buffers.take(2 * MIB, torch.uint8)
+    buffers.give([big, small])  # 6 MiB waiting: within the limit
+    assert _storage(buffers.take(4 * MIB, torch.uint8)) == _storage(big)
+    buffers.give([buffers.take(4 * MIB, torch.uint8)])
+    buffers.limit(5 * MIB)  # the largest waiting buffer goes
+    assert _storage(buffers.take(4 * MIB, torch.uint8)) != _storage(big)
+    # lending goes on past the limit; what comes back then does not wait
+    over = [buffers.take(4 * MIB, torch.uint8) for _ in range(2)]  # 12 MiB lent in all
+    buffers.give(over)
+    assert _storage(buffers.take(4 * MIB, torch.uint8)) not in {_storage(t) for t in over}
 
 
 def test_key_buffers_forget_a_buffer_that_is_kept_and_copy_a_kept_view_of_a_larger_one():
