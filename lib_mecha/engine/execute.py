@@ -134,7 +134,8 @@ class ScratchPool:
 
 
 class KeyBuffers:
-    """Key-sized CPU memory lent to whole keys, and given back when the key is written.
+    """Key-sized CPU memory lent to whole keys: given back when the key has been evaluated, and
+    the output's own when it has been written.
 
     Every fresh key-sized tensor faults its pages in (zeroed by the kernel): with whole-tensor
     methods that was most of a merge's system time (measured: 2 M page faults and 12.9 s of
