@@ -1,9 +1,9 @@
 """Threads the engine grants to the key it is merging, and loops that spread over them.
 
 The engine merges keys side by side on its own threads. A whole-tensor key too big to share
-the memory budget runs alone, and without help it would leave every other core idle (about
-half the elements of an SD1.5 checkpoint sit in such keys). While such a key runs, the engine
-grants it its idle threads; :func:`for_each_range` then spreads the key's slice loops over
+the memory budget with another of its size runs alone, and without help it would leave every
+other core idle (about half the elements of an SD1.5 checkpoint sit in such keys). While such a
+key runs, the engine grants it its idle threads; :func:`for_each_range` then spreads the key's slice loops over
 them. torch releases the GIL inside its kernels, so slices of a few hundred thousand elements
 run in parallel; torch's own intra-op threads stay at one (see ``engine.execute.intra_op_threads``).
 
@@ -58,10 +58,17 @@ class _SpareBuffers(threading.local):
 
     def take(self, size: int) -> torch.Tensor:
         """The smallest spare buffer of at least ``size`` bytes, or a new one."""
-        fitting = [i for i, b in enumerate(self.free) if b.numel() >= size]
-        if not fitting:
-            return torch.empty(size, dtype=torch.uint8)
-        return self.free.pop(min(fitting, key=lambda i: self.free[i].numel()))
+        spare = take_smallest(self.free, size)
+        return torch.empty(size, dtype=torch.uint8) if spare is None else spare
+
+
+def take_smallest(free: list, size: int, largest: Optional[int] = None) -> Optional[torch.Tensor]:
+    """Removes from ``free`` and returns its smallest byte buffer of at least ``size`` bytes (and at
+    most ``largest``), or None."""
+    fitting = [i for i, b in enumerate(free) if size <= b.numel() and (largest is None or b.numel() <= largest)]
+    if not fitting:
+        return None
+    return free.pop(min(fitting, key=lambda i: free[i].numel()))
 
 
 _spare = _SpareBuffers()

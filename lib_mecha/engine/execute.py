@@ -153,7 +153,7 @@ class KeyBuffers:
     MIN_POOLED = 1 << 20
 
     def __init__(self):
-        self._free: List[torch.Tensor] = []   # byte buffers, smallest first
+        self._free: List[torch.Tensor] = []   # byte buffers, smallest first (see _trim)
         self._lent: Dict[int, torch.Tensor] = {}  # storage -> its byte buffer
         self._lent_bytes = 0
         self._limit: Optional[int] = None
@@ -171,12 +171,10 @@ class KeyBuffers:
         if size < self.MIN_POOLED:
             return torch.empty(numel, dtype=dtype)
         with self._lock:
-            index = next((i for i, b in enumerate(self._free) if size <= b.numel() <= 2 * size), None)
-            if index is None:
+            raw = workers.take_smallest(self._free, size, largest=2 * size)
+            if raw is None:
                 self._trim(size)
                 raw = torch.empty(size, dtype=torch.uint8)
-            else:
-                raw = self._free.pop(index)
             self._lent[_storage(raw)] = raw
             self._lent_bytes += raw.numel()
         return raw[:size].view(dtype)

@@ -46,12 +46,13 @@ class MergeOptions:
     output_dtype: str = _opt("fp16", "dtype of floating-point outputs; 'keep' keeps each input's own",
                              choices=("fp16", "bf16", "fp32", KEEP), flags=("--dtype", "--output-dtype"))
     threads: int = _opt(2, "worker threads: keys merged at once, or all of them on one key too big to share the "
-                           "memory budget; 0 merges on the calling thread")
+                           "memory budget with another of its size; 0 merges on the calling thread")
     torch_threads: int = _opt(1, "torch intra-op threads during the merge (restored afterwards); 0 leaves "
                                  "torch's setting alone. The worker threads already merge keys in parallel")
     memory_budget_mb: int = _opt(512, "upper bound for tensors in flight, in MiB; large elementwise keys "
                                       "are merged in chunks to stay inside it, and a whole-tensor key larger "
-                                      "than it runs alone")
+                                      "than it runs alone; besides it, one finished key per thread may wait "
+                                      "to be written")
     model_dirs: Tuple[str, ...] = _opt((), "folders searched for relative model names, in order",
                                        flags=("--models-dir", "--model-dir"))
     overwrite: bool = _opt(False, "replace an existing output file")

@@ -1,7 +1,10 @@
 """Helpers shared by the engine tests (imported by name: pytest puts this folder on sys.path)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from safetensors.torch import save_file
 
 from lib_mecha.arch.demo import random_state_dict
 
@@ -17,3 +20,15 @@ def make_sd1(seed: int, **kw):
 
 def float_keys(sd):
     return [k for k, t in sd.items() if t.is_floating_point()]
+
+
+def save_layer_models(folder: Path, count: int, shape, layers: int, small_bias: bool = True) -> Path:
+    """``m0.safetensors`` ... in ``folder``: ``layers`` fp16 keys ``layer{j}.weight`` of ``shape``
+    (plus a 100-element ``small.bias``), seeded by the model's number."""
+    for i in range(count):
+        g = torch.Generator().manual_seed(i)
+        sd = {f"layer{j}.weight": torch.randn(shape, generator=g).to(torch.float16) for j in range(layers)}
+        if small_bias:
+            sd["small.bias"] = torch.randn(100, generator=g).to(torch.float16)
+        save_file(sd, str(folder / f"m{i}.safetensors"))
+    return folder

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from engine_fixtures import save_layer_models
 
 import lib_mecha as mecha
 import lib_mecha.compose as compose
@@ -21,13 +21,7 @@ BIG = (1024, 512)
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("granted")
-    for i in range(4):
-        g = torch.Generator().manual_seed(i)
-        sd = {f"layer{j}.weight": torch.randn(BIG, generator=g).to(torch.float16) for j in range(3)}
-        sd["small.bias"] = torch.randn(100, generator=g).to(torch.float16)
-        save_file(sd, str(folder / f"m{i}.safetensors"))
-    return folder
+    return save_layer_models(tmp_path_factory.mktemp("granted"), 4, BIG, layers=3)
 
 
 def _models(n):
@@ -257,11 +251,7 @@ def test_keys_of_one_size_after_the_first_need_no_new_memory(tmp_path, monkeypat
     def fresh_buffers(keys):
         folder = tmp_path / str(keys)
         folder.mkdir()
-        for i in range(4):
-            g = torch.Generator().manual_seed(i)
-            save_file({f"layer{j}.weight": torch.randn(2048, 640, generator=g).to(torch.float16)  # > 1 M elements
-                       for j in range(keys)},
-                      str(folder / f"m{i}.safetensors"))
+        save_layer_models(folder, 4, (2048, 640), layers=keys, small_bias=False)  # > 1 M elements a key
         made.clear()
         # (into a file: a state dict keeps every output tensor, which is then new memory by right)
         mecha.merge(build(_models(4)), folder / "out.safetensors", threads=0, model_dirs=[folder],

@@ -6,7 +6,8 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from engine_fixtures import save_layer_models
+from safetensors.torch import load_file
 
 import lib_mecha as mecha
 import lib_mecha.compose as compose
@@ -18,13 +19,7 @@ SHAPE = (2048, 640)  # over a million elements: key-sized memory is lent and reu
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("write-behind")
-    for i in range(3):
-        g = torch.Generator().manual_seed(i)
-        sd = {f"layer{j}.weight": torch.randn(SHAPE, generator=g).to(torch.float16) for j in range(4)}
-        sd["small.bias"] = torch.randn(100, generator=g).to(torch.float16)
-        save_file(sd, str(folder / f"m{i}.safetensors"))
-    return folder
+    return save_layer_models(tmp_path_factory.mktemp("write-behind"), 3, SHAPE, layers=4)
 
 
 def _recipe():
@@ -72,8 +67,16 @@ def test_a_failed_write_on_the_writer_thread_fails_the_merge_and_leaves_no_file(
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
 
 
-def test_a_state_dict_is_filled_at_once(models_dir, slow_writes):
+def test_a_state_dict_is_filled_by_the_workers_themselves(models_dir, monkeypatch):
     """The in-memory sink keeps the tensors it is given: nothing to write behind."""
+    threads = []
+    original = sinks.DictSink.write
+
+    def recording(self, key, tensor):
+        threads.append(threading.current_thread().name)
+        return original(self, key, tensor)
+
+    monkeypatch.setattr(sinks.DictSink, "write", recording)
     got = mecha.merge(_recipe(), threads=2, model_dirs=[models_dir]).state_dict
     assert sorted(got) == ["layer0.weight", "layer1.weight", "layer2.weight", "layer3.weight", "small.bias"]
-    assert slow_writes == []  # FileSink was not involved
+    assert threads and not any(name.startswith("mecha-write") for name in threads), threads
