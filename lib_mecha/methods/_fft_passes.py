@@ -152,8 +152,9 @@ class Workspace(threading.local):
     """This thread's key-sized buffers, kept for its next key of the same size.
 
     A fresh key-sized buffer faults its pages in on first touch (measured here: about 0.5 ns
-    per byte, 4-5 ns per element of a conv weight for the two spectrum buffers). Only the
-    last size is kept, and the engine's merge threads end with the merge.
+    per byte, 4-5 ns per element of a conv weight for the two spectrum buffers). A buffer
+    serves every smaller key after it (keys come largest first), and the engine's merge threads
+    end with the merge.
     """
 
     def __init__(self):
@@ -161,11 +162,11 @@ class Workspace(threading.local):
 
     def get(self, name: str, numel: int, dtype: torch.dtype, device) -> torch.Tensor:
         buffer = self.buffers.pop(name, None)
-        if buffer is None or buffer.numel() != numel or buffer.dtype != dtype or buffer.device != device:
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype or buffer.device != device:
             del buffer  # the old buffer goes before a new one is made
             buffer = torch.empty(numel, dtype=dtype, device=device)
         self.buffers[name] = buffer
-        return buffer
+        return buffer[:numel]
 
 
 _workspace = Workspace()
@@ -240,7 +241,7 @@ class SpectrumPasses:
         self.transposed, self.spectrum = (
             TiledMatrix(_workspace.get(name, TiledMatrix.numel(*shape), self.complex_dtype, a.device), *shape)
             for name, shape in shapes.items())
-        self.out = torch.empty(P, R, C, dtype=a.dtype, device=a.device)
+        self.out = workers.empty(P * R * C, a.dtype, a.device).view(P, R, C)
         self.lead = [size for _, size in layout.lead]
 
     def run(self) -> torch.Tensor:

@@ -617,7 +617,7 @@ def add_smoothed_difference(base: Optional[torch.Tensor], scale, b: torch.Tensor
     """base + scale·G_σ(M(b - c)), M the exact or separable median of width ``median_size`` (1:
     none), G_σ the Gaussian blur (σ = 0: none). ``base`` and ``c`` may be None (zero); ``scale``
     is a number or a tensor broadcastable to b."""
-    out = torch.empty(b.shape, dtype=b.dtype, device=b.device)  # contiguous, whatever b's layout
+    out = workers.empty_like(b)  # contiguous, whatever b's layout
     if b.numel() == 0:
         return out
     shape = tuple(n for n in b.shape if n > 1) or (1,)

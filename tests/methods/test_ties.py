@@ -168,3 +168,17 @@ def test_row_cosine_is_torchs_cosine_similarity_for_short_and_long_rows(width):
     x[0, 0] = 0  # a zero row: eps keeps it finite
     expected = torch.nn.functional.cosine_similarity(x, y, dim=-1, eps=1e-6)
     assert torch.allclose(row_cosine(x, y, 1e-6), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-30, 1e-6, 0.5])
+def test_short_row_norms_are_the_clamped_root_of_the_sum_of_squares_also_for_zero_and_tiny_rows(eps):
+    """Sums below the smallest normal float are raised to it before the root (MKL's root is slow on
+    zeros): the norm must still be max(sqrt(sum), eps), exactly."""
+    from lib_mecha.methods.ties import _row_norms
+    rows = torch.tensor([[0.0, 0.0, 0.0], [1e-30, 0.0, 0.0], [1e-20, -1e-20, 0.0], [3e-19, 0.0, 4e-19],
+                         [1e-10, 0.0, 0.0], [3.0, 4.0, 0.0], [float("nan"), 0.0, 0.0]])
+    sums = (rows * rows).sum(dim=-1)
+    assert (sums[1:3] < torch.finfo(torch.float32).tiny).all() and sums[0] == 0  # the cases the clamp touches
+    expected = sums.sqrt().clamp(min=eps)
+    assert torch.equal(_row_norms(rows, eps).isnan(), expected.isnan())
+    assert torch.equal(_row_norms(rows, eps).nan_to_num(), expected.nan_to_num())
