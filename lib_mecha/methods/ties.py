@@ -84,10 +84,12 @@ def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
         if zero_bracket:  # nothing is below 0 in magnitude (NaN counts as neither)
             counted[start] = 0, size - _count_nonzero(values[start:end], scratch)
             return
+        # comparisons into floats (1 or 0; NaN is neither below nor inside), summed exactly: a
+        # slice has far fewer than 2^24 entries. A bool mask and count_nonzero cost 3x as much.
         a = torch.abs(values[start:end], out=scratch.get("magnitude", size))
-        lt = torch.lt(a, low, out=scratch.get("below", size, torch.bool))
-        inside = torch.le(a, high, out=scratch.get("inside", size, torch.bool)).logical_xor_(lt)
-        counted[start] = int(torch.count_nonzero(lt)), (int(torch.count_nonzero(inside)) if single else a[inside])
+        below = torch.lt(a, low, out=scratch.get("below", size))
+        inside = torch.le(a, high, out=scratch.get("inside", size)).sub_(below)
+        counted[start] = int(below.sum()), (int(inside.sum()) if single else a[inside.nonzero().squeeze(1)])
 
     workers.for_each_range(slices(n), count, lambda: Scratch(values))
     below = sum(c for c, _ in counted.values())
@@ -144,24 +146,23 @@ class TrimmedSlices:
     whole tensor.
     """
 
-    def __init__(self, deltas: Sequence[torch.Tensor], k: float, finite_only: bool = False):
+    def __init__(self, deltas: Sequence[torch.Tensor], k: float):
         self.flat = [d.reshape(-1) for d in deltas]
         self.lambdas = [_shrink_below(trim_threshold(d, k), d.dtype) for d in deltas]
-        self.finite_only = finite_only
 
-    def get(self, i: int, start: int, end: int, scratch: Scratch) -> torch.Tensor:
+    def get(self, i: int, start: int, end: int, scratch: Scratch, finite_only: bool = False) -> torch.Tensor:
         source, lambd = self.flat[i][start:end], self.lambdas[i]
-        if lambd is None and not self.finite_only:
+        if lambd is None and not finite_only:
             return source
         out = scratch.get(("trimmed", i), end - start)
-        if self.finite_only:
+        if finite_only:
             source = torch.nan_to_num(source, nan=0.0, posinf=0.0, neginf=0.0, out=out)
         if lambd is not None:
             torch.ops.aten.hardshrink.out(source, lambd, out=out)
         return out
 
-    def all(self, start: int, end: int, scratch: Scratch) -> List[torch.Tensor]:
-        return [self.get(i, start, end, scratch) for i in range(len(self.flat))]
+    def all(self, start: int, end: int, scratch: Scratch, finite_only: bool = False) -> List[torch.Tensor]:
+        return [self.get(i, start, end, scratch, finite_only) for i in range(len(self.flat))]
 
 
 def sum_into(out: torch.Tensor, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -192,6 +193,20 @@ class SignElection:
         return votes.sign_(), signs
 
     @staticmethod
+    def agreeing(trimmed: Sequence[torch.Tensor], signs: List[torch.Tensor], elected: torch.Tensor,
+                 total: torch.Tensor, kept: List[torch.Tensor]) -> torch.Tensor:
+        """Each delta's agreeing entries (others 0) into ``kept``, and their sum, in delta order,
+        into ``total``. Turns ``signs`` into the agreement masks (1 where an entry agrees, else 0)."""
+        for i, (t, agrees) in enumerate(zip(trimmed, signs)):
+            agrees.mul_(elected).clamp_min_(0)
+            torch.mul(t, agrees, out=kept[i])
+            if i == 0:
+                total.copy_(kept[0])
+            else:
+                total.add_(kept[i])
+        return total
+
+    @staticmethod
     def mean(trimmed: Sequence[torch.Tensor], signs: List[torch.Tensor], elected: torch.Tensor, scratch: Scratch,
              out: torch.Tensor, kept: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
         """The mean of the agreeing entries into ``out`` (0 where it is not finite: see
@@ -199,14 +214,15 @@ class SignElection:
         Overwrites ``signs``."""
         n = out.numel()
         total, count = scratch.get("total", n), scratch.get("count", n)
-        for i, (t, agrees) in enumerate(zip(trimmed, signs)):
-            agrees.mul_(elected).clamp_min_(0)  # 1 where the entry has the elected sign, else 0
-            if kept is not None:
-                torch.mul(t, agrees, out=kept[i])
-            if i == 0:
-                torch.mul(t, agrees, out=total)
-            else:
-                total.addcmul_(t, agrees)  # t·agrees is exact, so this is the plain sum
+        if kept is not None:
+            SignElection.agreeing(trimmed, signs, elected, total, kept)
+        else:
+            for i, (t, agrees) in enumerate(zip(trimmed, signs)):
+                agrees.mul_(elected).clamp_min_(0)  # 1 where the entry has the elected sign, else 0
+                if i == 0:
+                    torch.mul(t, agrees, out=total)
+                else:
+                    total.addcmul_(t, agrees)  # t·agrees is exact, so this is the plain sum
         sum_into(count, signs)
         return finite_or_zero_(torch.div(total, count.clamp_min_(1), out=out))
 
@@ -261,14 +277,20 @@ def filtered_deltas(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool):
     """A function ``(start, end, scratch) -> [filtered slice of each delta]``: TIES's agreeing
     entries, the rest 0 (for the geometric median, which needs them twice). Non-finite entries
     count as 0."""
-    trimmed = TrimmedSlices(deltas, k, finite_only=True)
+    trimmed = TrimmedSlices(deltas, k)
 
     def get(start: int, end: int, scratch: Scratch):
-        parts = trimmed.all(start, end, scratch)
-        elected, signs = SignElection.elect(parts, vote_sgn, scratch)
-        kept = [scratch.get(("kept", i), end - start) for i in range(len(parts))]
-        SignElection.mean(parts, signs, elected, scratch, scratch.get("mean", end - start), kept)
-        return kept
+        kept = [scratch.get(("kept", i), end - start) for i in range(len(deltas))]
+        total = scratch.get("total", end - start)
+        # Zeroing non-finite entries costs a pass per delta, so it is done only for a slice that
+        # has them: any such entry makes the sum of the agreeing entries non-finite (masked out,
+        # it is NaN·0 = NaN), and then the slice is filtered again, zeroing them first.
+        for finite_only in (False, True):
+            parts = trimmed.all(start, end, scratch, finite_only)
+            elected, signs = SignElection.elect(parts, vote_sgn, scratch)
+            SignElection.agreeing(parts, signs, elected, total, kept)
+            if finite_only or math.isfinite(float(total.sum())):
+                return kept
     return get
 
 
@@ -418,8 +440,11 @@ def weiszfeld(points: Callable[[int, int, Scratch], List[torch.Tensor]], count: 
     partial = {}  # slice start -> its share of the Gram matrix, summed in slice order below
 
     def gram_of(start: int, end: int, scratch: Scratch) -> None:
-        part = points(start, end, scratch)
-        relative = torch.stack([p - part[0] for p in part[1:]]).to(device="cpu", dtype=torch.float64)
+        part, size = points(start, end, scratch), end - start
+        relative = scratch.get("relative", (count - 1) * size, torch.float64).view(count - 1, size)
+        for p, row in zip(part[1:], relative):
+            torch.sub(p, part[0], out=row)  # in the points' dtype, then widened
+        relative = relative.cpu()
         partial[start] = relative @ relative.T
 
     gram = torch.zeros(count, count, dtype=torch.float64)

@@ -182,3 +182,19 @@ def test_short_row_norms_are_the_clamped_root_of_the_sum_of_squares_also_for_zer
     expected = sums.sqrt().clamp(min=eps)
     assert torch.equal(_row_norms(rows, eps).isnan(), expected.isnan())
     assert torch.equal(_row_norms(rows, eps).nan_to_num(), expected.nan_to_num())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_ties_median_counts_a_non_finite_entry_as_zero_in_its_slice_only(bad, monkeypatch):
+    """Slices are filtered first without zeroing non-finite entries, and again with it when they
+    have some: without trimming (k = 1, whose threshold a non-finite entry would move), the
+    result must be that of zeroing the entry beforehand."""
+    import lib_mecha.methods.ties as ties
+    monkeypatch.setattr(ties, "SLICE_ELEMENTS", 20)
+    g = torch.Generator().manual_seed(4)
+    deltas = [torch.randn(12, 10, generator=g) for _ in range(3)]
+    zeroed = [d.clone() for d in deltas]
+    deltas[1][7, 2], zeroed[1][7, 2] = bad, 0.0
+    result = raw("ties_sum_extended", *deltas, k=1.0, apply_median=True)
+    assert torch.isfinite(result).all()
+    assert torch.equal(result, raw("ties_sum_extended", *zeroed, k=1.0, apply_median=True))
