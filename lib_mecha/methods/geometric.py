@@ -19,6 +19,7 @@ from .registry import merge_method
 from .spec import SAME, Float, Tensor
 
 SLICE_ELEMENTS = 1 << 18  # see ties.py: slices of this size stay in cache between the steps
+BLOCK_ELEMENTS = 1 << 16  # elementwise methods with many steps: a dozen buffers of this size stay in cache
 
 
 @merge_method(returns=SAME, label="Perpendicular component", category="geometric",
@@ -85,18 +86,34 @@ def geometric_sum(a=Tensor(SAME), b=Tensor(SAME),
 def multiply_quotient(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
                       alpha=Float(1.0, soft_minimum=0.0, soft_maximum=2.0, per_key=True,
                                   help="Strength of the quotient; 0 keeps A.")):
-    # in place where possible: fresh key-sized tensors cost page faults, and this method makes many
-    log_c = c.abs().log_()
-    log_a = a.abs().log_().sub_(log_c)
-    log_b = b.abs().log_().sub_(log_c)  # log|b/c|, reused for the modulus below
-    del log_c
-    threshold = log_a.abs()
-    torch.maximum(threshold, log_b.abs(), out=threshold)
+    a, b, c = (t.contiguous() for t in torch.broadcast_tensors(a, b, c))
+    alpha = as_tensor_like(alpha, a)
+    alpha = float(alpha) if alpha.numel() == 1 else alpha.expand(a.shape).reshape(-1)
+    flat = [t.reshape(-1) for t in (a, b, c)]
+    out = workers.empty_like(flat[0])
+    # block by block: the dozen steps below stay in the core's cache (measured on a 1 M-element
+    # slice: 20 ns per element with whole-slice temporaries, each a fresh allocation)
+    workers.for_each_range(workers.ranges(out.numel(), BLOCK_ELEMENTS),
+                           lambda start, end, scratch: _multiply_quotient_block(
+                               *(t[start:end] for t in flat), alpha if isinstance(alpha, float) else alpha[start:end],
+                               out[start:end], scratch),
+                           lambda: Scratch(out))
+    return out.view(a.shape)
+
+
+def _multiply_quotient_block(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, alpha, out: torch.Tensor,
+                             scratch: Scratch) -> None:
+    n = a.numel()
+    log_c = torch.abs(c, out=scratch.get("log_c", n)).log_()
+    log_a = torch.abs(a, out=scratch.get("log_a", n)).log_().sub_(log_c)
+    log_b = torch.abs(b, out=scratch.get("log_b", n)).log_().sub_(log_c)  # log|b/c|, reused for the modulus
+    threshold = torch.abs(log_a, out=log_c)
+    torch.maximum(threshold, torch.abs(log_b, out=out), out=threshold)
     weight = log_a.mul_(log_b).div_(threshold.square_())
-    del threshold
-    exponent = weight.nan_to_num_(nan=0.0).neg_().clamp_(min=0).mul_(as_tensor_like(alpha, a))
+    exponent = weight.nan_to_num_(nan=0.0).neg_().clamp_(min=0).mul_(alpha)
     modulus = log_b.mul_(exponent).exp_()  # |b/c|^exponent
-    # b/c < 0: the principal branch adds the angle π·exponent (cos 0 = 1 elsewhere)
-    negative = torch.logical_xor(b < 0, c < 0).to(a.dtype)
+    # b/c < 0: the principal branch adds the angle π·exponent (cos 0 = 1 elsewhere); comparisons
+    # written into floats (1 or 0) cost a fraction of bool masks
+    negative = torch.lt(b, 0, out=threshold).sub_(torch.lt(c, 0, out=out)).abs_()
     result = exponent.mul_(negative).mul_(math.pi).cos_().mul_(modulus).mul_(a)
-    return torch.where(torch.isnan(result), a, result)
+    torch.where(torch.isnan(result), a, result, out=out)

@@ -77,3 +77,16 @@ def test_masks_scale_linearly_with_alpha(name):
     a, b, c = torch.randn(20), torch.randn(20), torch.randn(20)
     assert torch.allclose(raw(name, a, b, c, alpha=0.25) * 4, raw(name, a, b, c, alpha=1.0), atol=1e-6)
     assert not math.isnan(float(raw(name, a, a, a).sum()))
+
+
+def test_multiply_quotient_of_a_tensor_of_many_blocks_is_that_of_its_pieces():
+    """The work runs in cache-sized blocks: every element must still get its own inputs, alpha
+    and place in the output (the pieces are smaller than a block, the whole is several)."""
+    g = torch.Generator().manual_seed(3)
+    a, b, c = (torch.randn(200_003, generator=g) * 0.02 for _ in range(3))
+    b[::5] = -b[::5]
+    whole = raw("multiply_quotient", a, b, c, alpha=0.7)
+    cuts = [0, 1, 40_000, 123_456, 200_003]
+    pieces = [raw("multiply_quotient", a[s:e], b[s:e], c[s:e], alpha=0.7) for s, e in zip(cuts, cuts[1:])]
+    assert torch.equal(whole, torch.cat(pieces))
+    assert not torch.equal(whole, a)  # the quotient changed something
