@@ -293,21 +293,35 @@ class Evaluator:
             if isinstance(expr, Const):
                 return expr.value
             mark = len(held)  # held[:mark]: arguments already fetched by the calls enclosing this one
-            if resolve(expr.method).accumulates:
+            spec = resolve(expr.method)
+            if spec.accumulates:
                 args = [hold(own(expr.args[0]))] + [hold(stored(a)) for a in expr.args[1:]]
+            elif spec.stored_dtype:
+                args = [hold(stored(a)) for a in expr.args]
             else:
                 args = [hold(get(a)) for a in expr.args]
             kwargs = {k: hold(get(v)) for k, v in expr.kwargs}
             try:
-                if resolve(expr.method).elementwise and item.start is None and workers.thread_count() > 1:
+                if spec.elementwise and item.start is None and workers.thread_count() > 1:
                     live = {_storage(v) for v in (*values.values(), *held[:mark]) if isinstance(v, torch.Tensor)}
                     result = self._split_call(expr, kp, args, kwargs, set(owned.keys()) - live)
                     if result is not None:
                         owned[_storage(result)] = result
                         return result
-                return self._call(expr, kp, args, kwargs)
+                result = self._call(expr, kp, args, kwargs)
+                if spec.stored_dtype and expr is not kp.expr:
+                    result = widened(result)
+                return result
             finally:
                 del held[mark:]
+
+        def widened(value):
+            """A stored-dtype method's result as the next method expects it: in the compute dtype
+            (the key's result needs no widening: it is converted to the output dtype anyway)."""
+            if not isinstance(value, torch.Tensor) or value.dtype == self.compute_dtype:
+                return value
+            out = self._take(lent, value.numel(), self.compute_dtype).view(value.shape)
+            return out.copy_(value)
 
         def live_storages():
             return {_storage(v) for v in (*values.values(), *held) if isinstance(v, torch.Tensor)}
@@ -328,8 +342,9 @@ class Evaluator:
             return self._take(lent, value.numel(), value.dtype).view(value.shape).copy_(value)
 
         def stored(expr: Expr):
-            """Another argument of an accumulating method: a Read used only here comes as a view of
-            the file's pages in its stored dtype when widening it to the compute dtype is exact."""
+            """Another argument of an accumulating method, or any argument of a stored-dtype one: a
+            Read used only here comes as a view of the file's pages in its stored dtype when
+            widening it to the compute dtype is exact."""
             if isinstance(expr, Read) and remaining[expr] == 1 and expr not in values \
                     and self._widens_exactly(expr.dtype):
                 view = self._view(expr, item)

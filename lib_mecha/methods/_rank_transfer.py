@@ -13,12 +13,14 @@ Sorting key-sized tensors is what made this slow: torch's sort streams key-sized
 through memory (100-170 ns per element for floats, 25-40 for 16/32-bit integers on the bench
 machine). So:
 
-* Values that are all fp16 numbers (checkpoints are stored in fp16, the engine computes in
-  float32) have 16-bit order keys. ``sort(A)`` is A's key histogram read out in key order. B's
-  rank of element i with key k is ``below[k] + (elements of key k before i)``: B is cut into
-  chunks that fit the core's cache, each chunk is sorted stably by key (torch's 16-bit radix
-  sort) and the count of each key in earlier chunks is carried along. Within a sorted chunk the
-  ranks increase, so each interval of the band is one run of it.
+* Values that are all fp16 numbers have 16-bit order keys: checkpoints are stored in fp16 (or
+  bf16, whose bits order the same way), and the engine hands such inputs over as they are
+  (``stored_dtype``), or converted to float32, where they are checked for being fp16 numbers.
+  ``sort(A)`` is A's key histogram read out in key order. B's rank of element i with key k is
+  ``below[k] + (elements of key k before i)``: B is cut into chunks that fit the core's cache,
+  each chunk is sorted stably by key (torch's 16-bit radix sort) and the count of each key in
+  earlier chunks is carried along. Within a sorted chunk the ranks increase, so each interval
+  of the band is one run of it.
 * Other values get 32-bit order keys and one stable integer sort of the whole tensor.
 
 Temporaries, in bytes per element: with fp16 numbers at most 2 (``sort(A)`` over the band, in
@@ -46,6 +48,8 @@ PIECE = 1 << 17   # elements checked and keyed at once
 SPAN = 1 << 20    # elements one thread takes at a time (a whole number of chunks)
 KEYS = 1 << 16    # 16-bit keys and bit patterns
 OFFSET = 1 << 15  # 16-bit key + OFFSET = its histogram bin
+# the 16-bit float types, by the bit pattern of their +inf (larger magnitudes are NaNs)
+INF_BITS = {torch.float16: 0x7C00, torch.bfloat16: 0x7F80}
 SMALL = 1 << 17   # fewer elements than this are sorted whole (the fp16 tables cost about as much)
 INT32_MAX = (1 << 31) - 1
 FLOAT_INF_BITS = 0x7F800000
@@ -80,15 +84,16 @@ def _floats_of_keys_(keys: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def _half_tables(device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(bin of each fp16 bit pattern in key order, fp16 value of each bin)."""
+def _half_tables(device: torch.device, dtype: torch.dtype = torch.float16) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(bin of each 16-bit pattern in key order, value of each bin in ``dtype``, float16 or
+    bfloat16: both keep the sign in the top bit and order magnitudes as integers)."""
     patterns = torch.arange(KEYS, dtype=torch.int32, device=device)
     bits = (patterns ^ OFFSET) - OFFSET                     # the int16 reading of the pattern
     magnitude = bits & 0x7FFF
     bins = torch.where(bits < 0, -magnitude, magnitude) + OFFSET
     keys = torch.arange(-OFFSET, OFFSET, dtype=torch.int32, device=device)
     value_bits = torch.where(keys < 0, (-keys) | 0x8000, keys)
-    values = ((value_bits ^ OFFSET) - OFFSET).to(torch.int16).view(torch.float16)
+    values = ((value_bits ^ OFFSET) - OFFSET).to(torch.int16).view(dtype)
     return bins.long(), values
 
 
@@ -109,10 +114,15 @@ def _half_bits(x: torch.Tensor, scratch: Scratch) -> Optional[torch.Tensor]:
 
 
 class _HalfScan:
-    """One pass over A and B: whether each holds only fp16 numbers (no NaN), A's counts by key
-    bin, and B's counts by key bin in each span (for the keys before each span)."""
+    """One pass over A and B: whether each holds only 16-bit float numbers (no NaN), A's counts
+    by key bin, and B's counts by key bin in each span (for the keys before each span).
+
+    The 16-bit type (``dtype``) is the inputs' own when they are float16 or bfloat16 (stored
+    weights a method gets as they are: see ``stored_dtype`` in spec.py); float32 inputs are
+    checked for being float16 numbers."""
 
     def __init__(self, a: torch.Tensor, b: torch.Tensor):
+        self.dtype = a.dtype if a.dtype in INF_BITS else torch.float16
         self.spans = workers.ranges(a.numel(), SPAN)
         self.a_ok = self.b_ok = True
         a_counts = []                                     # each thread's counts of A's bit patterns
@@ -137,18 +147,22 @@ class _HalfScan:
         workers.for_each_range(self.spans, scan, make_state)
         if self.a_ok:
             self.a_counts = _in_key_order(_sum(a_counts))
-            self.a_ok = not _counts_nan(self.a_counts)
+            self.a_ok = not _counts_nan(self.a_counts, self.dtype)
         if self.b_ok:
             self.b_span_counts = [_in_key_order(b_counts[s]) for s, _ in self.spans]
             self.b_counts = _sum(self.b_span_counts)
-            self.b_ok = not _counts_nan(self.b_counts)
+            self.b_ok = not _counts_nan(self.b_counts, self.dtype)
 
 
 def _patterns_into(x: torch.Tensor, start: int, end: int, scratch: Scratch, name: str) -> bool:
-    """Writes the fp16 bit patterns of ``x[start:end]`` (0 to 65535, int32) into the scratch
-    buffer ``name``, piece by piece; False when some value is not an fp16 number. A span is
-    counted at once afterwards: each count allocates and adds 64 K bins."""
+    """Writes the 16-bit patterns of ``x[start:end]`` (0 to 65535, int32) into the scratch
+    buffer ``name``; for float32 ``x``, piece by piece those of its fp16 conversion, and False
+    when some value is not an fp16 number. A span is counted at once afterwards: each count
+    allocates and adds 64 K bins."""
     patterns = scratch.get(name, end - start, torch.int32)
+    if x.dtype in INF_BITS:
+        patterns.copy_(x[start:end].view(torch.int16)).bitwise_and_(KEYS - 1)
+        return True
     for s in range(start, end, PIECE):
         e = min(s + PIECE, end)
         bits = _half_bits(x[s:e], scratch)
@@ -171,9 +185,10 @@ def _sum(tensors: List[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def _counts_nan(counts: torch.Tensor) -> bool:
+def _counts_nan(counts: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether counts by key bin hold NaNs (keys beyond those of the infinities)."""
-    return bool(counts[:OFFSET - 0x7C00].any() or counts[OFFSET + 0x7C01:].any())
+    inf = INF_BITS[dtype]
+    return bool(counts[:OFFSET - inf].any() or counts[OFFSET + inf + 1:].any())
 
 
 # --------------------------------------------------------------------------- sort(A)
@@ -195,21 +210,21 @@ class _SortedA:
         raise NotImplementedError
 
     def values(self, lo: int, hi: int) -> torch.Tensor:
-        """``sort(A)[lo:hi]`` (fp16 or float32)."""
+        """``sort(A)[lo:hi]`` (a 16-bit float type or float32)."""
         raise NotImplementedError
 
 
 class _HalfSortedA(_SortedA):
-    """``sort(A)`` of fp16 numbers, from the counts of their keys."""
+    """``sort(A)`` of 16-bit float numbers (``dtype``), from the counts of their keys."""
 
-    def __init__(self, counts: torch.Tensor):
-        self.counts = counts
+    def __init__(self, counts: torch.Tensor, dtype: torch.dtype):
+        self.counts, self.dtype = counts, dtype
         self.n = int(counts.sum())
         self.cumulative = torch.cumsum(counts, 0)
-        self.bin_values = _half_tables(counts.device)[1]
+        self.bin_values = _half_tables(counts.device, dtype)[1]
 
     def _bin(self, value: float) -> int:
-        bits = int(torch.tensor(value, dtype=torch.float16).view(torch.int16))
+        bits = int(torch.tensor(value, dtype=self.dtype).view(torch.int16))
         magnitude = bits & 0x7FFF
         return (-magnitude if bits < 0 else magnitude) + OFFSET
 
@@ -234,7 +249,7 @@ class _HalfSortedA(_SortedA):
         ends = self.cumulative[present]                   # one past each present bin's last rank
         starts = ends - self.counts[present]
         values = self.bin_values[present]
-        out = torch.empty(hi - lo, dtype=torch.float16, device=self.counts.device)
+        out = torch.empty(hi - lo, dtype=self.dtype, device=self.counts.device)
 
         def read_out(start: int, end: int, scratch: Scratch) -> None:
             r0, r1 = lo + start, lo + end
@@ -352,7 +367,8 @@ def _place_by_half_keys(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor, 
         next_ranks = carried[start]
         for s in range(start, end, CHUNK):
             size = min(s + CHUNK, end) - s
-            half = scratch.get("half", size, torch.float16).copy_(b[s:s + size])
+            half = b[s:s + size] if b.dtype in INF_BITS else scratch.get("half", size, torch.float16).copy_(
+                b[s:s + size])
             keys = scratch.get("keys", size, torch.int16)
             _half_keys_into(half.view(torch.int16), keys, scratch.get("sign16", size, torch.int16))
             order = scratch.get("order", size, torch.int64)
@@ -416,14 +432,18 @@ def _place_by_order(result: torch.Tensor, order: torch.Tensor, runs: Runs, sourc
 # --------------------------------------------------------------------------- all together
 
 def transfer(a: torch.Tensor, b: torch.Tensor, start: int, end: int, inverted: bool) -> torch.Tensor:
-    """The rearranged A of ``top_k_tensor_sum`` for 1-D float32 ``a`` and ``b`` of equal size
-    (fewer than 2^31 elements): the band is the ranks of the ``start``-th to ``end``-th smallest
-    magnitudes of A (their complement when inverted), as :func:`band_runs` says."""
+    """The rearranged A of ``top_k_tensor_sum`` for 1-D ``a`` and ``b`` of equal size (fewer than
+    2^31 elements) and one dtype, float32, float16 or bfloat16: the band is the ranks of the
+    ``start``-th to ``end``-th smallest magnitudes of A (their complement when inverted), as
+    :func:`band_runs` says. The result has A's dtype."""
     a, b = a.contiguous(), b.contiguous()
-    # below SMALL elements the 64 K-bin tables of the fp16 keys cost more than sorting
+    # below SMALL elements the 64 K-bin tables of the 16-bit keys cost more than sorting
     scan = _HalfScan(a, b) if a.numel() >= SMALL else None
+    if a.dtype != torch.float32 and not (scan is not None and scan.a_ok and scan.b_ok):
+        # 16-bit values that are few or hold NaNs: as float32 (exact, and back)
+        return transfer(a.float(), b.float(), start, end, inverted).to(a.dtype)
     # A's sort first: its 4 bytes per element stay while B's sort holds 28
-    sorted_a = _HalfSortedA(scan.a_counts) if scan is not None and scan.a_ok else _FloatSortedA(a)
+    sorted_a = _HalfSortedA(scan.a_counts, scan.dtype) if scan is not None and scan.a_ok else _FloatSortedA(a)
     runs = band_runs(sorted_a, start, end, inverted)
     if not runs:
         return a.clone()

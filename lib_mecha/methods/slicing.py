@@ -79,7 +79,7 @@ def _rearranged_by_sorting(a_flat: torch.Tensor, b_flat: torch.Tensor, start: in
     return torch.where(take, rearranged, a_flat)
 
 
-@merge_method(returns=SAME, label="Copy region (by rank)", category="slicing",
+@merge_method(returns=SAME, label="Copy region (by rank)", category="slicing", stored_dtype=True,
               help="Within a band of A's values chosen by magnitude, rearranges A's values into B's order "
                    "(B's pattern with A's distribution).")
 def top_k_tensor_sum(a=Tensor(SAME), b=Tensor(SAME),
@@ -95,7 +95,10 @@ def top_k_tensor_sum(a=Tensor(SAME), b=Tensor(SAME),
     if a.numel() == 0:
         return a.clone()
     start, end, inverted = region(width, offset, a.numel())
-    fast = (a.dtype == b.dtype == torch.float32 and a.device.type == b.device.type == "cpu"
+    if a.dtype != b.dtype:  # one read in its stored dtype, the other computed (see stored_dtype)
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        a, b = a.to(dtype), b.to(dtype)
+    fast = (a.dtype in (torch.float32, torch.float16, torch.bfloat16) and a.device.type == b.device.type == "cpu"
             and a.numel() < 1 << 31)
     rearrange = transfer if fast else _rearranged_by_sorting
     return rearrange(a.flatten(), b.flatten(), start, end, inverted).reshape(a.shape)

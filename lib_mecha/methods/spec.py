@@ -26,6 +26,14 @@ narrower float dtype they are stored in (float16, bfloat16), straight from the f
 so torch converts them on the fly instead of the engine first copying each one into a
 compute-dtype buffer. Type promotion computes in the first argument's dtype, and widening
 float16/bfloat16 is exact, so the results are bitwise those of the plain contract.
+
+A method declared with ``stored_dtype=True`` (one that only moves values, such as
+``top_k_tensor_sum``) gets the second exception for all its tensor arguments: those read
+straight from a file may arrive in their stored float16/bfloat16, as read-only views of the
+file's pages, and the others in the compute dtype. It may return its result in any of its
+arguments' dtypes, as a new tensor; the engine widens it for the next method. Results must
+be those of the plain contract, which holds when the method computes nothing that widening
+would change (moving values, comparing them).
 """
 from __future__ import annotations
 
@@ -197,6 +205,7 @@ class MethodSpec:
     category: str = "other"
     elementwise: bool = False
     accumulates: bool = False  # see the module docstring: writes into its first argument
+    stored_dtype: bool = False  # see the module docstring: may take inputs in their stored dtype
     stochastic: bool = False
     # key behaviour; None means "one output key from the same key of every tensor argument"
     route: Optional[Callable] = None

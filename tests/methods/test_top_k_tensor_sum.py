@@ -225,3 +225,43 @@ def test_agrees_with_sd_mecha(kind, width, offset, small_chunks):
     a, b = KINDS[kind](300, 16).reshape(30, 10), KINDS[kind](300, 17).reshape(30, 10)
     theirs = sdm.resolve("top_k_tensor_sum").__wrapped__(a.clone(), b.clone(), width=width, offset=offset)
     assert torch.equal(ours(a, b, width, offset), theirs)
+
+
+SIXTEEN_BIT_KINDS = ["fp16 values", "fp16 heavy ties", "signed zeros", "fp16 with inf", "fp16 subnormals"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", SIXTEEN_BIT_KINDS)
+def test_16_bit_inputs_give_the_float32_result_in_their_dtype_without_sorting(dtype, kind, small_chunks,
+                                                                            monkeypatch):
+    """Stored float16/bfloat16 weights (the engine hands them over as they are: stored_dtype) are
+    ranked by their own bits: no whole-tensor sort, and no conversion to float32."""
+    a, b = KINDS[kind](500, 18).to(dtype), KINDS[kind](500, 19).to(dtype)
+    expected = [reference(a.float(), b.float(), w, o).to(dtype) for w, o in BANDS]
+
+    def no_sort(*args, **kwargs):
+        raise AssertionError("sorted a whole tensor")
+
+    monkeypatch.setattr(rt, "_b_order", no_sort)
+    monkeypatch.setattr(rt, "_FloatSortedA", no_sort)
+    monkeypatch.setattr(slicing, "_rearranged_by_sorting", no_sort)
+    monkeypatch.setattr(rt, "_half_bits", no_sort)  # the float32 check of being fp16 numbers
+    for (width, offset), want in zip(BANDS, expected):
+        assert same(ours(a, b, width, offset), want), (width, offset)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_inputs_with_nan_or_few_entries_are_ranked_as_float32(dtype, small_chunks, monkeypatch):
+    a, b = KINDS["NaN, inf, -0.0"](400, 20).to(dtype), KINDS["fp16 heavy ties"](400, 21).to(dtype)
+    for width, offset in BANDS:
+        assert same(ours(a, b, width, offset), reference(a.float(), b.float(), width, offset).to(dtype))
+        assert same(ours(b, a, width, offset), reference(b.float(), a.float(), width, offset).to(dtype))
+    monkeypatch.setattr(rt, "SMALL", 1000)  # too few for the 16-bit keys
+    a = KINDS["fp16 values"](400, 22).to(dtype)
+    assert same(ours(a, b, 0.5, 0.2), reference(a.float(), b.float(), 0.5, 0.2).to(dtype))
+
+
+def test_one_input_stored_and_one_computed_are_ranked_in_the_wider_dtype(small_chunks):
+    a, b = half_values(300, 23), torch.randn(300, generator=_gen(24))
+    assert same(ours(a.half(), b, 0.4, 0.3), reference(a, b, 0.4, 0.3))
+    assert same(ours(b, a.half(), 0.4, 0.3), reference(b, a, 0.4, 0.3))
