@@ -79,12 +79,12 @@ class Budget:
 
 def bytes_per_element(kp: KeyPlan, compute_dtype: torch.dtype) -> int:
     """Rough working set per output element: raw and cast copy of each input, each
-    intermediate result, and the output."""
+    intermediate result and the temporaries its method declares, and the output."""
     compute = compute_dtype.itemsize
     total = kp.dtype.itemsize
     for r in reads(kp.expr):
         total += r.dtype.itemsize + (compute if not kp.copy_only else 0)
-    total += compute * sum(1 for _ in calls(kp.expr))
+    total += sum(math.ceil(compute * (1 + resolve(c.method).temporaries)) for c in calls(kp.expr))
     return max(total, 1)
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -148,36 +147,6 @@ class TiledMatrix:
         return out
 
 
-class Workspace(threading.local):
-    """This thread's key-sized buffers, kept for its next key of the same size.
-
-    A fresh key-sized buffer faults its pages in on first touch (measured here: about 0.5 ns
-    per byte, 4-5 ns per element of a conv weight for the two spectrum buffers). A buffer
-    serves every smaller key after it (keys come largest first), and the engine's merge threads
-    end with the merge.
-    """
-
-    def __init__(self):
-        self.buffers = {}
-
-    def get(self, name: str, numel: int, dtype: torch.dtype, device) -> torch.Tensor:
-        buffer = self.buffers.pop(name, None)
-        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype or buffer.device != device:
-            del buffer  # the old buffer goes before a new one is made
-            buffer = torch.empty(numel, dtype=dtype, device=device)
-        self.buffers[name] = buffer
-        return buffer[:numel]
-
-
-_workspace = Workspace()
-
-
-@workers.at_merge_end
-def _release_workspace() -> None:
-    """The calling thread's spectrum buffers go when its merge ends."""
-    _workspace.buffers.clear()
-
-
 @functools.lru_cache(maxsize=64)
 def batches_slowly(length: int) -> bool:
     """Whether MKL runs a batch of complex FFTs of this length slower than one at a time: long
@@ -238,9 +207,11 @@ class SpectrumPasses:
         # spectrum of the rows: transposed (C·H × P, tiles of a row block) after pass 1, back to
         # P × C·H (tiles of a pass-2 block) after pass 2
         shapes = {"transposed": (C * H, P, self.sizes.rows), "spectrum": (P, C * H, self.sizes.spectrum_rows)}
+        # key-sized: lent by the engine during a merge (fresh memory faults its pages in: about
+        # 4-5 ns per element of a conv weight for the two), and counted in crossover's estimate
         self.transposed, self.spectrum = (
-            TiledMatrix(_workspace.get(name, TiledMatrix.numel(*shape), self.complex_dtype, a.device), *shape)
-            for name, shape in shapes.items())
+            TiledMatrix(workers.empty(TiledMatrix.numel(*shape), self.complex_dtype, a.device), *shape)
+            for shape in shapes.values())
         self.out = workers.empty(P * R * C, a.dtype, a.device).view(P, R, C)
         self.lead = [size for _, size in layout.lead]
 

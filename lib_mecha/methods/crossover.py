@@ -257,7 +257,12 @@ def all_close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.allclose(a, b)
 
 
-@merge_method(returns=SAME, label="Frequency crossover", category="spectral",
+# two complex spectra of about half the key's entries each, and the filter's weights (kept for
+# the next key of the shape): in float32 elements per entry
+SPECTRUM_TEMPORARIES = 2.5
+
+
+@merge_method(returns=SAME, label="Frequency crossover", category="spectral", temporaries=SPECTRUM_TEMPORARIES,
               help="Low frequencies of the weights from A, high frequencies from B (FFT over the whole tensor).")
 def crossover(a=Tensor(SAME), b=Tensor(SAME),
               alpha=Float(0.5, minimum=0.0, maximum=1.0, per_key=True,

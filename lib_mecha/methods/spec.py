@@ -206,6 +206,9 @@ class MethodSpec:
     elementwise: bool = False
     accumulates: bool = False  # see the module docstring: writes into its first argument
     stored_dtype: bool = False  # see the module docstring: may take inputs in their stored dtype
+    # key-sized memory the method holds besides its arguments and result, in compute-dtype
+    # elements per output element: the engine's memory estimate for a key counts it
+    temporaries: float = 0.0
     stochastic: bool = False
     # key behaviour; None means "one output key from the same key of every tensor argument"
     route: Optional[Callable] = None

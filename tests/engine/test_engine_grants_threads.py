@@ -280,3 +280,23 @@ def test_a_state_dict_keeps_its_tensors_while_buffers_are_handed_on(models_dir, 
         expected = torch.add(base, merged, alpha=0.8).to(got[key].dtype)  # add_difference's rounding
         assert torch.equal(got[key], expected), key
     assert len({got[k].data_ptr() for k in got}) == len(got)
+
+
+def test_the_key_estimate_counts_the_temporaries_a_method_declares(models_dir):
+    """A method's declared key-sized temporaries raise its keys' estimate (crossover's spectra:
+    2.5 float32 elements per entry), so the budget makes room for them."""
+    import dataclasses
+    a, b = _models(2)
+
+    def largest_cost(recipe):
+        with mecha.plan(recipe, model_dirs=[models_dir]) as planned:
+            return max(item.cost for item in execute_module.work_items(planned, torch.float32, 1 << 40, 1))
+
+    spec = methods.resolve("crossover")
+    declared = largest_cost(methods.build("crossover", a, b))
+    methods.register(dataclasses.replace(spec, temporaries=0.0), replace=True)
+    try:
+        undeclared = largest_cost(methods.build("crossover", a, b))
+    finally:
+        methods.register(spec, replace=True)
+    assert declared - undeclared == 10 * BIG[0] * BIG[1]  # ceil(4 bytes x 2.5) per element
