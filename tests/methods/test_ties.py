@@ -198,3 +198,15 @@ def test_ties_median_counts_a_non_finite_entry_as_zero_in_its_slice_only(bad, mo
     result = raw("ties_sum_extended", *deltas, k=1.0, apply_median=True)
     assert torch.isfinite(result).all()
     assert torch.equal(result, raw("ties_sum_extended", *zeroed, k=1.0, apply_median=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_zero_brackets_count_of_nonzero_entries_is_count_nonzero(dtype):
+    """The count that confirms a [0, 0] bracket (sparse deltas) must be exact: NaN, ±inf and
+    subnormals count, +0 and -0 do not."""
+    from lib_mecha.methods.ties import _count_nonzero
+    from lib_mecha.workers import Scratch
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(5000, generator=g, dtype=dtype) * (torch.rand(5000, generator=g) < 0.2)
+    x[:6] = torch.tensor([math.nan, math.inf, -math.inf, -0.0, 1e-310 if dtype == torch.float64 else 1e-40, -2.0])
+    assert _count_nonzero(x, Scratch(x)) == int(torch.count_nonzero(x))
