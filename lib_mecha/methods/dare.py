@@ -55,8 +55,9 @@ class CenteredRanks:
     is at most half the bin's share of the elements (a few 1e-4 for SD deltas), and the ranks
     still average to exactly 0. When a bin holds more than CROWDED_BIN_SHARE of the elements
     (a delta that is mostly zeros), the exact ranks are used after all. The histogram is counted
-    slice by slice on the granted threads, and each range's ranks are looked up when asked, so
-    no key-sized rank tensor exists."""
+    slice by slice on the granted threads, each element's bin is kept (2 bytes per element), and
+    each range's ranks are looked up from those when asked, so no key-sized float tensor of
+    ranks exists."""
 
     def __init__(self, delta: torch.Tensor):
         self.flat = delta.reshape(-1)
@@ -71,6 +72,9 @@ class CenteredRanks:
             self.exact = _exact_rank_fraction(self.flat.abs())
             return
         self.scale = 1 / top
+        # each element's bin is kept (2 bytes per element) for the lookups: binning again would
+        # cost three more passes per element
+        self.bins = workers.empty(n, torch.int16, self.flat.device)
         counted = {}
         workers.for_each_range(spans, lambda start, end, scratch: counted.__setitem__(
             start, torch.bincount(self._bins(start, end, scratch), minlength=HALF_ONE_BITS + 1)),
@@ -85,9 +89,10 @@ class CenteredRanks:
         self.table = table.to(self.flat.dtype)
 
     def _bins(self, start: int, end: int, scratch: Scratch) -> torch.Tensor:
+        """The bins of elements ``start:end``, written into ``self.bins``."""
         size = end - start
         relative = torch.abs(self.flat[start:end], out=scratch.get("relative", size)).mul_(self.scale)
-        return scratch.get("half", size, torch.float16).copy_(relative).view(torch.int16)
+        return self.bins[start:end].view(torch.float16).copy_(relative).view(torch.int16)
 
     def range(self, start: int, end: int, scratch: Scratch) -> torch.Tensor:
         """The centred rank fractions of elements ``start:end`` (a scratch buffer)."""
@@ -99,7 +104,7 @@ class CenteredRanks:
         """``table``'s entries (one per bin, as ``self.table``) for elements ``start:end``, in a
         scratch buffer the caller may overwrite: a function of the ranks computed once per bin
         instead of once per element. Only for binned ranks (``exact`` is None)."""
-        index = scratch.get("index", end - start, torch.int32).copy_(self._bins(start, end, scratch))
+        index = scratch.get("index", end - start, torch.int32).copy_(self.bins[start:end])
         return torch.index_select(table, 0, index, out=scratch.get("ranks", end - start))
 
 
