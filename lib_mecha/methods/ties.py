@@ -86,10 +86,12 @@ def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
             return
         # comparisons into floats (1 or 0; NaN is neither below nor inside), summed exactly: a
         # slice has far fewer than 2^24 entries. A bool mask and count_nonzero cost 3x as much.
+        # The entries inside are picked through a bool copy of the mask (1.0 against 1.5 ns per
+        # element for nonzero on the floats).
         a = torch.abs(values[start:end], out=scratch.get("magnitude", size))
         below = torch.lt(a, low, out=scratch.get("below", size))
         inside = torch.le(a, high, out=scratch.get("inside", size)).sub_(below)
-        counted[start] = int(below.sum()), (int(inside.sum()) if single else a[inside.nonzero().squeeze(1)])
+        counted[start] = int(below.sum()), (int(inside.sum()) if single else a[inside.bool()])
 
     workers.for_each_range(slices(n), count, lambda: Scratch(values))
     below = sum(c for c, _ in counted.values())
