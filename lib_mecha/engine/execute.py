@@ -302,13 +302,14 @@ class Evaluator:
                 args = [hold(get(a)) for a in expr.args]
             kwargs = {k: hold(get(v)) for k, v in expr.kwargs}
             try:
+                result = None
                 if spec.elementwise and item.start is None and workers.thread_count() > 1:
                     live = {_storage(v) for v in (*values.values(), *held[:mark]) if isinstance(v, torch.Tensor)}
                     result = self._split_call(expr, kp, args, kwargs, set(owned.keys()) - live)
                     if result is not None:
                         owned[_storage(result)] = result
-                        return result
-                result = self._call(expr, kp, args, kwargs)
+                if result is None:
+                    result = self._call(expr, kp, args, kwargs)
                 if spec.stored_dtype and expr is not kp.expr:
                     result = widened(result)
                 return result

@@ -93,3 +93,34 @@ def test_top_k_tensor_sum_of_stored_inputs_is_that_of_float32_ones_bitwise(model
     for key in (*SHAPES, "bf.weight"):
         expected = top_k(inputs[0][key].float(), inputs[1][key].float(), width=width, offset=offset)
         assert out[key].dtype == torch.float32 and torch.equal(out[key], expected), key
+
+
+def test_an_elementwise_stored_dtype_step_split_over_granted_threads_is_widened_too(tmp_path, monkeypatch):
+    """A whole key granted the idle threads splits an elementwise step into ranges (_split_call):
+    that result, in the stored dtype, must reach the next method in the compute dtype as well."""
+    from lib_mecha.engine import execute as execute_module
+    monkeypatch.setattr(execute_module, "MAX_CHUNK_ELEMENTS", 1 << 14)
+    g = torch.Generator().manual_seed(30)
+    weights = [torch.randn(1024, 1024, generator=g).to(torch.float16) for _ in range(2)]
+    for i, w in enumerate(weights):  # a key whose estimate is over the smallest budget: granted threads
+        save_file({"big.weight": w}, str(tmp_path / f"m{i}.safetensors"))
+    seen = []
+
+    @mecha.merge_method(returns=SAME, stored_dtype=True, elementwise=True, category="custom")
+    def elementwise_first(a=Tensor(SAME), b=Tensor(SAME)):
+        return a.clone()
+
+    @mecha.merge_method(returns=SAME, category="custom")
+    def whole_plain(a=Tensor(SAME)):  # a whole-tensor step: the key is evaluated whole
+        seen.append(a.dtype)
+        return a.clone()
+
+    try:
+        a, b = mecha.model("m0"), mecha.model("m1")
+        recipe = methods.build("whole_plain", methods.build("elementwise_first", a, b))
+        out = _merge(recipe, tmp_path, threads=2, memory_budget_mb=16)
+    finally:
+        methods.unregister("elementwise_first")
+        methods.unregister("whole_plain")
+    assert seen == [torch.float32]
+    assert torch.equal(out["big.weight"], weights[0].float())
