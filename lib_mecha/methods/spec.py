@@ -307,6 +307,10 @@ def make_spec(func: Callable, *, name: Optional[str] = None, returns: str = SAME
     if options.get("accumulates") and not (options.get("elementwise") and params and params[0].is_tensor):
         raise TypeError(f"merge method {ident}: accumulates=True needs an elementwise method whose first "
                         "parameter is a tensor")
+    temporaries = options.get("temporaries", 0.0)
+    if not (isinstance(temporaries, (int, float)) and math.isfinite(temporaries) and temporaries >= 0):
+        raise TypeError(f"merge method {ident}: temporaries must be a finite number of key-sized buffers, "
+                        f"0 or more; got {temporaries!r}")
     return MethodSpec(ident, func, tuple(params), returns, **options)
 
 

@@ -75,3 +75,19 @@ def test_custom_method_merges(dampened_difference, tmp_path):
                                                           model(str(tmp_path / "b.safetensors")), floor=0.1))
     result = merge(recipe, output_dtype="fp32")
     assert torch.allclose(result.state_dict[key], torch.tensor([1.0, 0.45, 3.0, 2.0]))
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "2"])
+def test_declared_temporaries_must_be_a_count_of_key_sized_buffers(bad):
+    with pytest.raises(TypeError, match="temporaries must be a finite number"):
+        @lib_mecha.merge_method(returns=SAME, temporaries=bad, register_it=False)
+        def hoarding(a=Tensor(SAME)):
+            return a
+
+
+def test_declared_temporaries_are_kept_on_the_spec():
+    @lib_mecha.merge_method(returns=SAME, temporaries=1.5, register_it=False)
+    def hoarding(a=Tensor(SAME)):
+        return a
+
+    assert hoarding.spec.temporaries == 1.5
