@@ -22,11 +22,14 @@ from .ties import APPLY_MEDIAN, COS_EPS, FTOL, MAXITER, MEDIAN_EPS, VOTE_SGN, k_
 PROBABILITY_HELP = "Chance that each entry of a difference is dropped; 0.9 keeps one entry in ten."
 
 
-def _kept_(u: torch.Tensor, keep, out: torch.Tensor) -> torch.Tensor:
-    """1 where the draw ``u`` is below ``keep`` (a number or a tensor), else 0, as floats in ``out``:
-    a comparison written straight into a float tensor costs as little as a float op, a fifth of
-    a bool mask or ``heaviside`` (measured, one core: 0.22 against 0.55 ns per element)."""
-    return torch.lt(u, keep, out=out)
+def _kept_(shifted_draws: torch.Tensor, limit, out: torch.Tensor) -> torch.Tensor:
+    """1 where the draw is below the keep-probability, else 0, as floats in ``out``, from the
+    draws plus one (:meth:`.Draws.shifted_uniform`) and ``limit`` = 1 + keep-probability (a
+    number or a tensor). A comparison written straight into a float tensor costs as little as
+    a float op, a fifth of a bool mask or ``heaviside`` (measured, one core: 0.22 against 0.55 ns
+    per element). A keep-probability outside [0, 1] needs no clamping: the draws are in [1, 2),
+    so a limit of 2 and more always keeps and one of 1 and less never does."""
+    return torch.lt(shifted_draws, limit, out=out)
 
 
 # elements; larger deltas take magnitude ranks from a histogram (measured per element, one
@@ -105,7 +108,7 @@ class CenteredRanks:
         scratch buffer the caller may overwrite: a function of the ranks computed once per bin
         instead of once per element. Only for binned ranks (``exact`` is None)."""
         index = scratch.get("index", end - start, torch.int32).copy_(self.bins[start:end])
-        return torch.index_select(table, 0, index, out=scratch.get("ranks", end - start))
+        return torch.index_select(table, 0, index, out=scratch.get("ranks", end - start, table.dtype))
 
 
 def centered_rank_fraction(magnitudes: torch.Tensor) -> torch.Tensor:
@@ -154,32 +157,35 @@ def drop(delta: torch.Tensor, probability, della_eps: float, draws: Draws) -> to
     (``1 - probability``, with DELLA's rank shift when ``della_eps`` is not 0) and 0 elsewhere.
 
     Slice by slice on the granted threads, with reused buffers; the kept entries are multiplied
-    by 1 and the others by 0 (:func:`_kept_`), which costs a fraction of a ``where``. A
-    keep-probability outside [0, 1] needs no clamping: u is in [0, 1), so above 1 always keeps
-    and below 0 never does.
+    by 1 and the others by 0 (:func:`_kept_`), which costs a fraction of a ``where``.
     """
     flat = delta.reshape(-1)
     out = workers.empty_like(flat)
     keep = 1 - probability
     keep_flat = as_tensor_like(keep, delta).expand(delta.shape).reshape(-1) if isinstance(keep, torch.Tensor) else None
+    # 1 + keep-probability, at least in float32: the draws' resolution is 2^-23
+    limit_dtype = torch.promote_types(flat.dtype, torch.float32)
     ranks = CenteredRanks(flat) if della_eps != 0 else None
-    keep_by_bin = None
+    limit_by_bin = None
     if ranks is not None and ranks.exact is None and keep_flat is None:
         # DELLA's keep-probability of each bin, with the same float operations as per element below
         keep_by_bin = torch.mul(ranks.table, della_eps).nan_to_num_(0.0, 0.0, 0.0).add_(keep)
+        limit_by_bin = keep_by_bin.to(limit_dtype).add_(1)
 
     def drop_range(start: int, end: int, scratch: Scratch) -> None:
         size = end - start
-        u = draws.uniform(scratch.get("draws", size, torch.float32, "cpu"), start).to(delta.device)
-        threshold = scratch.get("keep", size)
-        if keep_by_bin is not None:
-            keep_here = ranks.lookup(keep_by_bin, start, end, scratch)
+        shifted = draws.shifted_uniform(scratch.get("draws", size, torch.float32, "cpu"), start).to(delta.device)
+        if limit_by_bin is not None:
+            limit = ranks.lookup(limit_by_bin, start, end, scratch)
         elif ranks is not None:  # DELLA: keep = 1 - p + eps·centred rank
-            keep_here = torch.mul(ranks.range(start, end, scratch), della_eps, out=threshold)
+            keep_here = torch.mul(ranks.range(start, end, scratch), della_eps, out=scratch.get("keep", size))
             keep_here.nan_to_num_(0.0, 0.0, 0.0).add_(keep_flat[start:end] if keep_flat is not None else keep)
+            limit = torch.add(keep_here, 1, out=scratch.get("limit", size, limit_dtype))
+        elif keep_flat is not None:
+            limit = torch.add(keep_flat[start:end], 1, out=scratch.get("limit", size, limit_dtype))
         else:
-            keep_here = keep_flat[start:end] if keep_flat is not None else float(keep)
-        torch.mul(flat[start:end], _kept_(u, keep_here, threshold), out=out[start:end])
+            limit = 1 + float(keep)
+        torch.mul(flat[start:end], _kept_(shifted, limit, scratch.get("kept", size)), out=out[start:end])
 
     workers.for_each_range(slices(flat.numel()), drop_range, lambda: Scratch(flat))
     return out.view(delta.shape)
@@ -264,7 +270,7 @@ def dropout(*deltas,
             subset.clamp_(max=2 ** n - 1)
         for i, d in enumerate(flat):
             if independent:  # kept where u < 1 - p
-                _kept_(streams[i].uniform(u, start), 1 - probability, kept)
+                _kept_(streams[i].shifted_uniform(u, start), 1 + (1 - probability), kept)
             else:  # bit i of the drawn set
                 kept.copy_(torch.bitwise_and(torch.bitwise_right_shift(subset, i), 1))
             if i == 0:

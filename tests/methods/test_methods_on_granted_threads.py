@@ -76,6 +76,31 @@ def test_draws_of_any_range_equal_the_whole_tensor_draws():
     assert abs(float(normal.mean())) < 0.02 and abs(float(normal.std()) - 1) < 0.02
 
 
+FIRST_STEPS = [417859, 7738641, 1164704]  # Draws(11, "key", "stream"): recorded once
+
+
+def test_uniform_draws_are_23_bit_fractions_spread_evenly_and_one_below_the_shifted_ones():
+    draws = seeding.Draws(11, "key", "stream")
+    n = 2 * seeding.DRAW_BLOCK + 5
+    shifted = draws.shifted_uniform(torch.empty(n), 0)
+    u = draws.uniform(torch.empty(n), 0)
+    assert torch.equal(shifted - 1, u)
+    assert 1 <= float(shifted.min()) and float(shifted.max()) < 2
+    steps = u * 2 ** 23
+    assert torch.equal(steps, steps.round())  # multiples of 2^-23
+    # every one of the 23 bits is set in about half the draws (a stuck or shared bit would not be)
+    integers = steps.to(torch.int64)
+    for bit in range(23):
+        share = float(((integers >> bit) & 1).double().mean())
+        assert abs(share - 0.5) < 0.01, (bit, share)
+    # the two floats of one 64-bit word are not the same draw, nor are neighbouring blocks
+    assert float((u[0::2][:1000] == u[1::2][:1000]).double().mean()) < 0.01
+    block = seeding.DRAW_BLOCK
+    assert not torch.equal(u[:1000], u[block:block + 1000])
+    # the stream is SFC64's, seeded per block: fixed across numpy versions, so fixed here
+    assert [round(float(x) * 2 ** 23) for x in u[:3]] == FIRST_STEPS
+
+
 def test_della_histogram_ranks_by_range_equal_the_whole(small_slices):
     g = torch.Generator().manual_seed(3)
     delta = torch.randn(20_000, generator=g)
