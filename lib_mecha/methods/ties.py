@@ -86,12 +86,10 @@ def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
             return
         # comparisons into floats (1 or 0; NaN is neither below nor inside), summed exactly: a
         # slice has far fewer than 2^24 entries. A bool mask and count_nonzero cost 3x as much.
-        # The entries inside are picked through a bool copy of the mask (1.0 against 1.5 ns per
-        # element for nonzero on the floats).
         a = torch.abs(values[start:end], out=scratch.get("magnitude", size))
         below = torch.lt(a, low, out=scratch.get("below", size))
         inside = torch.le(a, high, out=scratch.get("inside", size)).sub_(below)
-        counted[start] = int(below.sum()), (int(inside.sum()) if single else a[inside.bool()])
+        counted[start] = int(below.sum()), (int(inside.sum()) if single else _selected(a, inside.bool()))
 
     workers.for_each_range(slices(n), count, lambda: Scratch(values))
     below = sum(c for c, _ in counted.values())
@@ -103,6 +101,15 @@ def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
         if below < rank <= below + band.numel():
             return band.kthvalue(rank - below).values
     return values.abs().kthvalue(rank).values  # the sample misled us: select from everything
+
+
+def _selected(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``values[mask]`` (a bool mask), a new tensor. On the CPU numpy's boolean indexing does it:
+    torch's goes through ``nonzero`` (measured at 256 K elements, 1% selected: 0.28 against
+    0.86 ns per element)."""
+    if values.device.type != "cpu":
+        return values[mask]
+    return torch.from_numpy(values.numpy()[mask.numpy()])
 
 
 def _count_nonzero(values: torch.Tensor, scratch: Scratch) -> int:
