@@ -109,7 +109,7 @@ def extract_features(a=Tensor(SAME, help="the common base"), b=Tensor(SAME), c=T
         base, b_rows, c_rows = (t[rows] for t in flat)
         delta_b = torch.sub(b_rows, base, out=scratch.get("b", end - start).view(b_rows.shape))
         delta_c = torch.sub(c_rows, base, out=scratch.get("c", end - start).view(c_rows.shape))
-        cosine = row_cosine(delta_b, delta_c, 1e-8).clamp_(-1, 1).unsqueeze(-1)
+        cosine = row_cosine(delta_b, delta_c, 1e-8, scratch).clamp_(-1, 1).unsqueeze(-1)
         similar = ((cosine + 1) / 2) ** gamma
         selection = torch.lerp(similar, 1 - similar, beta_t)
         torch.add(base, delta_b.lerp_(delta_c, alpha_t).mul_(selection), out=out[rows])

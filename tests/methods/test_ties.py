@@ -174,14 +174,15 @@ def test_row_cosine_is_torchs_cosine_similarity_for_short_and_long_rows(width):
 def test_short_row_norms_are_the_clamped_root_of_the_sum_of_squares_also_for_zero_and_tiny_rows(eps):
     """Sums below the smallest normal float are raised to it before the root (MKL's root is slow on
     zeros): the norm must still be max(sqrt(sum), eps), exactly."""
-    from lib_mecha.methods.ties import _row_norms
+    from lib_mecha.methods.ties import _row_norms, _RowBuffers
     rows = torch.tensor([[0.0, 0.0, 0.0], [1e-30, 0.0, 0.0], [1e-20, -1e-20, 0.0], [3e-19, 0.0, 4e-19],
                          [1e-10, 0.0, 0.0], [3.0, 4.0, 0.0], [float("nan"), 0.0, 0.0]])
     sums = (rows * rows).sum(dim=-1)
     assert (sums[1:3] < torch.finfo(torch.float32).tiny).all() and sums[0] == 0  # the cases the clamp touches
     expected = sums.sqrt().clamp(min=eps)
-    assert torch.equal(_row_norms(rows, eps).isnan(), expected.isnan())
-    assert torch.equal(_row_norms(rows, eps).nan_to_num(), expected.nan_to_num())
+    norms = _row_norms(rows, eps, _RowBuffers(rows, None))
+    assert torch.equal(norms.isnan(), expected.isnan())
+    assert torch.equal(norms.nan_to_num(), expected.nan_to_num())
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
