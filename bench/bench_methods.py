@@ -1,18 +1,20 @@
 """Every merge method of the catalogue on SD1.5-shaped models: time against weighted_sum, and memory.
 
     python bench/make_models.py --out /tmp/mecha-bench --count 4     # once: the SD1.5-shaped inputs
-    python bench/bench_methods.py [--models /tmp/mecha-bench] [--cases ties,dare,...] [--json FILE]
+    python bench/bench_methods.py [--models /tmp/mecha-bench] [--cases ties,dare,...] [--repeat 2] [--json FILE]
 
 Each case is one recipe, written as .mecha and merged by ``python -m lib_mecha merge`` in a fresh
 process (fp16 output file, the engine's default options), with peak private memory (RssAnon)
 polled as bench/run.py does. Every case is timed against a reference that reads the same
 inputs: weighted_sum for two models, a chain of weighted_sums over the same models otherwise,
-measured in the same run. The target (issue 3): at most 3x the reference, except rotate and
-truncate_rank, whose times are reported. CPU seconds (user + system) are printed beside the wall
-times: the reference is IO-bound, and its wall time swings with the disk more than CPU time
-does. Memory is compared with the engine's own bound: the
-budget (512 MiB by default) or, for a key that cannot be split and is larger than the budget
-(it then runs alone), the engine's estimate for that key, over the reference's baseline.
+run just before each run of the case; the best wall time of ``--repeat`` runs of each is
+compared (the machine's speed drifts by tens of percent over minutes). The target (issue 3):
+at most 3x the reference, except rotate and truncate_rank, whose times are reported. CPU
+seconds (user + system) are printed beside the wall times: the reference is IO-bound, and its
+wall time swings with the disk more than CPU time does. Memory is compared with the engine's
+own bound: the budget (512 MiB by default) or, for a key that cannot be split and is larger
+than the budget (it then runs alone), the engine's estimate for that key, over the reference's
+baseline.
 """
 from __future__ import annotations
 
@@ -132,6 +134,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     parser.add_argument("--json", type=pathlib.Path, help="also write the rows as JSON")
     parser.add_argument("--memory-budget-mb", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each case and of its reference (best wall "
+                                                                 "time of each; peak memory of all)")
     args = parser.parse_args(argv)
     catalogue = cases()
     chosen = [c for c in args.cases.split(",") if c] or list(catalogue)
@@ -139,21 +143,27 @@ def main(argv=None) -> int:
     if unknown:
         raise SystemExit(f"error: unknown case {unknown[0]!r}; cases: {', '.join(catalogue)}")
     extra = ["--memory-budget-mb", str(args.memory_budget_mb)]
-    rows, references = [], {}
+    rows = []
     with tempfile.TemporaryDirectory(dir=args.models, prefix="bench-methods-") as tmp:
         out_dir = pathlib.Path(tmp)
         for name in chosen:
             method, count, make = catalogue[name]
-            if count not in references:  # best of two: the first run of a session warms more than the cache
-                runs = [run_recipe(f"reference{count}", _chain(_models(count)), count, args.models, out_dir, extra)
-                        for _ in range(2)]
-                references[count] = min(runs, key=lambda r: r["wall_s"])
-            ref = references[count]
             recipe = make(_models(count))
-            row = run_recipe(name, recipe, count, args.models, out_dir, extra)
-            if "error" in row:
-                rows.append(dict(row, case=name, method=method))
+            # each run of the case right after a run of its reference, best of --repeat each: the
+            # machine's speed drifts by tens of percent over minutes, and noise only adds time
+            refs, runs = [], []
+            for _ in range(args.repeat):
+                refs.append(run_recipe(f"reference{count}", _chain(_models(count)), count, args.models, out_dir,
+                                       extra))
+                runs.append(run_recipe(name, recipe, count, args.models, out_dir, extra))
+            failed = next((r for r in runs if "error" in r), None)
+            if failed is not None:
+                rows.append(dict(failed, case=name, method=method))
                 continue
+            ref = min(refs, key=lambda r: r["wall_s"])
+            row = dict(min(runs, key=lambda r: r["wall_s"]),
+                       peak_rss_anon_mb=max(r["peak_rss_anon_mb"] for r in runs),
+                       runs_wall_s=[r["wall_s"] for r in runs], reference_runs_wall_s=[r["wall_s"] for r in refs])
             estimate = largest_item_estimate_mb(recipe, args.models)
             bound = max(args.memory_budget_mb, estimate) + ref["peak_rss_anon_mb"]
             row.update(case=name, method=method, inputs=count, reference_s=ref["wall_s"],
