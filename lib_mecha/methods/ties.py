@@ -213,10 +213,11 @@ class SignElection:
 
     @staticmethod
     def mean(trimmed: Sequence[torch.Tensor], signs: List[torch.Tensor], elected: torch.Tensor, scratch: Scratch,
-             out: torch.Tensor, kept: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
-        """The mean of the agreeing entries into ``out`` (0 where it is not finite: see
-        NON_FINITE_NOTE); with ``kept``, each delta's agreeing entries (others 0) too.
-        Overwrites ``signs``."""
+             out: torch.Tensor, kept: Optional[List[torch.Tensor]] = None, zero_non_finite: bool = True
+             ) -> torch.Tensor:
+        """The mean of the agreeing entries into ``out`` (0 where it is not finite, see
+        NON_FINITE_NOTE, unless the caller zeroes those later); with ``kept``, each delta's
+        agreeing entries (others 0) too. Overwrites ``signs``."""
         n = out.numel()
         total, count = scratch.get("total", n), scratch.get("count", n)
         if kept is not None:
@@ -229,7 +230,8 @@ class SignElection:
                 else:
                     total.addcmul_(t, agrees)  # t·agrees is exact, so this is the plain sum
         sum_into(count, signs)
-        return finite_or_zero_(torch.div(total, count.clamp_min_(1), out=out))
+        mean = torch.div(total, count.clamp_min_(1), out=out)
+        return finite_or_zero_(mean) if zero_non_finite else mean
 
 
 def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, stock_eps: Optional[float] = None,
@@ -254,7 +256,8 @@ def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, sto
             SignElection.mean(parts, signs, elected, scratch, out)
         else:
             kept = [scratch.get(("kept", i), end - start) for i in range(len(parts))]
-            SignElection.mean(parts, signs, elected, scratch, out, kept)
+            # the Model Stock factor's product is zeroed where not finite: once is enough
+            SignElection.mean(parts, signs, elected, scratch, out, kept, zero_non_finite=len(kept) < 2)
             if len(kept) > 1:
                 rows = (end - start) // row
                 cos_mean = mean_consecutive_cosine([x.view(rows, row) for x in kept], stock_eps, scratch)

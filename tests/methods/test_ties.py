@@ -160,6 +160,19 @@ def test_ties_element_with_a_non_finite_difference_is_zero_and_others_are_untouc
     assert torch.equal(result[mask], clean[mask])
 
 
+@pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_ties_with_model_stock_gives_zero_where_a_difference_is_not_finite(bad, count):
+    """The mean is zeroed after the Model Stock factor's product when there is one, before
+    otherwise (one difference: no factor)."""
+    g = torch.Generator().manual_seed(4)
+    deltas = [torch.randn(6, 5, generator=g) for _ in range(count)]
+    deltas[0][2, 3] = bad
+    result = raw("ties_sum_extended", *deltas, k=1.0)  # apply_stock=False: Model Stock applied
+    assert result[2, 3] == 0
+    assert torch.isfinite(result).all()
+
+
 @pytest.mark.parametrize("width", [1, 2, 3, 16, 17, 300])
 def test_row_cosine_is_torchs_cosine_similarity_for_short_and_long_rows(width):
     from lib_mecha.methods.ties import row_cosine
