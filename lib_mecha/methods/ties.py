@@ -106,8 +106,8 @@ def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
 def _selected(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``values[mask]`` (a bool mask), a new tensor. On the CPU numpy's boolean indexing does it:
     torch's goes through ``nonzero`` (measured at 256 K elements, 1% selected: 0.28 against
-    0.86 ns per element)."""
-    if values.device.type != "cpu":
+    0.86 ns per element). numpy has no bfloat16."""
+    if values.device.type != "cpu" or values.dtype == torch.bfloat16:
         return values[mask]
     return torch.from_numpy(values.numpy()[mask.numpy()])
 

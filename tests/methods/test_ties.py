@@ -224,3 +224,13 @@ def test_the_zero_brackets_count_of_nonzero_entries_is_count_nonzero(dtype):
     x = torch.randn(5000, generator=g, dtype=dtype) * (torch.rand(5000, generator=g) < 0.2)
     x[:6] = torch.tensor([math.nan, math.inf, -math.inf, -0.0, 1e-310 if dtype == torch.float64 else 1e-40, -2.0])
     assert _count_nonzero(x, Scratch(x)) == int(torch.count_nonzero(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_selected_entries_are_torchs_boolean_indexing_in_every_dtype(dtype):
+    from lib_mecha.methods.ties import _selected
+    g = torch.Generator().manual_seed(6)
+    values = torch.randn(1000, generator=g).to(dtype)
+    mask = torch.rand(1000, generator=g) < 0.1
+    picked = _selected(values, mask)
+    assert picked.dtype == dtype and torch.equal(picked, values[mask])
