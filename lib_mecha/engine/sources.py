@@ -59,10 +59,12 @@ class Source:
 
     @property
     def identity(self) -> str:
-        """What identifies this input's content cheaply: path, size and modification time."""
+        """What identifies this input's content cheaply: path, size, modification and change
+        time (a rewrite that keeps the size and sets the old modification time back still
+        changes the change time)."""
         if self._identity is None:
             st = self.path.stat()
-            self._identity = f"{self.path}:{st.st_size}:{st.st_mtime_ns}"
+            self._identity = f"{self.path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         return self._identity
 
     def info(self, canonical_key: str):
