@@ -88,7 +88,8 @@ class MergeJobs:
         node, recipe_text = pinned(self.host, node, recipe_text)
         display = Path(output).stem if output else (Path(name).stem if name else None)
         ident = MergeIdentity.from_recipe(recipe_text, display)
-        self.host.run_exclusive(lambda: None, job="the merge")  # Busy while a generation runs
+        if self.runner.busy() is None:  # (a running job is named by runner.start)
+            self.host.run_exclusive(lambda: None, job="the merge")  # Busy while a generation runs
         job = self.runner.start("merge", ident.display_name,
                                 lambda j: self._run(j, node, ident, target, output, overwrite))
         job.info.update(job=uuid.uuid4().hex[:12], target=target, recipe_id=ident.short_id, started=time.time())

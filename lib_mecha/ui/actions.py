@@ -65,7 +65,8 @@ def start_merge(host, catalog: Catalog, node: RecipeNode, text: str, runner: Job
     options = merge_options(host, catalog, for_hot_load=True, **changes)
     node, text = pinned(host, node, text)
     ident = MergeIdentity.from_recipe(text)
-    host.run_exclusive(lambda: None, job="Merge & load")  # Busy at once while a generation runs
+    if runner.busy() is None:  # (a running job is named by runner.start)
+        host.run_exclusive(lambda: None, job="Merge & load")  # Busy at once while a generation runs
 
     def run(job: Job):
         job.phase = "merging into the loaded model"
