@@ -11,7 +11,9 @@ text-encoder prefixes of ``guess.clip_target``; it is then copied into the compo
 that name inside ``torch.inference_mode()`` (Forge's weights are inference tensors). The same
 calls on meta tensors tell, before anything is written, where every key goes.
 
-Before writing, LoRA patches are taken out and their backups dropped
+Weights that the VAE / text-encoder files selected beside the checkpoint supply (Forge puts them
+over the checkpoint's, for a saved merge too) are neither written nor restored. Before writing,
+LoRA patches are taken out and their backups dropped
 (``backend/patcher/lora.py:LoraLoader.refresh``), so a later LoRA refresh cannot write the old
 weights back; after it, the conditioning cache is cleared. The loading parameters and
 ``forge_hash`` are left alone, so the next generation keeps the merge; ``sd_checkpoint_info``
@@ -21,8 +23,9 @@ the dropdowns set) is loaded first with ``forge_model_reload()``.
 from __future__ import annotations
 
 import importlib
+import os
 import threading
-from typing import Any, Collection, Dict, Mapping, Optional
+from typing import Any, Collection, Dict, Mapping, Optional, Set
 
 import torch
 
@@ -41,6 +44,13 @@ def _b(name: str):
     return importlib.import_module(f"backend.{name}")
 
 
+def _placeholders(path) -> Dict[str, torch.Tensor]:
+    """Meta tensors of a file's keys, shapes and dtypes (its header only)."""
+    from ..io import open_model
+    with open_model(path) as f:
+        return {k: torch.empty(t.shape, dtype=t.dtype, device="meta") for k, t in f.tensors.items()}
+
+
 def _components(engine) -> Dict[str, Any]:
     fo = engine.forge_objects
     return {UNET: fo.unet.model.diffusion_model, TEXT: fo.clip.cond_stage_model, VAE: fo.vae.first_stage_model}
@@ -55,14 +65,47 @@ class ForgeModel:
         self.label = label
         self.host = host
         self._lora_detached = False
+        self._from_modules: Optional[Set[str]] = None
 
     def tensors(self) -> Mapping[str, torch.Tensor]:
+        if self._from_modules is None:
+            self._from_modules = self._names_from_modules()
         out: Dict[str, torch.Tensor] = {}
         for component, module in _components(self.engine).items():
             for name, tensor in module.state_dict(keep_vars=True).items():
-                out.setdefault(f"{component}/{name}", tensor)
-                out.setdefault(f"{component}/{unwrapped(name)}", tensor)
+                for alias in (f"{component}/{name}", f"{component}/{unwrapped(name)}"):
+                    if alias not in self._from_modules:
+                        out.setdefault(alias, tensor)
         return out
+
+    def _names_from_modules(self) -> Set[str]:
+        """Live names that the VAE / text-encoder files the model was loaded with supply.
+
+        Forge puts those files over the checkpoint's keys (``backend/loader.py:replace_state_dict``,
+        from ``split_state_dict``), for a saved merge too; so a hot-load leaves them alone and a
+        restore does not put the checkpoint's own back. Found by running Forge's function on meta
+        tensors of the files' headers."""
+        params = m("sd_models").model_data.forge_loading_parameters or {}
+        paths = [str(p) for p in params.get("additional_modules") or []]
+        if not paths:
+            return set()
+        original = self.host._live.original
+        try:
+            sd = _placeholders(original.path)
+            supplied = set()
+            for path in paths:
+                asd = _placeholders(path)
+                supplied.update(id(v) for v in asd.values())
+                sd = _b("loader").replace_state_dict(sd, asd, self.engine.model_config)
+            names: Set[str] = set()
+            for key, value in sd.items():
+                if id(value) in supplied:
+                    names.update(self.convert(key, value))
+            return names
+        except Exception as exc:
+            raise HostError(f"cannot tell which weights the selected VAE / text encoder files replace "
+                            f"({', '.join(os.path.basename(p) for p in paths)}): {type(exc).__name__}: {exc}",
+                            "clear 'VAE / Text Encoder', or save the merge and load the file") from exc
 
     def convert(self, key: str, value: torch.Tensor) -> Mapping[str, torch.Tensor]:
         guess, sd_tools = self.engine.model_config, _b("state_dict")

@@ -312,3 +312,29 @@ def test_restore_from_a_file_changed_on_disk_lets_the_host_reload_it(webui):
     assert any("changed on disk" in w and "reloaded" in w for w in report.warnings)
     assert host.hot_loaded() is None
     assert not host.current_model().is_merge
+
+
+def test_forge_leaves_the_weights_of_a_selected_vae_file_alone(forge):
+    """Forge puts a VAE file selected beside the checkpoint over the checkpoint's VAE (loader.py:
+    replace_state_dict), for a saved merge too: the preview must match that, and restore must
+    bring back the file's VAE, not the checkpoint's."""
+    import safetensors.torch
+    from modules import _net, shared
+    from modules_forge import main_entry
+    vae = {k[len("first_stage_model."):]: v for k, v in _net.random_checkpoint(7).items()
+           if k.startswith("first_stage_model.")}
+    vae_path = forge.root / "models" / "VAE" / "other.vae.safetensors"
+    safetensors.torch.save_file(vae, str(vae_path))
+    shared.opts.data["forge_additional_modules"] = [str(vae_path)]
+    main_entry.refresh_model_loading_parameters()
+    host = make_host()
+    original = forge.pixels()
+    report = hot_load(host, forge, 3, "with a vae file")
+    assert any("no place in the loaded model" in w for w in report.warnings)
+    streamed = forge.pixels()
+    assert streamed != original
+    host.restore()
+    assert forge.pixels() == original
+    host.refresh_checkpoints()
+    select(forge, "merge-3.safetensors")                 # the saved merge, loaded by Forge with the VAE file
+    assert forge.pixels() == streamed
