@@ -15,7 +15,7 @@ from lib_mecha.errors import HostError
 from lib_mecha.host.base import MergeIdentity
 from lib_mecha.host.detect import make_host
 from lib_mecha.ui import actions
-from host_stub import ckpt_recipe, hot_load, merge_dict, options
+from host_stub import hot_load, merge_dict, options
 
 
 def select(webui, name):
@@ -157,7 +157,8 @@ def test_a1111_takes_baked_lora_weights_out_of_the_modules_it_writes(a1111, monk
             backup = getattr(module, f"network_{'bias' if name == 'bias' else 'weights'}_backup", None)
             if backup is not None:
                 getattr(module, name).copy_(backup)
-    monkeypatch.setitem(sys.modules, "networks", types.SimpleNamespace(network_restore_weights_from_backup=restore_backup))
+    networks = types.SimpleNamespace(network_restore_weights_from_backup=restore_backup)
+    monkeypatch.setitem(sys.modules, "networks", networks)
     base = lib_mecha.model("model-a.safetensors")
     recipe = lib_mecha.weighted_sum(base, lib_mecha.model("model-b.safetensors"),
                                     alpha=lib_mecha.blocks("sd1-supermerger_blocks", {"OUT11": 0.5}, default=0.0))
