@@ -16,6 +16,8 @@ streams into it, with the hot-load options of the WebUI tab (2 threads, 256 MiB 
 Each step reports wall time, keys merged, and the process's peak private memory above its level
 before the step (RssAnon sampled every 10 ms, lib_mecha.live.PeakMemory). ``--old-path`` adds
 what a hot-load cost before: the whole merge as a state dict, then copied into the model.
+``--cycles N`` then runs N hot-load/restore cycles (and N of the old path) and prints the private
+memory after each, and after glibc's ``malloc_trim`` at the end.
 Results are printed as a table and written to MODELS/bench-live.json.
 """
 from __future__ import annotations
@@ -61,7 +63,7 @@ def make_models(folder: pathlib.Path, arch_id: str):
     return paths
 
 
-def run_case(folder: pathlib.Path, arch_id: str, old_path: bool) -> dict:
+def run_case(folder: pathlib.Path, arch_id: str, old_path: bool, cycles: int = 0) -> dict:
     """One architecture, in this process (the parent starts a fresh one per architecture)."""
     import lib_mecha
     from lib_mecha.host.base import MergeIdentity
@@ -99,18 +101,52 @@ def run_case(folder: pathlib.Path, arch_id: str, old_path: bool) -> dict:
     step("one block moved (IN04)", lambda: live(0.9))
     step("unchanged recipe", lambda: live(0.9))
     step("restore", lambda: (restore_keys(target, state, state.merged_keys()), len(state.fingerprints)))
+    def whole_dict():
+        """Before streaming: the whole merge as a state dict on the merge's threads, then copied."""
+        sd = lib_mecha.merge(recipe(0.4), options=options).state_dict
+        with torch.no_grad():
+            for key, value in module.state_dict(keep_vars=True).items():
+                if key in sd:
+                    value.copy_(sd[key])
+        state.fingerprints = dict.fromkeys(sd, "")
+        return len(sd), len(sd)
     if old_path:
-        def whole_dict():
-            sd = lib_mecha.merge(recipe(0.4), options=options).state_dict
-            with torch.no_grad():
-                for key, value in module.state_dict(keep_vars=True).items():
-                    if key in sd:
-                        value.copy_(sd[key])
-            return len(sd), len(sd)
         step("old path: state dict, then copy", whole_dict)
-    largest = max(math.prod(s) * 2 for _, _, s in entries(arch_id))
-    return {"arch": arch_id, "model_gb": round(a.stat().st_size / 1e9, 2), "largest_key_mb": round(largest / 2**20, 1),
-            "steps": rows}
+        step("restore", lambda: (restore_keys(target, state, state.merged_keys()), len(state.fingerprints)))
+    result = {"arch": arch_id, "model_gb": round(a.stat().st_size / 1e9, 2), "steps": rows,
+              "largest_key_mb": round(max(math.prod(s) * 2 for _, _, s in entries(arch_id)) / 2**20, 1)}
+    if cycles:
+        result["cycles"] = {"streamed": _cycles(cycles, lambda i: live(0.3 + 0.02 * (i % 2)),
+                                                lambda: restore_keys(target, state, state.merged_keys()))}
+        if old_path:
+            result["cycles"]["old path"] = _cycles(cycles, lambda i: whole_dict(), lambda: restore_keys(
+                target, state, state.merged_keys()))
+            result["cycles"]["old path, after malloc_trim"] = _private_mb(trim=True)
+        print(f"  {arch_id} cycles: {result['cycles']}", flush=True)
+    return result
+
+
+def _private_mb(trim: bool = False):
+    """The process's private resident memory (RssAnon), after glibc's malloc_trim when asked."""
+    from lib_mecha.live.memory import _proc_status_anon
+    if trim:
+        import ctypes
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            return None
+    value = _proc_status_anon()
+    return None if value is None else round(value / 2**20)
+
+
+def _cycles(count: int, load, restore):
+    """Private memory after each hot-load/restore cycle."""
+    levels = []
+    for i in range(count):
+        load(i)
+        restore()
+        levels.append(_private_mb())
+    return levels
 
 
 def main(argv=None) -> int:
@@ -118,17 +154,20 @@ def main(argv=None) -> int:
     parser.add_argument("--models", type=pathlib.Path, default=pathlib.Path("/tmp/mecha-bench-live"))
     parser.add_argument("--arch", nargs="+", default=["sd1-ldm", "sdxl-sgm"], choices=sorted(LAYOUTS))
     parser.add_argument("--old-path", action="store_true", help="also measure the whole-state-dict hot-load")
+    parser.add_argument("--cycles", type=int, default=0,
+                        help="then this many hot-load/restore cycles, printing private memory after each")
     parser.add_argument("--case", help=argparse.SUPPRESS)   # internal: run one architecture in this process
     args = parser.parse_args(argv)
     folder = args.models.resolve()
     if args.case:
-        print("RESULT " + json.dumps(run_case(folder, args.case, args.old_path)), flush=True)
+        print("RESULT " + json.dumps(run_case(folder, args.case, args.old_path, args.cycles)), flush=True)
         return 0
     folder.mkdir(parents=True, exist_ok=True)
     results = []
     for arch_id in args.arch:
         make_models(folder, arch_id)
-        cmd = [sys.executable, __file__, "--models", str(folder), "--case", arch_id] + (["--old-path"] * args.old_path)
+        cmd = [sys.executable, __file__, "--models", str(folder), "--case", arch_id, "--cycles", str(args.cycles)]
+        cmd += ["--old-path"] * args.old_path
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         print(out, end="")
         results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))

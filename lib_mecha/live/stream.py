@@ -9,7 +9,7 @@ its recipe (when its inputs are unchanged; otherwise the whole model goes back t
 The model is never left half-merged; when even that fails, :class:`NotRestored` tells the host
 adapter to reload the checkpoint its own way.
 
-:func:`restore_keys` writes keys of the original file back, one key in memory at a time.
+:func:`restore_keys` writes keys of the original file back through the engine, within its budget.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from typing import Any, Callable, Collection, Dict, List, Optional
 import torch
 
 from ..engine.execute import execute
+from ..engine.options import KEEP, MergeOptions
 from ..engine.plan import KeyPlan, Plan, make_plan
-from ..engine.sources import open_source
 from ..errors import HostError, MechaError, MergeCancelled
 from ..recipe import model as model_node
 from .memory import PeakMemory
@@ -83,7 +83,7 @@ def stream_merge(target: LiveTarget, state: LiveState, recipe, options, ident, *
                 progress(0, len(changed), 0)
             _write_keys(target, state, plan, changed, table.routes, progress, cancel)
         if stale:
-            report.keys_restored = restore_keys(target, state, stale)
+            report.keys_restored = _restore_stale(target, state, stale)
         state.fingerprints = {k.key: k.fingerprint for k in keys}
         state.ident, state.recipe, state.options = ident, recipe, options
         report.keys_total, report.keys_merged = len(keys), len(changed)
@@ -110,6 +110,17 @@ def _write_keys(target: LiveTarget, state: LiveState, plan: Plan, keys: List[Key
             raise MechaError(f"the hot-load failed ({type(exc).__name__}: {exc}); {outcome}") from exc
     finally:
         target.end()
+
+
+def _restore_stale(target: LiveTarget, state: LiveState, keys: List[str]) -> int:
+    """Keys the loaded merge wrote and this one does not produce go back to the original's."""
+    try:
+        return restore_keys(target, state, keys)
+    except NotRestored:
+        raise
+    except BaseException as exc:
+        raise NotRestored(f"keys of the previous merge could not be put back ({type(exc).__name__}: {exc})",
+                          "the WebUI reloads the checkpoint") from exc
 
 
 def _execute(plan: Plan, keys: List[KeyPlan], sink, progress, cancel) -> None:
@@ -187,7 +198,9 @@ def _recompute(target: LiveTarget, state: LiveState, keys: List[str]) -> bool:
 
 
 def restore_keys(target: LiveTarget, state: LiveState, keys: Collection[str]) -> int:
-    """Write ``keys`` of the original checkpoint back into the model, one key at a time.
+    """Write ``keys`` of the original checkpoint back into the model, through the engine (its
+    threads and memory budget), as the file stores them: the live target casts them as the host's
+    loader cast the file.
 
     Raises NotRestored when the original cannot be read key by key (a pickled checkpoint, a file
     changed or gone since it was loaded, a key it lacks).
@@ -199,21 +212,25 @@ def restore_keys(target: LiveTarget, state: LiveState, keys: Collection[str]) ->
             else f"{original.path.name} is not a .safetensors file")
         raise NotRestored(f"the original checkpoint cannot be read back key by key: {why}",
                           "the WebUI reloads the checkpoint")
-    source = open_source(0, original.path, model_node(str(original.path)))
-    try:
-        missing = [k for k in keys if k not in source.key_map]
-        if missing:
-            raise NotRestored(f"{original.label} has no key {missing[0]!r} to put back",
+    wanted = set(keys)
+    with make_plan(model_node(str(original.path)), _restore_options(state)) as plan:
+        found = [k for k in plan.keys if k.key in wanted]
+        if len(found) != len(wanted):
+            missing = sorted(wanted - {k.key for k in found})[0]
+            raise NotRestored(f"{original.label} has no key {missing!r} to put back",
                               "the WebUI reloads the checkpoint")
-        entries = {k: (tuple(source.info(k).shape), source.info(k).dtype) for k in keys}
-        table = target.routes(entries, original.label, complete=False)
-        routed = [k for k in keys if k in table.routes]
-        target.begin([n for k in routed for n in table.routes[k].names])
-        try:
-            for key in routed:
-                target.write(table.routes[key], source.file.read(source.key_map[key]))
-        finally:
-            target.end()
+        table = target.routes({k.key: (k.shape, k.dtype) for k in found}, original.label, complete=False)
+        routed = [k for k in found if k.key in table.routes]
+        if routed:
+            target.begin([n for k in routed for n in table.routes[k.key].names])
+            try:
+                _execute(plan, routed, LiveSink(target, table.routes, routed), None, None)
+            finally:
+                target.end()
         return len(routed)
-    finally:
-        source.close()
+
+
+def _restore_options(state: LiveState) -> MergeOptions:
+    """The last merge's engine settings, keeping each key's stored dtype."""
+    base = state.options if state.options is not None else MergeOptions(memory_budget_mb=256)
+    return base.with_(output_dtype=KEEP, fallback_model=None, model_dirs=())
