@@ -13,10 +13,10 @@ streams into it, with the hot-load options of the WebUI tab (2 threads, 256 MiB 
 * unchanged: the same recipe again;
 * restore: the original's merged keys streamed back from A's file.
 
-Each step reports wall time, keys merged, and the process's peak private memory above its level
-before the step (RssAnon sampled every 10 ms, lib_mecha.live.PeakMemory). ``--old-path`` adds
+Each step reports wall time, keys merged, and the process's peak resident memory above its level
+before the step (VmRSS sampled every 10 ms, lib_mecha.live.PeakMemory). ``--old-path`` adds
 what a hot-load cost before: the whole merge as a state dict, then copied into the model.
-``--cycles N`` then runs N hot-load/restore cycles (and N of the old path) and prints the private
+``--cycles N`` then runs N hot-load/restore cycles (and N of the old path) and prints the resident
 memory after each, and after glibc's ``malloc_trim`` at the end.
 Results are printed as a table and written to MODELS/bench-live.json.
 """
@@ -121,31 +121,31 @@ def run_case(folder: pathlib.Path, arch_id: str, old_path: bool, cycles: int = 0
         if old_path:
             result["cycles"]["old path"] = _cycles(cycles, lambda i: whole_dict(), lambda: restore_keys(
                 target, state, state.merged_keys()))
-            result["cycles"]["old path, after malloc_trim"] = _private_mb(trim=True)
+            result["cycles"]["old path, after malloc_trim"] = _resident_mb(trim=True)
         print(f"  {arch_id} cycles: {result['cycles']}", flush=True)
     return result
 
 
-def _private_mb(trim: bool = False):
-    """The process's private resident memory (RssAnon), after glibc's malloc_trim when asked."""
-    from lib_mecha.live.memory import _proc_status_anon
+def _resident_mb(trim: bool = False):
+    """The process's resident memory (VmRSS), after glibc's malloc_trim when asked."""
+    from lib_mecha.live.memory import _proc_status_rss
     if trim:
         import ctypes
         try:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except OSError:
             return None
-    value = _proc_status_anon()
+    value = _proc_status_rss()
     return None if value is None else round(value / 2**20)
 
 
 def _cycles(count: int, load, restore):
-    """Private memory after each hot-load/restore cycle."""
+    """Resident memory after each hot-load/restore cycle."""
     levels = []
     for i in range(count):
         load(i)
         restore()
-        levels.append(_private_mb())
+        levels.append(_resident_mb())
     return levels
 
 
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", nargs="+", default=["sd1-ldm", "sdxl-sgm"], choices=sorted(LAYOUTS))
     parser.add_argument("--old-path", action="store_true", help="also measure the whole-state-dict hot-load")
     parser.add_argument("--cycles", type=int, default=0,
-                        help="then this many hot-load/restore cycles, printing private memory after each")
+                        help="then this many hot-load/restore cycles, printing resident memory after each")
     parser.add_argument("--case", help=argparse.SUPPRESS)   # internal: run one architecture in this process
     args = parser.parse_args(argv)
     folder = args.models.resolve()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import traceback
 from typing import Any, Callable, List, Optional
 
 from ..errors import HostError
@@ -89,10 +90,9 @@ class HotLoading:
                                   job="hot-load", wait=wait)
 
     def _hot_load_locked(self, recipe, ident, options, progress, cancel) -> LiveReport:
-        model = self._live_model()
-        loaded_first = self._pending_label(model)
-        if loaded_first is not None:
-            model = self._load_selection(loaded_first)
+        # no reference to the old model may live across the host's load: it could not free it
+        loaded_first = self._pending_label(self._live_model())
+        model = self._load_selection(loaded_first) if loaded_first is not None else self._live_model()
         if not self._live.describes(model):
             self._live.attach(model, self._original_of(model))
         target = LiveTarget(self._model_view(model))
@@ -100,10 +100,14 @@ class HotLoading:
             report = stream_merge(target, self._live, recipe, options, ident, progress=progress,
                                   cancel=StopFlag(cancel, self.interrupted))
         except NotRestored as exc:
+            target = model = None
+            traceback.clear_frames(exc.__traceback__)   # the frames hold the replaced model
             label = self._fall_back(exc)
-            raise HostError(f"{exc.message}; the WebUI reloaded {label}", "run Merge & load again") from exc
-        finally:
+            raise HostError(f"{exc.message}; the WebUI reloaded {label}", "run Merge & load again") from None
+        except BaseException:
             self._show(model)
+            raise
+        self._show(model)
         report.loaded_first = loaded_first
         self._live.report = report
         return report

@@ -3,8 +3,11 @@
 The kernel's own peak (``VmHWM``, ``ru_maxrss``) cannot be reset per job, so the level is
 sampled on a thread of its own. What is sampled, in order of preference:
 
-* Linux: the private (anonymous) resident memory from ``/proc/self/status`` (``RssAnon``);
-  pages of model files mapped for reading are page cache the kernel can drop, not the job's;
+* Linux: the resident set from ``/proc/self/status`` (``VmRSS``). Not only its private part
+  (``RssAnon``): hosts keep weights in private mappings of the checkpoint file (safetensors'
+  ``load_file``), and the first write into such a page moves it from the file's part of the
+  resident set to the private part without adding memory (in the real Forge, the first hot-load
+  raised ``RssAnon`` by 767 MB while ``VmRSS`` ended 89 MB above its level before);
 * elsewhere: the resident set from ``psutil`` when the host has it (A1111 and Forge ship it);
 * else the growth of ``ru_maxrss`` (``resource``), a lower bound: it only shows memory above the
   process's earlier peak;
@@ -19,11 +22,11 @@ from typing import Callable, Optional
 INTERVAL = 0.01  # seconds between samples
 
 
-def _proc_status_anon() -> Optional[int]:
+def _proc_status_rss() -> Optional[int]:
     try:
         with open("/proc/self/status", "rb") as f:
             for line in f:
-                if line.startswith(b"RssAnon:"):
+                if line.startswith(b"VmRSS:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
@@ -52,7 +55,7 @@ def _max_rss() -> Optional[int]:
 
 def choose_probe() -> Optional[Callable[[], Optional[int]]]:
     """The best probe this platform offers (see the module docstring), or None."""
-    for probe in (_proc_status_anon, _psutil_rss):
+    for probe in (_proc_status_rss, _psutil_rss):
         if probe() is not None:
             return probe
     return _max_rss if _max_rss() is not None else None

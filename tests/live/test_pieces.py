@@ -159,12 +159,12 @@ def test_peak_memory_counts_what_the_job_allocates():
         peak._sample()
         del block
     if sys.platform.startswith("linux"):
-        assert peak.probe is memory._proc_status_anon
+        assert peak.probe is memory._proc_status_rss
         assert 48 <= peak.extra_mb <= 200
 
 
 def test_peak_memory_falls_back_to_psutil_then_ru_maxrss(monkeypatch):
-    monkeypatch.setattr(memory, "_proc_status_anon", lambda: None)
+    monkeypatch.setattr(memory, "_proc_status_rss", lambda: None)
     levels = [100 << 20]
     fake = types.SimpleNamespace(Process=lambda: types.SimpleNamespace(
         memory_info=lambda: types.SimpleNamespace(rss=levels[0])))
