@@ -101,7 +101,7 @@ def test_the_old_model_can_be_freed_while_the_selection_is_loaded_first(forge):
     host = make_host()
     forge.pixels()
     hot_load(host, forge, 3, "on a")
-    old = weakref.ref(forge.model())
+    old = weakref.ref(forge.model().forge_objects.unet.model)   # in a reference cycle, as in Forge
     select(forge, "model-b.safetensors")
     gc.disable()                                        # only Forge's own collection may free it
     try:
