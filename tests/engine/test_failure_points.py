@@ -187,7 +187,7 @@ def test_a_cancel_at_any_key_leaves_nothing(models, out_dir):
     for n in range(1, 4):  # of the 4 keys: a cancel after the last one comes too late
         cancel.clear()
 
-        def progress(done, total, nbytes):
+        def progress(done, total, nbytes, n=n):
             if done == n:
                 cancel.set()
         check_clean_failure(models, out_dir, MergeCancelled, threads=0, progress=progress, cancel=cancel)
