@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(BASH is None, reason="bash not found")
 
 FAKE_PYTHON = """#!/usr/bin/env bash
 here=$(cd "$(dirname "$0")/.." && pwd)
-echo "$*" >> "$here/calls.log"
+echo "$*${LIB_MECHA_PORTABLE_IO:+ [portable io]}" >> "$here/calls.log"
 case "$1" in
   --version) echo "Python 3.0.fake" ;;
   -c) case "$2" in *gradio*) echo "gradio 0.fake, torch 0.fake" ;; esac ;;
@@ -49,7 +49,7 @@ def run_tools_test(venvs: pathlib.Path, names: str, *pytest_args: str):
 
 
 def summary_lines(stdout: str):
-    return [line for line in stdout.splitlines() if re.match(r"^\[\w+\] ", line)]
+    return [line for line in stdout.splitlines() if re.match(r"^\[[\w -]+\] ", line)]
 
 
 def test_both_pass_gives_exit_0_and_one_summary_line_each(tmp_path):
@@ -64,6 +64,24 @@ def test_both_pass_gives_exit_0_and_one_summary_line_each(tmp_path):
         "[two] PASSED: 2 passed in 0.20s (Ns; gradio 0.fake, torch 0.fake)",
     ]
     assert "-m pytest -ra -k something" in (tmp_path / "one" / "calls.log").read_text()
+
+
+def test_a_whole_run_checks_the_engine_and_io_again_on_the_windows_paths_in_the_last_venv(tmp_path):
+    fake_venv(tmp_path, "one", output="3 passed in 0.50s")
+    fake_venv(tmp_path, "two", output="2 passed in 0.20s")
+    run = run_tools_test(tmp_path, "one two", "-q", "--durations=5")
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = [re.sub(r"\((\d+)s; ", "(Ns; ", line) for line in summary_lines(run.stdout)]
+    assert lines[2] == "[two portable-io] PASSED: 2 passed in 0.20s (Ns; gradio 0.fake, torch 0.fake)"
+    assert run.stdout.rstrip().endswith("total: 7 passed, 0 failed, 0 skipped")
+    calls = (tmp_path / "two" / "calls.log").read_text().splitlines()
+    assert "-m pytest -ra -q --durations=5 tests/engine tests/io [portable io]" in calls
+    assert "[portable io]" not in (tmp_path / "one" / "calls.log").read_text()
+    # a run of chosen tests does not add it
+    fake_venv(tmp_path / "chosen", "one")
+    fake_venv(tmp_path / "chosen", "two")
+    run = run_tools_test(tmp_path / "chosen", "one two", "tests/test_tooling.py", "-q")
+    assert len(summary_lines(run.stdout)) == 2
 
 
 def test_first_failure_still_runs_the_second_and_fails_overall(tmp_path):
