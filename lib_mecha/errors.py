@@ -143,6 +143,17 @@ class OutputExists(OutputError):
                          "choose another name, or ask for overwriting (--overwrite)")
 
 
+class OutputIsInput(OutputError):
+    """An output path that is one of the merge's own inputs (never overwritten, even when asked)."""
+
+    def __init__(self, output, model):
+        self.path = str(output)
+        self.model = str(model)
+        same = "" if str(output) == str(model) else f", {self.model}"
+        super().__init__(f"refusing to write {self.path}: it is an input of this recipe{same}",
+                         "inputs are never overwritten, even when asked; save under another name")
+
+
 class PathEscape(OutputError):
     """A name that would leave the folder it must stay in."""
 

@@ -12,17 +12,19 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..engine.outputs import refuse_input_as_output
 from ..errors import MechaError, ModelNotFound, PathEscape
 from ..jobs import RUNNER, Job, JobRunner
 from .base import MergeIdentity
-from .paths import output_path, require_inside
+from .paths import output_path, require_model_file
 from .settings import merge_option_values
 
 HOT_LOAD, FILE = "hot-load", "file"
 
 
 def check_recipe_paths(node, host) -> None:
-    """Every model of the recipe must resolve to a file inside the host's model folders.
+    """Every model of the recipe must be a file inside the host's model folders, as the host
+    lists them (a symbolic link in a model folder is inside, wherever it leads).
 
     Raises :class:`PathEscape` for a path outside them and :class:`ModelNotFound` when a relative
     name matches no file in the checkpoint/LoRA folders.
@@ -33,7 +35,7 @@ def check_recipe_paths(node, host) -> None:
     for node_ in models_of(node):
         path = str(node_.path)
         if os.path.isabs(path):
-            require_inside(path, roots, "model")
+            require_model_file(path, roots)
             continue
         if ".." in path.replace("\\", "/").split("/"):
             raise PathEscape(f"model {path!r} climbs out of the model folders", "remove '..' from the name")
@@ -41,7 +43,7 @@ def check_recipe_paths(node, host) -> None:
         found = [os.path.join(str(d), n) for d in search for n in names if os.path.isfile(os.path.join(str(d), n))]
         if not found:
             raise ModelNotFound(path, [str(d) for d in search])
-        require_inside(found[0], roots, "model")
+        require_model_file(found[0], roots)
 
 
 class MergeJobs:
@@ -77,6 +79,9 @@ class MergeJobs:
         if target == FILE:
             base = self.host.default_save_dir()
             folder_path = Path(os.path.abspath(base / folder)) if folder else base
+            output = output_path(name or "", folder_path, self.host.checkpoint_dirs(), overwrite=True)
+            # before "already exists": an input is never overwritten, even when asked
+            refuse_input_as_output(node, output, merge_option_values(self.host)["model_dirs"])
             output = output_path(name or "", folder_path, self.host.checkpoint_dirs(), overwrite=overwrite)
         elif target != HOT_LOAD:
             raise MechaError(f"unknown merge target {target!r}", f"use {HOT_LOAD!r} or {FILE!r}")
