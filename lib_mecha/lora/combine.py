@@ -19,7 +19,7 @@ from ..errors import ArchitectureMismatch, MergeSpaceError, ParameterError
 from ..io import open_model
 from ..recipe import MergeNode, RecipeNode, model
 from .evaluate import combined_delta, depends_on_base, plan_entries
-from .matching import best_match, match_for, read_lora
+from .matching import best_match, match_for, read_lora_file
 from .save import LoraWriter, extractable, kohya_names, parse_dtype
 
 
@@ -65,8 +65,7 @@ def merge_loras(loras: Sequence[Union[MergeNode, str]], output, *, rank: int = 3
         for path, strength in items:
             h = open_model(str(path))
             handles.append(h)
-            tensors = {k: (tuple(i.shape), i.dtype) for k, i in h.tensors.items()}
-            files.append((read_lora(str(path), tensors, h.read), h, strength))
+            files.append((read_lora_file(path, h), h, strength))
         arch = _common_arch([f for f, _, _ in files])
         matches = [(match_for(f, arch), h, s) for f, h, s in files]
         writer = LoraWriter(arch, parse_dtype(dtype))
