@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
+from .cli_extract import add_parser as add_extract_parser
+from .cli_extract import cmd_extract
 from .engine.options import MergeOptions
 from .errors import MechaError, MergeCancelled
 from .progress_bar import ProgressBar
@@ -50,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_methods_flag(merge)
     _add_option_flags(merge)
 
+    add_extract_parser(sub)
+
     info = sub.add_parser("info", help="describe a model: architecture, components, keys, dtypes, recipe")
     info.add_argument("model")
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -72,7 +76,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if getattr(args, "method_files", None):
             from .methods import load_method_files
             load_method_files(args.method_files)
-        return {"merge": cmd_merge, "info": cmd_info, "methods": cmd_methods, "ui": cmd_ui}[args.command](args)
+        return {"merge": cmd_merge, "extract": cmd_extract, "info": cmd_info, "methods": cmd_methods,
+                "ui": cmd_ui}[args.command](args)
     except MechaError as e:
         print(f"error: {e.format_message()}", file=sys.stderr)
         return e.exit_code
