@@ -92,7 +92,7 @@ class _SvdSink:
 def extract_lora(tuned, base, output, *, rank: Optional[int] = 32, energy: Optional[float] = None,
                  conv_rank: Optional[int] = None, components: Optional[Sequence[str]] = None, dtype: str = "fp16",
                  overwrite: bool = False, progress=None, cancel=None, hash_inputs: bool = True,
-                 **options) -> SavedLora:
+                 options=None, **overrides) -> SavedLora:
     """A LoRA holding ``tuned − base``, each weight's change factorised by SVD.
 
     Args:
@@ -108,7 +108,8 @@ def extract_lora(tuned, base, output, *, rank: Optional[int] = 32, energy: Optio
         overwrite: replace an existing file (never one of the inputs).
         progress / cancel: as for :func:`lib_mecha.merge`; a cancelled extraction writes nothing.
         hash_inputs: record the inputs' sha256 in the recipe written to the metadata.
-        options: engine options (``device``, ``threads``, ``model_dirs``...).
+        options / overrides: a :class:`~lib_mecha.engine.options.MergeOptions` and fields to change in
+            it (``device``, ``threads``, ``model_dirs``...), as for :func:`lib_mecha.merge`.
 
     Raises:
         ArchitectureMismatch: the models are of different (or no known) architectures.
@@ -125,7 +126,7 @@ def extract_lora(tuned, base, output, *, rank: Optional[int] = 32, energy: Optio
     output = _check_output(output, overwrite)
     delta = build("subtract", tuned if isinstance(tuned, RecipeNode) else model(tuned),
                   base if isinstance(base, RecipeNode) else model(base))
-    opts = _options(None, dict(options, output_dtype="fp32"))
+    opts = _options(options, dict(overrides, output_dtype="fp32"))
     conv_rank = rank if conv_rank is None else conv_rank
     with make_plan(delta, opts) as p:
         arch = p.architecture
@@ -133,7 +134,7 @@ def extract_lora(tuned, base, output, *, rank: Optional[int] = 32, energy: Optio
             raise ArchitectureMismatch("the models are of no known architecture, so LoRA module names are unknown")
         _refuse_inputs(output, p.sources)
         names = kohya_names(arch)
-        wanted = _components(arch, names, components)
+        wanted = _components(arch, components)
         p.keys = [k for k in p.keys if not k.copy_only and extractable(k.key, k.shape) and k.key in names
                   and arch.component_of(k.key) in wanted and (conv_rank != 0 or not is_conv(k.shape))]
         _check_limits(p.keys, rank, conv_rank, arch)
@@ -168,8 +169,14 @@ def _refuse_inputs(output: Path, sources) -> None:
             raise OutputError(f"the output {output} is one of the inputs", "write the LoRA to another file")
 
 
-def _components(arch: Architecture, names, components: Optional[Sequence[str]]) -> List[str]:
-    patched = [c for c in arch.components if any(k in names for k in arch.keys_of(c))]
+def patchable_components(arch: Architecture) -> List[str]:
+    """The components whose weights a LoRA can patch: the UNet or DiT (``diffuser``), the text encoders."""
+    names = kohya_names(arch)
+    return [c for c in arch.components if any(k in names for k in arch.keys_of(c))]
+
+
+def _components(arch: Architecture, components: Optional[Sequence[str]]) -> List[str]:
+    patched = patchable_components(arch)
     if components is None:
         return patched
     unknown = [c for c in components if c not in patched]
@@ -192,4 +199,4 @@ def _check_limits(keys, rank: Optional[int], conv_rank: Optional[int], arch: Arc
                                  f"allows (at most {max(limits)})", f"use a {param} of {max(limits)} or less")
 
 
-__all__ = ["SavedLora", "check_rank", "extract_lora"]
+__all__ = ["SavedLora", "check_rank", "extract_lora", "patchable_components"]
