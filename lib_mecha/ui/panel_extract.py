@@ -40,8 +40,8 @@ class ExtractPanel:
                 self.convolutions = gr.Checkbox(value=True, label="3×3 convolutions (LoCon)",
                                                 elem_id="mecha_extract_convs", scale=1)
             with gr.Row():
-                self.name = gr.Textbox(value="", label="LoRA name", elem_id="mecha_extract_name", scale=3,
-                                       placeholder="my-lora (written as my-lora.safetensors in the LoRA folder)")
+                self.name = gr.Textbox(value="", label="LoRA name (in the LoRA folder)", elem_id="mecha_extract_name",
+                                       scale=3, placeholder="my-lora")
                 self.dtype = gr.Dropdown(choices=list(DTYPES), value="fp16", label="dtype",
                                          elem_id="mecha_extract_dtype", scale=1, min_width=100)
             with gr.Row():

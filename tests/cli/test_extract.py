@@ -119,6 +119,18 @@ def test_progress_reaches_every_key(models, tmp_path):
     assert seen and seen[-1][0] == seen[-1][1] and seen[-1][1] > 100  # every UNet and text encoder weight
 
 
+def test_a_cancelled_extraction_writes_nothing(models, tmp_path):
+    import threading
+
+    from lib_mecha.errors import MergeCancelled
+    from lib_mecha.lora import extract_lora
+    cancel = threading.Event()
+    with pytest.raises(MergeCancelled):
+        extract_lora("tuned", "base", tmp_path / "c.safetensors", rank=2, model_dirs=[str(models)], cancel=cancel,
+                     threads=1, progress=lambda done, total, nbytes: cancel.set())
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("args,message", [
     (("tuned", "xl"), "is sd1-ldm but xl.safetensors is sdxl-sgm"),
     (("tuned", "base", "--rank", "100"), "'rank': 100 is more than any weight of sd1-ldm allows (at most 40)"),
