@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,7 +16,7 @@ from .cli_extract import add_parser as add_extract_parser
 from .cli_extract import cmd_extract
 from .engine.options import MergeOptions
 from .errors import MechaError, MergeCancelled
-from .progress_bar import ProgressBar
+from .progress_bar import terminal_job
 
 
 def _add_option_flags(parser: argparse.ArgumentParser) -> None:
@@ -95,17 +94,9 @@ def cmd_merge(args) -> int:
         overrides.pop("overwrite")
     options = MergeOptions().with_(**overrides)
     recipe = deserialize_path(Path(args.recipe))
-    cancel = threading.Event()
-    bar = None if args.quiet or not sys.stderr.isatty() else ProgressBar(sys.stderr)
-    try:
-        result = merge(recipe, args.output, options=options, cancel=cancel,
-                       progress=bar.update if bar else None, hash_inputs=not args.no_hash)
-    except KeyboardInterrupt:
-        cancel.set()
-        raise
-    finally:
-        if bar:
-            bar.close()
+    with terminal_job(args.quiet) as (progress, cancel):
+        result = merge(recipe, args.output, options=options, cancel=cancel, progress=progress,
+                       hash_inputs=not args.no_hash)
     if result.skipped:
         print(f"warning: {result.skipped_summary()}", file=sys.stderr)
     for message in result.warnings:

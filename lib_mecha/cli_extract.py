@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 
-from .progress_bar import ProgressBar
+from .progress_bar import terminal_job
 
 DTYPES = ("fp16", "bf16", "fp32")
 
@@ -55,19 +54,11 @@ def cmd_extract(args) -> int:
     rank = args.rank if args.rank is not None or args.energy is not None else 32
     options = {k: v for k, v in (("device", args.device), ("threads", args.threads),
                                  ("memory_budget_mb", args.memory_budget_mb)) if v is not None}
-    cancel = threading.Event()
-    bar = None if args.quiet or not sys.stderr.isatty() else ProgressBar(sys.stderr)
-    try:
+    with terminal_job(args.quiet) as (progress, cancel):
         saved = extract_lora(_input(args.tuned), _input(args.base), args.output, rank=rank, energy=args.energy,
                              conv_rank=args.conv_rank, components=args.components, dtype=args.dtype,
-                             overwrite=args.overwrite, progress=bar.update if bar else None, cancel=cancel,
+                             overwrite=args.overwrite, progress=progress, cancel=cancel,
                              hash_inputs=not args.no_hash, model_dirs=args.model_dirs, **options)
-    except KeyboardInterrupt:
-        cancel.set()
-        raise
-    finally:
-        if bar:
-            bar.close()
     for message in saved.warnings:
         print(f"warning: {message}", file=sys.stderr)
     print(f"wrote {saved.path} ({saved.modules} modules, rank up to {saved.max_rank}, "
