@@ -107,6 +107,11 @@ class UnsafeFormat(SafetensorsError):
     """A pickled checkpoint (.ckpt/.pt/.bin): never unpickled, since that can run code."""
 
 
+class LoraConfigError(SafetensorsError):
+    """A PEFT LoRA config (``adapter_config.json`` or a LoRA file's ``lora_adapter_metadata``) that
+    cannot be read, or that disagrees with the weights it describes."""
+
+
 class UnknownArchitecture(MechaError):
     def __init__(self, name: str, known: Iterable[str]):
         self.name = name

@@ -134,6 +134,22 @@ def test_venv_stamp_skips_pip_when_unchanged_and_refreshes_in_place_when_stale(t
     assert "pip" not in (v / "calls.log").read_text()
 
 
+def test_a_stack_s_own_oracles_go_into_its_venv_only(tmp_path):
+    for name in ("a1111", "forge"):
+        v = fake_venv(tmp_path, name)
+        run = setup_sh(tmp_path, f"ensure_venv {name}")
+        assert run.returncode == 0, run.stderr
+        calls = (v / "calls.log").read_text()
+        assert ("oracles-forge.txt" in calls) == (name == "forge")
+    req = tmp_path / "req"
+    req.mkdir()
+    for f in (ROOT / "requirements").glob("*.txt"):
+        if f.name != "oracles-forge.txt":
+            shutil.copy(f, req / f.name)
+    stamps = setup_sh(tmp_path, f"venv_stamp forge; REQ={req}; venv_stamp forge").stdout.split()
+    assert stamps[0] != stamps[1]  # the stack's oracles are part of its venv's identity
+
+
 def test_a_failed_pip_install_leaves_the_stamp_stale(tmp_path):
     v = fake_venv(tmp_path, "a1111")
     python = v / "bin" / "python"

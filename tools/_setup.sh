@@ -18,9 +18,15 @@ export DEBIAN_FRONTEND=noninteractive
 log() { printf '== [%4ss] %s\n' "$SECONDS" "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# Test-only oracles of one stack, when it has some: requirements/oracles-<name>.txt.
+stack_oracles() {  # name
+  [ -f "$REQ/oracles-$1.txt" ] && echo "$REQ/oracles-$1.txt"
+  return 0
+}
+
 # A venv's identity: the Python that builds it and the requirement files it is built from.
 venv_stamp() {  # name
-  { "$PYTHON" --version 2>&1; cat "$REQ/ci-$1.txt" "$REQ/oracles.txt" "$REQ/constraints.txt"; } \
+  { "$PYTHON" --version 2>&1; cat "$REQ/ci-$1.txt" "$REQ/oracles.txt" $(stack_oracles "$1") "$REQ/constraints.txt"; } \
     | sha256sum | cut -c1-16
 }
 
@@ -63,6 +69,12 @@ ensure_venv() {  # name
     --report "$v/.mecha-pip-report-stack.json" || return 1
   "$v/bin/python" -m pip install -r "$REQ/oracles.txt" -c "$REQ/constraints.txt" \
     --report "$v/.mecha-pip-report-oracles.json" || return 1
+  local extra
+  extra=$(stack_oracles "$name")
+  if [ -n "$extra" ]; then
+    "$v/bin/python" -m pip install -r "$extra" -c "$REQ/constraints.txt" \
+      --report "$v/.mecha-pip-report-stack-oracles.json" || return 1
+  fi
   "$v/bin/python" -m pip check || return 1
   describe_torch "$v" > "$v/.mecha-torch"
   echo "$stamp" > "$v/.mecha-stamp"

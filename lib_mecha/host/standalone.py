@@ -103,6 +103,9 @@ class StandaloneHost:
     def list_loras(self) -> List[ModelRef]:
         return self._walk(self._lora, NETWORK_EXTS)
 
+    def refresh_loras(self) -> None:
+        """Nothing is cached: every listing walks the folders."""
+
     def list_vaes(self) -> List[ModelRef]:
         return self._walk(self._vae, MODEL_EXTS + (".pt",))
 
