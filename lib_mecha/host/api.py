@@ -102,6 +102,10 @@ def add_routes(app, host, jobs: MergeJobs, api_auth: str = "") -> None:
                           folder=body.get("folder"), overwrite=bool(body.get("overwrite", False)),
                           wait=bool(body.get("wait", True)))
 
+    @route("/extract", ["POST"])
+    def mecha_extract(body: Dict[str, Any] = Body(...)):
+        return jobs.start_extract(body)
+
     @route("/cancel", ["POST"])
     def mecha_cancel():
         return {"cancelled": jobs.cancel()}

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ..engine.hashes import user_cache_dir
 from ..errors import Busy, HostError
 from .base import LoadedModel, MergeIdentity, ModelRef, OptionSpec, PreviewParams
 from .paths import unique_dirs
@@ -43,7 +44,7 @@ class StandaloneHost:
         self._ckpt = unique_dirs(checkpoint_dirs) or [Path.cwd()]
         self._lora = unique_dirs(lora_dirs)
         self._vae = unique_dirs(vae_dirs)
-        self._data = Path(data_dir) if data_dir else Path.home() / ".cache" / "lib_mecha"
+        self._data = Path(data_dir) if data_dir else user_cache_dir()
         self._save = Path(save_dir) if save_dir else self._ckpt[0]
         self._options = dict(DEFAULTS, **(options or {}))
         self._lock = threading.Lock()
@@ -101,6 +102,9 @@ class StandaloneHost:
 
     def list_loras(self) -> List[ModelRef]:
         return self._walk(self._lora, NETWORK_EXTS)
+
+    def refresh_loras(self) -> None:
+        """Nothing is cached: every listing walks the folders."""
 
     def list_vaes(self) -> List[ModelRef]:
         return self._walk(self._vae, MODEL_EXTS + (".pt",))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -147,6 +148,19 @@ class WebUIHost(HotLoading):
 
     def list_loras(self) -> List[ModelRef]:
         return self._walk(self.lora_dirs(), NETWORK_EXTS)
+
+    def refresh_loras(self) -> None:
+        """Have the built-in Lora extension re-scan its folders, so that a LoRA written since start-up
+        works in prompts (``<lora:name:1>``) and shows in Extra networks without a restart. Its
+        ``networks`` module (A1111 ``extensions-builtin/Lora/networks.py``, Forge
+        ``extensions-builtin/sd_forge_lora/networks.py``) keeps the list in ``available_networks`` and
+        rebuilds it in ``list_available_networks()``, as its own refresh button and
+        ``/sdapi/v1/refresh-loras`` do. It is imported by that extension only; when the extension is
+        disabled there is no list to refresh. Call it under :meth:`run_exclusive`: a generation
+        reads the list while it loads its LoRAs."""
+        networks = sys.modules.get("networks")
+        if hasattr(networks, "available_networks") and callable(getattr(networks, "list_available_networks", None)):
+            networks.list_available_networks()
 
     def list_vaes(self) -> List[ModelRef]:
         sd_vae = m("sd_vae")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..engine.outputs import refuse_input_as_output
 from ..errors import HostError, MechaError
 from ..methods import build
 from ..recipe import RecipeNode, model
@@ -135,15 +136,18 @@ def save_recipe(node: RecipeNode, request: SaveRequest, catalog: Catalog, archit
 
 def start_save(host, catalog: Catalog, node: RecipeNode, request: SaveRequest, architecture: Optional[str],
                runner: JobRunner = RUNNER) -> Job:
-    """Write the merge to a file (a job). Raises OutputExists (before anything runs) when the
-    file exists and ``overwrite`` is false, Busy when a job runs."""
+    """Write the merge to a file (a job). Raises, before anything runs: OutputIsInput when the
+    file is one of the recipe's inputs, OutputExists when it exists and ``overwrite`` is false;
+    Busy when a job runs."""
     if request.dtype not in DTYPES:
         raise MechaError(f"unknown dtype {request.dtype!r}", f"choose one of {', '.join(DTYPES)}")
-    target = save_target(host, request.name, request.overwrite)
     recipe = save_recipe(host.pin_seeds(node), request, catalog, architecture)
     check_models(recipe, catalog)
     options = merge_options(host, catalog, for_hot_load=False, output_dtype=request.dtype,
                             overwrite=request.overwrite)
+    # before the question whether to replace a file: an input is never replaced
+    refuse_input_as_output(recipe, save_target(host, request.name, True), options.model_dirs)
+    target = save_target(host, request.name, request.overwrite)
 
     def run(job: Job):
         from .. import merge

@@ -147,6 +147,10 @@ class ActionsPanel:
                 update(visible=confirm is not None),
                 update(value=message_html(confirm, "warning") if confirm else "")]
 
+    def refused(self, e: BaseException) -> List[Any]:
+        """The job outputs for a job that could not start: why, as an error line."""
+        return self._job_updates(RUNNER.busy(), error_text(e), "error")
+
     def follow(self, job: Job, done_message) -> Iterator[List[Any]]:
         """Yield the progress bar until ``job`` ends, then its outcome."""
         first = True

@@ -12,6 +12,7 @@ from typing import Any, List
 from .catalog import Catalog
 from .compat import job_kw, quiet_kw
 from .panel_actions import ActionsPanel
+from .panel_extract import ExtractPanel
 from .panel_lora import LoraPanel
 from .panel_mbw import MbwPanel
 from .panel_recipe import MODE_BY_LABEL, RecipePanel
@@ -33,6 +34,7 @@ class TabContext:
         self.mbw = MbwPanel(self)
         self.text = TextPanel(self)
         self.actions = ActionsPanel(self)
+        self.extract = ExtractPanel(self)
 
     def layout_for(self, session: Session):
         """The block layout for the selected step's models (its first model's architecture)."""
@@ -60,6 +62,7 @@ def build_tab(host) -> TabContext:
         with gr.Column(scale=1, elem_id="mecha_right"):
             ctx.mbw.build()
             ctx.actions.build_save()
+            ctx.extract.build()
             ctx.actions.build_preview()
     _wire(ctx, state)
     return ctx
@@ -85,8 +88,9 @@ def _wire(ctx: TabContext, state) -> None:
         if host_refresh is not None:
             guarded(s, host_refresh)
         cat.refresh()
+    extract_lists = Region(ctx.extract.list_outputs(), lambda s: ctx.extract.render_lists())
     wire(r.refresh.click, state, refresh, [], full + [Region([ac.save_vae], lambda s: [
-        update(choices=ac.vae_choices())])])
+        update(choices=ac.vae_choices())]), extract_lists])
     wire(r.method.input, state, lambda s, v: s.set_method(v) if v else None, [r.method], full)
 
     # inputs
@@ -178,16 +182,20 @@ def _wire(ctx: TabContext, state) -> None:
     ac.keep_file.click(ac.on_keep, inputs=[state], outputs=jobs)
     ac.cancel.click(ac.on_cancel, inputs=[], outputs=jobs, **job_kw())
     ac.restore.click(ac.on_restore, inputs=[], outputs=jobs)
+    ex = ctx.extract
+    ex.by.change(ex.on_by, inputs=[ex.by], outputs=[ex.rank, ex.energy], **quiet_kw())
+    ex.run.click(ex.on_extract, inputs=[state, *ex.inputs()], outputs=jobs, **job_kw())
     ac.generate.click(ac.on_generate, inputs=[ac.prompt, ac.negative, ac.seed, ac.steps, ac.cfg, ac.width, ac.height,
                                                 ac.sampler], outputs=[ac.gallery, ac.message])
 
     # first render: the initial session, the lists and the status
-    init_outputs: List[Any] = [o for region in full for o in region.outputs] + [ac.status, ac.save_vae]
+    init_outputs: List[Any] = [o for region in full for o in region.outputs] + [ac.status, ac.save_vae,
+                                                                                 *extract_lists.outputs]
 
     def initial(s: Session):
         with s.lock:
             out = [u for region in full for u in region.render(s)]
-        return out + [update(value=ac.status_html()), update(choices=ac.vae_choices())]
+        return out + [update(value=ac.status_html()), update(choices=ac.vae_choices()), *extract_lists.render(s)]
     ctx.initial = (initial, [state], init_outputs)
     # also bound to the status line's refresh button, which mecha.js clicks when the tab is shown
     ac.status_refresh.click(initial, inputs=[state], outputs=init_outputs, **quiet_kw())

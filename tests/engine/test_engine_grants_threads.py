@@ -13,6 +13,10 @@ import lib_mecha.methods as methods
 from lib_mecha import workers
 from lib_mecha.engine import execute as execute_module
 from lib_mecha.methods import ties as ties_module
+from lib_mecha.io.positional import PORTABLE_IO
+
+mapped_reads_only = pytest.mark.skipif(PORTABLE_IO, reason="about reads of mapped file pages, which the "
+                                       "Windows paths (LIB_MECHA_PORTABLE_IO=1) never make")
 
 # 524288 elements: with three inputs the engine's estimate for one key exceeds the smallest budget
 # (16 MiB), so each such key runs alone and is granted the other thread
@@ -228,6 +232,7 @@ def test_methods_take_key_sized_memory_from_the_engine_while_it_lends():
     assert workers.empty(10, torch.float32, "cpu").shape == (10,) and len(taken) == 1
 
 
+@mapped_reads_only
 @pytest.mark.parametrize("recipe", ["ties", "dare", "dropout"])
 def test_keys_of_one_size_after_the_first_need_no_new_memory(tmp_path, monkeypatch, recipe):
     """Whole keys of one size follow each other: after the first, the engine's loads, the

@@ -230,3 +230,37 @@ def test_cancel_midway_leaves_no_file_and_a_second_save_is_refused(page, save_di
     total = int(page.locator("#mecha_progress .mecha-progress").get_attribute("data-total"))
     assert 0 < done < total
     assert sorted(p.name for p in save_dir.iterdir() if "cancelled" in p.name) == []
+
+
+def test_extract_a_lora_from_the_current_recipe_into_the_lora_folder(page, models):
+    from lib_mecha.lora import extract_lora
+    pick(page, "mecha_input_0", "a.safetensors")
+    pick(page, "mecha_input_1", "b.safetensors")
+    wait_recipe(page, lambda t: 'model "b.safetensors"' in t)
+    page.locator("#mecha_extract_panel .label-wrap").first.click()   # the panel starts closed
+    expect_value(page, "mecha_extract_tuned", "(the current recipe)")
+    pick(page, "mecha_extract_base", "a.safetensors")
+    set_number(page, "mecha_extract_rank", 3)
+
+    fill_text(page, "mecha_extract_name", "../escape")
+    click(page, "mecha_extract_run")
+    expect_text(page, "mecha_message", "leaves the save folder")
+    assert not (models.parent / "escape.safetensors").exists()
+
+    fill_text(page, "mecha_extract_name", "from-recipe")
+    click(page, "mecha_extract_run")
+    wait_progress(page, "done")
+    expect_text(page, "mecha_message", re.compile(r"saved LoRA .*from-recipe\.safetensors"))
+    expect_text(page, "mecha_message", "<lora:from-recipe:1>")
+    saved = load_file(str(models / "from-recipe.safetensors"))
+    recipe = lib_mecha.weighted_sum(model("a.safetensors"), model("b.safetensors"), alpha=0.5)
+    reference = extract_lora(recipe, model("a.safetensors"), models.parent / "reference.safetensors", rank=3,
+                             model_dirs=[str(models)], hash_inputs=False)
+    expected = load_file(str(reference.path))
+    assert saved.keys() == expected.keys() and len(saved) > 100
+    for key, tensor in expected.items():
+        assert torch.equal(saved[key], tensor), key
+
+    click(page, "mecha_lora_add")   # the new LoRA is in the tab's LoRA list at once
+    pick(page, "mecha_lora_0_file", "from-recipe.safetensors")
+    wait_recipe(page, lambda t: 'model "from-recipe.safetensors"' in t)

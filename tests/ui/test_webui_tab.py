@@ -142,3 +142,38 @@ def test_merge_and_load_is_refused_at_once_while_the_webui_generates(webui, host
         with pytest.raises(Busy, match="busy with a generation"):
             actions.start_merge(host, catalog, node, lib_mecha.serialize(node), runner=JobRunner())
     assert host.hot_loaded() is None
+
+
+def test_the_tab_merges_and_saves_checkpoints_linked_into_the_folder(webui, host, tmp_path):
+    from host_stub import write_checkpoint
+    from modules import sd_models
+    store = tmp_path / "store"
+    write_checkpoint(store / "shared.safetensors", 5)
+    (webui.ckpt_dir / "shared.safetensors").symlink_to(store / "shared.safetensors")
+    sd_models.list_models()
+    catalog = Catalog(host)
+    assert "shared.safetensors" in [e.name for e in catalog.checkpoints()]
+    webui.pixels()
+    node = lib_mecha.weighted_sum(model("model-a.safetensors"), model("shared.safetensors"), alpha=0.4)
+    job = actions.start_merge(host, catalog, node, lib_mecha.serialize(node), runner=JobRunner())
+    assert job.finished.wait(120) and job.error is None, job.message()
+    job = actions.start_save(host, catalog, node, actions.SaveRequest("from-link"), "sd1-ldm", runner=JobRunner())
+    assert job.finished.wait(120) and job.error is None, job.message()
+    assert (webui.ckpt_dir / "from-link.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["model-a", "shared"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_the_tab_never_saves_over_an_input(webui, host, tmp_path, name, overwrite):
+    """Refused before the job, and before the question whether to replace the file."""
+    from lib_mecha.errors import OutputIsInput
+    from modules import sd_models
+    (webui.ckpt_dir / "shared.safetensors").symlink_to(webui.b)  # another name of model-b
+    sd_models.list_models()
+    catalog = Catalog(host)
+    before = {p.name: p.read_bytes() for p in webui.ckpt_dir.iterdir()}
+    node = lib_mecha.weighted_sum(model("model-a.safetensors"), model("model-b.safetensors"), alpha=0.4)
+    with pytest.raises(OutputIsInput, match="is an input of this recipe"):
+        actions.start_save(host, catalog, node, actions.SaveRequest(name, overwrite=overwrite), "sd1-ldm",
+                           runner=JobRunner())
+    assert {p.name: p.read_bytes() for p in webui.ckpt_dir.iterdir()} == before

@@ -48,7 +48,8 @@ total_tqdm = _Tqdm()
 
 
 def walk_files(path, allowed_extensions=None):
-    for root, _, files in os.walk(path):
+    """modules/util.py walk_files (A1111 1.9+): links to folders are followed."""
+    for root, _, files in os.walk(path, followlinks=True):
         for f in sorted(files):
             if allowed_extensions is None or os.path.splitext(f)[1].lower() in allowed_extensions:
                 yield os.path.join(root, f)
