@@ -95,8 +95,8 @@ def test_forge1_adapter_loads_the_selection_first_and_unpatches_ldm_patched(a111
 
 
 def test_the_old_model_can_be_freed_while_the_selection_is_loaded_first(forge):
-    """Forge frees the old model inside forge_model_reload (gc.collect); a reference held by the
-    hot-load meanwhile kept a whole model alive (measured in the real Forge: +2.5 GB after it)."""
+    """Forge frees the old model inside forge_model_reload (gc.collect); a reference the hot-load
+    held meanwhile kept it alive past that collection."""
     import weakref
     host = make_host()
     forge.pixels()
