@@ -83,7 +83,8 @@ def add_routes(app, host, jobs: MergeJobs, api_auth: str = "") -> None:
         current = host.current_model()
         return {"host": host.name, "job": jobs.status(),
                 "model": None if current is None else {"label": current.label, "arch": current.arch,
-                                                       "is_merge": current.is_merge}}
+                                                       "is_merge": current.is_merge,
+                                                       "pending_selection": host.pending_selection()}}
 
     @route("/models", ["GET"])
     def mecha_models():
@@ -111,8 +112,8 @@ def add_routes(app, host, jobs: MergeJobs, api_auth: str = "") -> None:
 
     @route("/restore", ["POST"])
     def mecha_restore():
-        host.restore(wait=float(600))
-        return {"restored": True, "job": jobs.status()}
+        report = host.restore(wait=float(600))
+        return {"restored": True, **(report.as_dict() if report is not None else {}), "job": jobs.status()}
 
     @route("/preview", ["POST"])
     def mecha_preview(body: Dict[str, Any] = Body(...)):

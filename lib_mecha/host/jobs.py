@@ -1,8 +1,11 @@
 """Merge jobs run for the REST routes (and usable by the UI): one at a time, with status.
 
 A job reads a .mecha text, checks that every model it names lies inside the host's model folders,
-merges with the settings' options, then either hot-loads the result (under the host's lock) or
-saves it into the checkpoint folder and refreshes the host's lists.
+then either streams the merge into the running model (under the host's lock, recomputing only
+the keys that changed since the merge it holds) or saves it into the checkpoint folder and
+refreshes the host's lists. Null seeds of fresh-seed methods get the host's remembered concrete
+seeds first, so a hot-load and a save of one recipe hold the same weights. The result reports
+``keys_total``, ``keys_merged``, ``seconds`` and ``peak_extra_mb``.
 """
 from __future__ import annotations
 
@@ -16,11 +19,13 @@ from typing import Any, Dict, Optional
 from ..engine.outputs import refuse_input_as_output
 from ..errors import MechaError, ModelNotFound, PathEscape, RecipeError
 from ..jobs import RUNNER, Job, JobRunner
+from ..live import PeakMemory
 from .base import MergeIdentity
 from .paths import output_path, require_model_file
 from .settings import merge_option_values
 
 HOT_LOAD, FILE = "hot-load", "file"
+REPORTED = ("keys_total", "keys_merged", "seconds", "peak_extra_mb")
 
 
 def check_recipe_paths(node, host) -> None:
@@ -86,9 +91,11 @@ class MergeJobs:
             output = output_path(name or "", folder_path, self.host.checkpoint_dirs(), overwrite=overwrite)
         elif target != HOT_LOAD:
             raise MechaError(f"unknown merge target {target!r}", f"use {HOT_LOAD!r} or {FILE!r}")
+        node, recipe_text = pinned(self.host, node, recipe_text)
         display = Path(output).stem if output else (Path(name).stem if name else None)
         ident = MergeIdentity.from_recipe(recipe_text, display)
-        self.host.run_exclusive(lambda: None, job="the merge")  # Busy while a generation runs
+        if self.runner.busy() is None:  # (a running job is named by runner.start)
+            self.host.run_exclusive(lambda: None, job="the merge")  # Busy while a generation runs
         job = self.runner.start("merge", ident.display_name,
                                 lambda j: self._run(j, node, ident, target, output, overwrite))
         job.info.update(job=uuid.uuid4().hex[:12], target=target, recipe_id=ident.short_id, started=time.time())
@@ -140,20 +147,29 @@ class MergeJobs:
         values = merge_option_values(self.host, for_hot_load=(target == HOT_LOAD))
         values["overwrite"] = bool(overwrite)
         options = lib_mecha.MergeOptions(**values)
-        if output is not None:
-            Path(output).parent.mkdir(parents=True, exist_ok=True)  # validated inside the save folder
-        result = lib_mecha.merge(node, None if output is None else str(output), options=options,
-                                 progress=job.progress, cancel=job.cancel)
         self.host.recipes.remember(ident)
         if target == HOT_LOAD:
-            job.phase = "hot-loading"
-            self.host.hot_load(result.state_dict, ident, wait=600.0)
-            info: Dict[str, Any] = {"hot_loaded": _ident_dict(ident)}
+            job.phase = "merging into the loaded model"
+            report = self.host.hot_load(node, ident, options, progress=job.progress, cancel=job.cancel, wait=600.0)
+            info: Dict[str, Any] = {"hot_loaded": _ident_dict(ident), **report.as_dict()}
         else:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)  # validated inside the save folder
+            with PeakMemory() as peak:
+                result = lib_mecha.merge(node, str(output), options=options, progress=job.progress, cancel=job.cancel)
             self.host.run_exclusive(self.host.refresh_checkpoints, job="refresh", wait=600.0)
-            info = {"path": str(result.path or output)}
-        info["skipped"] = len(result.skipped)
+            info = {"path": str(result.path or output), "keys_total": len(result.keys), "keys_merged": len(result.keys),
+                    "seconds": round(result.seconds, 3), "peak_extra_mb": peak.extra_mb}
+            info["skipped"] = len(result.skipped)
         return info
+
+
+def pinned(host, node, recipe_text: str):
+    """The recipe with the host's concrete seeds for null fresh seeds, and its text."""
+    seeded = host.pin_seeds(node)
+    if seeded is node:
+        return node, recipe_text
+    import lib_mecha
+    return seeded, lib_mecha.serialize(seeded)
 
 
 def _extract_inputs(body: Dict[str, Any]):
@@ -203,6 +219,7 @@ def _job_status(job: Job) -> Dict[str, Any]:
     out.update(job.info)
     if state == "done" and isinstance(job.result, dict):
         out["result"] = job.result
+        out.update({k: job.result[k] for k in REPORTED if k in job.result})
     return out
 
 

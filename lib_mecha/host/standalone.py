@@ -145,7 +145,7 @@ class StandaloneHost:
     def current_model(self) -> Optional[LoadedModel]:
         return None
 
-    def hot_load(self, state_dict, ident: MergeIdentity, wait: float = 0.0) -> None:
+    def hot_load(self, recipe, ident: MergeIdentity, options, *, progress=None, cancel=None, wait: float = 0.0):
         raise HostError("hot-loading needs a WebUI", "save the merge to a file instead")
 
     def restore(self, wait: float = 0.0) -> None:
@@ -153,6 +153,16 @@ class StandaloneHost:
 
     def hot_loaded(self) -> Optional[MergeIdentity]:
         return None
+
+    def pending_selection(self) -> Optional[str]:
+        return None
+
+    def live_report(self):
+        return None
+
+    def pin_seeds(self, recipe):
+        """Saves keep their null seeds: nothing is hot-loaded here that a save must reproduce."""
+        return recipe
 
     def generate(self, params: PreviewParams, extra_infotext=None, wait: float = 0.0):
         raise HostError("previews need a WebUI", "run the extension inside A1111 or Forge")

@@ -165,14 +165,15 @@ class ActionsPanel:
             kind = "warning" if job.cancelled else "error"
         yield self._job_updates(job, message, kind)
 
-    def on_merge(self, session: Session) -> Iterator[List[Any]]:
+    def on_merge(self, session: Session, save_dtype: Optional[str] = None) -> Iterator[List[Any]]:
         with session.lock:
             compiled = compile_session(session)
         if compiled.node is None:
             yield self._job_updates(RUNNER.busy(), compiled.problem, "error")
             return
         try:
-            job = actions.start_merge(self.ctx.host, self.ctx.catalog, compiled.node, compiled.text)
+            job = actions.start_merge(self.ctx.host, self.ctx.catalog, compiled.node, compiled.text,
+                                      save_dtype=save_dtype or None)
         except Exception as e:
             yield self._job_updates(RUNNER.busy(), error_text(e), "error")
             return

@@ -174,7 +174,7 @@ def _wire(ctx: TabContext, state) -> None:
 
     # actions
     jobs = ac.job_outputs()
-    ac.merge.click(ac.on_merge, inputs=[state], outputs=jobs, **job_kw())
+    ac.merge.click(ac.on_merge, inputs=[state, ac.save_dtype], outputs=jobs, **job_kw())  # preview == Save
     save_inputs = [state, ac.save_name, ac.save_dtype, ac.save_ema, ac.save_vae]
     ac.save.click(ac.on_save, inputs=save_inputs, outputs=jobs, **job_kw())
     ac.save_name.submit(ac.on_save, inputs=save_inputs, outputs=jobs, **job_kw())

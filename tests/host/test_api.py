@@ -51,6 +51,12 @@ def test_merge_hot_load_generate_restore(webui):
     assert r.status_code == 200, r.text
     job = r.json()
     assert job["state"] == "done" and job["hot_loaded"]["recipe_id"] == job["recipe_id"]
+    assert job["keys_merged"] == job["keys_total"] == job["result"]["keys_total"] > 0
+    assert job["seconds"] > 0 and job["peak_extra_mb"] is not None
+    again = client.post("/mecha/v1/merge", json={"recipe": text, "target": "hot-load"}).json()
+    assert again["keys_merged"] == 0 and again["keys_total"] == job["keys_total"]   # nothing changed
+    status = client.get("/mecha/v1/status").json()["job"]
+    assert {k: status[k] for k in ("keys_total", "keys_merged")} == {"keys_total": job["keys_total"], "keys_merged": 0}
     merged = webui.pixels()
     assert merged != original
     assert client.get("/mecha/v1/status").json()["model"]["is_merge"] is True
@@ -62,7 +68,8 @@ def test_merge_hot_load_generate_restore(webui):
     img = Image.open(io.BytesIO(base64.b64decode(preview.json()["images"][0]))).convert("RGB")
     assert img.tobytes() == merged
     assert f"Mecha recipe: {job['recipe_id']}" in preview.json()["infotexts"][0]
-    assert client.post("/mecha/v1/restore").status_code == 200
+    restored = client.post("/mecha/v1/restore")
+    assert restored.status_code == 200 and restored.json()["keys_restored"] == job["keys_total"]
     assert webui.pixels() == original
 
 

@@ -48,7 +48,7 @@ def test_standalone_without_a_webui(tmp_path):
     assert [r.label for r in host.list_checkpoints()] == ["a.safetensors"]
     assert host.resolve_checkpoint("a").path == str(tmp_path / "ckpt" / "a.safetensors")
     with pytest.raises(HostError, match="needs a WebUI"):
-        host.hot_load({}, MergeIdentity.from_recipe("x"))
+        host.hot_load(None, MergeIdentity.from_recipe("x"), None)
     with pytest.raises(HostError):
         host.generate(PreviewParams())
     assert host.option("mecha_threads") == 2

@@ -49,7 +49,8 @@ def merge(host, catalog, runner):
 def test_merge_and_load_then_preview_then_restore(webui, host):
     catalog = Catalog(host)
     assert [e.name for e in catalog.checkpoints()] == ["model-a.safetensors", "model-b.safetensors"]
-    assert actions.status_text(host, catalog) == "Loaded: no model yet"  # the host loads lazily
+    status = actions.status_text(host, catalog)                      # the host loads lazily
+    assert status.startswith("Loaded: no model yet; the WebUI loads model-a.safetensors")
     original = webui.pixels()
     assert actions.status_text(host, catalog).startswith("Loaded: original checkpoint model-a.safetensors")
     with pytest.raises(HostError, match="no merge is loaded"):
@@ -59,14 +60,17 @@ def test_merge_and_load_then_preview_then_restore(webui, host):
     assert job.error is None, job.message()
     ident = host.hot_loaded()
     assert ident is not None and ident.recipe_text == text
-    assert actions.merge_done_message(job).startswith(f"loaded {ident.display_name} (")
-    assert actions.status_text(host, catalog) == (f"Loaded: merge {ident.display_name} (recipe {ident.short_id})"
-                                                   " — weighted_sum(model-a, model-b, 0.4)")
+    report = host.live_report()
+    assert actions.merge_done_message(job).startswith(
+        f"loaded {ident.display_name}: merged {report.keys_total} keys in ")
+    assert actions.status_text(host, catalog).startswith(
+        f"Loaded: merge {ident.display_name} (recipe {ident.short_id}) — weighted_sum(model-a, model-b, 0.4); "
+        f"merged {report.keys_total} keys in ")
     images = actions.preview(host, PreviewParams(prompt="a cat", seed=7, steps=1, width=8, height=8))
     assert len(images) == 1 and f"Mecha recipe: {ident.short_id}" in images[0][1]
     assert webui.pixels() != original
 
-    assert actions.restore(host) == "restored the original checkpoint"
+    assert actions.restore(host).startswith(f"restored the original checkpoint ({report.keys_total} keys written back")
     assert webui.pixels() == original
     assert actions.status_text(host, catalog).startswith("Loaded: original checkpoint model-a.safetensors")
     assert actions.restore(host).startswith("the original checkpoint is loaded")
@@ -107,6 +111,37 @@ def test_the_tab_merges_and_loads_from_its_buttons(webui, host):
     assert f"loaded {ident.display_name}" in message and f"Loaded: merge {ident.display_name}" in status
     restored = ctx.actions.on_restore()
     assert "restored the original checkpoint" in restored[1]["value"] and host.hot_loaded() is None
+
+
+def test_the_status_line_says_how_many_keys_a_re_merge_recomputed(webui, host):
+    catalog = Catalog(host)
+    runner = JobRunner()
+    webui.pixels()
+
+    def merge_and_load(in00):
+        alpha = lib_mecha.blocks("sd1-supermerger_blocks", {"IN00": in00}, default=0.3)
+        node = lib_mecha.weighted_sum(model("model-a.safetensors"), model("model-b.safetensors"), alpha=alpha)
+        job = actions.start_merge(host, catalog, node, lib_mecha.serialize(node), runner=runner)
+        assert job.finished.wait(120) and job.error is None, job.message()
+        return job
+    first = merge_and_load(0.3)
+    total = first.result["report"].keys_total
+    moved = merge_and_load(0.9)                                  # one block slider moved
+    assert f"re-merged 2 of {total} keys in " in actions.merge_done_message(moved)
+    assert f"re-merged 2 of {total} keys in " in actions.status_text(host, catalog)
+    same = merge_and_load(0.9)
+    assert f"nothing to re-merge: all {total} keys were unchanged" in actions.merge_done_message(same)
+
+
+def test_merge_and_load_is_refused_at_once_while_the_webui_generates(webui, host):
+    from modules import call_queue
+    catalog = Catalog(host)
+    webui.pixels()
+    node = lib_mecha.weighted_sum(model("model-a.safetensors"), model("model-b.safetensors"), alpha=0.4)
+    with call_queue.queue_lock:
+        with pytest.raises(Busy, match="busy with a generation"):
+            actions.start_merge(host, catalog, node, lib_mecha.serialize(node), runner=JobRunner())
+    assert host.hot_loaded() is None
 
 
 def test_the_tab_merges_and_saves_checkpoints_linked_into_the_folder(webui, host, tmp_path):

@@ -32,3 +32,12 @@ def list_available_networks():
 
 
 list_available_networks()
+
+
+def network_restore_weights_from_backup(self):
+    """A1111 ``networks.py``: a layer's weight (and bias) as they were before the LoRAs now baked
+    into them, from the backups ``network_apply_weights`` took (None: nothing to put back)."""
+    for name, backup in (("weight", getattr(self, "network_weights_backup", None)),
+                         ("bias", getattr(self, "network_bias_backup", None))):
+        if backup is not None:
+            getattr(self, name).copy_(backup)
