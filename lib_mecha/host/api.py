@@ -81,7 +81,7 @@ def add_routes(app, host, jobs: MergeJobs, api_auth: str = "") -> None:
     @route("/status", ["GET"])
     def mecha_status():
         current = host.current_model()
-        return {"host": host.name, "job": jobs.status(),
+        return {"host": host.name, "job": jobs.status(), "grid": host.grid_report(),
                 "model": None if current is None else {"label": current.label, "arch": current.arch,
                                                        "is_merge": current.is_merge,
                                                        "pending_selection": host.pending_selection()}}
@@ -121,6 +121,17 @@ def add_routes(app, host, jobs: MergeJobs, api_auth: str = "") -> None:
         params = PreviewParams(**{k: v for k, v in body.items() if k in allowed and k != "save"})
         images = host.generate(params, wait=float(body.get("wait", 0)))
         return {"images": [_png_b64(img) for img, _ in images], "infotexts": [t for _, t in images]}
+
+    @route("/compare", ["POST"])
+    def mecha_compare(body: Dict[str, Any] = Body(...)):
+        allowed = PreviewParams.__dataclass_fields__
+        params = PreviewParams(**{k: v for k, v in body.items() if k in allowed and k != "save"})
+        result = host.compare(params, wait=float(body.get("wait", 0)))
+        return {"seed": result.seed, "original": [_png_b64(img) for img, _ in result.original],
+                "merged": [_png_b64(img) for img, _ in result.merged],
+                "infotexts": {"original": [t for _, t in result.original], "merged": [t for _, t in result.merged]},
+                "restore": result.restore.as_dict() if result.restore is not None else None,
+                "reload": result.reload.as_dict() if result.reload is not None else None}
 
     @route("/recipes/{recipe_id}", ["GET"])
     def mecha_recipe(recipe_id: str):

@@ -145,6 +145,7 @@ class Host(Protocol):
                  cancel: Any = None, wait: float = 0.0) -> Any: ...     # -> lib_mecha.live.LiveReport
     def restore(self, wait: float = 0.0) -> Any: ...                     # -> LiveReport | None
     def hot_loaded(self) -> Optional[MergeIdentity]: ...
+    def loaded_merge(self) -> Any: ...                  # LoadedMerge (ident, recipe, options) | None
     def live_report(self) -> Any: ...                   # LiveReport of the loaded merge's hot-load
     def pending_selection(self) -> Optional[str]: ...   # a checkpoint selected but not loaded yet
     def pin_seeds(self, recipe: Any) -> Any: ...        # concrete seeds for fresh-seed methods
@@ -152,6 +153,8 @@ class Host(Protocol):
     # generation
     def generate(self, params: PreviewParams,
                  extra_infotext: Optional[Dict[str, str]] = None) -> List[Tuple[Any, str]]: ...
+    def compare(self, params: PreviewParams, wait: float = 0.0) -> Any: ...  # -> host.compare.Comparison
+    def grid_report(self) -> Optional[Dict[str, Any]]: ...  # the latest X/Y/Z plot over Mecha axes
 
     # settings and events
     def option(self, key: str, default: Any = None) -> Any: ...

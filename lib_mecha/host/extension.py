@@ -41,6 +41,7 @@ def setup(script_callbacks, host=None) -> None:
     script_callbacks.on_ui_settings(_on_ui_settings)
     script_callbacks.on_ui_tabs(_on_ui_tabs)
     script_callbacks.on_app_started(_on_app_started)
+    script_callbacks.on_before_ui(_on_before_ui)
     script_callbacks.on_model_loaded(_on_model_loaded)
     script_callbacks.on_script_unloaded(_on_unloaded)
 
@@ -78,6 +79,15 @@ def _on_ui_tabs():
     if host is None or create_tab is None:
         return []
     return [(create_tab(host), *TAB)]
+
+
+def _on_before_ui() -> None:
+    """Our axes join the host's X/Y/Z plot before its UI reads the axis list (host/xyz.py)."""
+    from .xyz import add_axes
+    try:
+        add_axes(current_host)
+    except Exception as exc:  # the X/Y/Z plot is the host's: never break its start-up
+        print(f"[Mecha] the X/Y/Z plot's Mecha axes were not added: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def _on_app_started(demo, app) -> None:

@@ -15,6 +15,10 @@ Under the host's lock (``run_exclusive``), a hot-load:
 Restore streams the original checkpoint's keys back. Where that cannot be done key by key (a
 .ckpt, a file changed on disk), the host reloads the checkpoint its own way.
 
+Code that runs inside the host's own generation (the X/Y/Z plot's cells, :mod:`.grid`) holds the
+host's lock already and runs on the host's model thread: it calls :meth:`HotLoading.hot_load_within`
+and :meth:`HotLoading.restore_within`, which take neither again (the lock is not reentrant).
+
 Subclasses provide ``_live_model``, ``_pending_label``, ``_load_selection``, ``_model_view``,
 ``_original_of`` and ``_reload_original``.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
 from ..errors import HostError
@@ -30,6 +35,15 @@ from ..live import LiveReport, LiveState, LiveTarget, NotRestored, Original, Pea
 from ..live.stream import restore_keys, stream_merge
 from . import checkpoint_info as ci
 from .base import MergeIdentity
+
+
+@dataclass(frozen=True)
+class LoadedMerge:
+    """The merge the running model holds: what a hot-load needs to load it again."""
+
+    ident: MergeIdentity
+    recipe: Any
+    options: Any
 
 
 class StopFlag:
@@ -52,6 +66,8 @@ class HotLoading:
         self._live = LiveState()
         self._shown: Optional[Any] = None          # the synthetic CheckpointInfo of the loaded merge
         self._replaced_callbacks: List[Callable[[], None]] = []
+        self._grid: Any = None                     # the X/Y/Z plot over Mecha axes in progress (.grid)
+        self._last_grid: Any = None                # the latest one, for the status route
 
     # --- what is loaded ---------------------------------------------------------------------
     def hot_loaded(self) -> Optional[MergeIdentity]:
@@ -60,6 +76,17 @@ class HotLoading:
         if model is None or self._live.ident is None or not self._live.describes(model):
             return None
         return self._live.ident
+
+    def loaded_merge(self) -> Optional[LoadedMerge]:
+        """The loaded merge's identity, recipe and merge options (None when none is loaded)."""
+        ident = self.hot_loaded()
+        if ident is None or self._live.recipe is None:
+            return None
+        return LoadedMerge(ident, self._live.recipe, self._live.options)
+
+    def grid_report(self) -> Optional[dict]:
+        """What the latest X/Y/Z plot over Mecha axes merged per cell and put back after."""
+        return self._last_grid.report() if self._last_grid is not None else None
 
     def live_report(self) -> Optional[LiveReport]:
         """What the hot-load that produced the loaded merge did (keys re-merged, time, memory)."""
@@ -86,8 +113,34 @@ class HotLoading:
         says so).
         """
         self.recipes.remember(ident)
-        return self.run_exclusive(self._hot_load_locked, recipe, ident, options, progress, cancel,
+        return self.run_exclusive(self._by_user, self._hot_load_locked, recipe, ident, options, progress, cancel,
                                   job="hot-load", wait=wait)
+
+    def hot_load_within(self, recipe, ident: MergeIdentity, options) -> LiveReport:
+        """:meth:`hot_load` for code running inside the host's generation, which holds the host's
+        lock and runs on its model thread already (X/Y/Z plot cells). The host's Interrupt stops it."""
+        self.recipes.remember(ident)
+        return self._hot_load_locked(recipe, ident, options, None, None)
+
+    def check_hot_load(self, recipe, options, what: str) -> None:
+        """Raise the error a hot-load of ``recipe`` would raise before writing anything (a missing
+        input, a method that does not fit, another architecture than the loaded model's); writes
+        nothing. Inside the host's generation only, like :meth:`hot_load_within`. Without a loaded
+        model (or with another checkpoint selected) only the recipe itself is checked."""
+        from ..engine.plan import make_plan
+        model = self._live_model()
+        with make_plan(recipe, options) as plan:
+            if model is None or self._pending_label(model) is not None:
+                return
+            if not self._live.describes(model):
+                self._live.attach(model, self._original_of(model))
+            LiveTarget(self._model_view(model)).routes({k.key: (k.shape, k.dtype) for k in plan.keys}, what)
+
+    def _by_user(self, locked: Callable[..., Any], *args) -> Any:
+        """A hot-load or restore the user asked for replaces whatever an unfinished X/Y/Z plot
+        would put back (its request never ended: nothing else will finish it)."""
+        self._grid = None
+        return locked(*args)
 
     def _hot_load_locked(self, recipe, ident, options, progress, cancel) -> LiveReport:
         # no reference to the old model may live across the host's load: it could not free it
@@ -138,7 +191,13 @@ class HotLoading:
         """Bring back the checkpoint loaded before the first hot-load (None when no merge is loaded)."""
         if self.hot_loaded() is None and not self._live.fingerprints:
             return None
-        return self.run_exclusive(self._restore_locked, job="restore", wait=wait)
+        return self.run_exclusive(self._by_user, self.restore_within, job="restore", wait=wait)
+
+    def restore_within(self) -> Optional[LiveReport]:
+        """:meth:`restore` for code running inside the host's generation (see :meth:`hot_load_within`)."""
+        if self.hot_loaded() is None and not self._live.fingerprints:
+            return None
+        return self._restore_locked()
 
     def _restore_locked(self) -> LiveReport:
         started = time.perf_counter()

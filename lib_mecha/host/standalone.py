@@ -167,6 +167,15 @@ class StandaloneHost:
     def generate(self, params: PreviewParams, extra_infotext=None, wait: float = 0.0):
         raise HostError("previews need a WebUI", "run the extension inside A1111 or Forge")
 
+    def compare(self, params: PreviewParams, wait: float = 0.0):
+        raise HostError("previews need a WebUI", "run the extension inside A1111 or Forge")
+
+    def loaded_merge(self):
+        return None
+
+    def grid_report(self):
+        return None
+
     def option(self, key: str, default: Any = None) -> Any:
         return self._options.get(key, default)
 

@@ -247,6 +247,12 @@ class WebUIHost(HotLoading):
         pending selection) and so drop the merge the preview is meant to show."""
         return self.run_exclusive(self._generate_locked, params, dict(extra_infotext or {}), job="preview", wait=wait)
 
+    def compare(self, params: PreviewParams, wait: float = 0.0):
+        """The same preview from the loaded merge and from the original checkpoint (a
+        :class:`~.compare.Comparison`); the merge is loaded again afterwards."""
+        from .compare import compare_locked
+        return self.run_exclusive(self._by_user, compare_locked, self, params, job="compare", wait=wait)
+
     def _generate_locked(self, params: PreviewParams, extra: Dict[str, str]):
         ident = self.hot_loaded()
         if ident is not None:

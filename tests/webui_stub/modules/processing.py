@@ -5,7 +5,9 @@
   ``forge_model_reload()`` (forge processing.py:801-812); both again per batch;
 * conds are cached in class attributes keyed with ``shared.sd_model.sd_checkpoint_info``
   (forge processing.py:431), so an in-place weight swap reuses stale conds unless cleared;
-* every script hook is guarded by ``if p.scripts is not None``;
+* every script hook is guarded by ``if p.scripts is not None``: always-visible scripts'
+  ``before_process`` runs first, before the model check, and ``process`` after it (forge
+  processing.py:815-907);
 * ``extra_generation_params`` become ``Key: value`` pairs of the infotext (quoted when needed);
 * ``state.interrupted`` stops before the next image.
 """
@@ -68,14 +70,23 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 
 
 class Processed:
-    def __init__(self, p, images, infotexts):
+    def __init__(self, p, images, infotexts=None):
         self.images = images
-        self.infotexts = infotexts
-        self.info = infotexts[0] if infotexts else ""
+        self.infotexts = list(infotexts or [])
+        self.info = self.infotexts[0] if self.infotexts else ""
         self.seed = p.seed
+        self.prompt = p.prompt
+        self.width, self.height = p.width, p.height
 
     def js(self):
-        return "{}"
+        """The ``info`` field of the API's answer (modules/processing.py ``Processed.js``)."""
+        import json
+        return json.dumps({"seed": self.seed, "infotexts": self.infotexts})
+
+
+def fix_seed(p):
+    if p.seed is None or int(p.seed) == -1:
+        p.seed = random.randrange(4294967294)
 
 
 def _ensure_model():
@@ -116,13 +127,14 @@ def create_infotext(p, seed):
 
 
 def process_images(p):
+    if p.scripts is not None:
+        p.scripts.before_process(p)
     model = _ensure_model()
     p.sd_model_name = model.sd_checkpoint_info.name_for_extra
     p.sd_model_hash = model.sd_model_hash
-    if p.seed is None or int(p.seed) == -1:
-        p.seed = random.randrange(4294967294)
+    fix_seed(p)
     if p.scripts is not None:
-        p.scripts.process(p, *(p.script_args or ()))
+        p.scripts.process(p)
     images, infotexts = [], []
     for i in range(p.batch_size * p.n_iter):
         if shared.state.interrupted:
