@@ -52,6 +52,11 @@ class GridSession:
         """The recipe the axes vary (None without a loaded merge)."""
         return None if self.before is None else self.before.recipe
 
+    def drop(self, why: str) -> None:
+        """Never put anything back: the model was loaded or restored by the user since."""
+        if self.finished is None:
+            self.finished = {"keys": 0, "seconds": 0.0, "error": None, "dropped": why}
+
     def report(self) -> Dict[str, Any]:
         """Plain data for ``GET /mecha/v1/status``: what each cell merged, and the restore."""
         return {"state": "running" if self.finished is None else "done", "cells": list(self.cells),
@@ -164,7 +169,7 @@ def finish(session: GridSession) -> None:
     if session.finished is not None:
         return
     started = time.perf_counter()
-    session.finished = {"keys": 0, "seconds": 0.0, "error": None}
+    session.finished = {"keys": 0, "seconds": 0.0, "error": None, "dropped": None}
     try:
         before = session.before
         if before is None:

@@ -139,7 +139,9 @@ class HotLoading:
     def _by_user(self, locked: Callable[..., Any], *args) -> Any:
         """A hot-load or restore the user asked for replaces whatever an unfinished X/Y/Z plot
         would put back (its request never ended: nothing else will finish it)."""
-        self._grid = None
+        grid, self._grid = self._grid, None
+        if grid is not None:
+            grid.drop("a merge was loaded or restored since")
         return locked(*args)
 
     def _hot_load_locked(self, recipe, ident, options, progress, cancel) -> LiveReport:

@@ -17,7 +17,7 @@ import importlib
 import logging
 from typing import Any, Callable, Optional
 
-from ..errors import HostError
+from ..errors import HostError, MechaError
 from . import grid
 from .xyz_axes import AXES, Axis
 
@@ -54,7 +54,7 @@ def add_axes(current_host: HostGetter) -> int:
         try:
             option = module.AxisOption(axis.label, axis.kind, _apply(axis), format_value=_format(axis),
                                        confirm=_confirm(axis, current_host), cost=axis.cost,
-                                       choices=_choices(axis, current_host), prepare=axis.prepare)
+                                       choices=_choices(axis, current_host), prepare=_prepare(axis))
         except TypeError as exc:   # another AxisOption than A1111's and Forge's
             log.warning("Mecha: the X/Y/Z plot's AxisOption differs (%s); its Mecha axes are left out", exc)
             return added
@@ -82,6 +82,20 @@ def _apply(axis: Axis):
         if edits is not None:
             grid.run_cell(p, edits)
     return apply
+
+
+def _prepare(axis: Axis):
+    if axis.prepare is None:
+        return None
+
+    def prepare(text):
+        try:
+            return axis.prepare(text)
+        except MechaError as exc:
+            exc.message = f"{axis.label}: {exc.message}"
+            exc.args = (exc.format_message(),)
+            raise
+    return prepare
 
 
 def _format(axis: Axis):

@@ -101,3 +101,45 @@ def hot_load(host, webui, seed=3, text=None, recipe=None, **kw):
     node = recipe if recipe is not None else ckpt_recipe(webui, seed)
     ident = MergeIdentity.from_recipe(text or f"merge {seed}", kw.pop("display", None))
     return host.hot_load(node, ident, kw.pop("opts", None) or options(host), **kw)
+
+
+SCRIPT = ROOT / "scripts" / "mecha.py"
+XYZ_ARGS = 18   # the X/Y/Z plot's arguments (A1111 1.10 and Forge 2 scripts/xyz_grid.py Script.ui)
+
+
+class Grid:
+    """The host's X/Y/Z plot with this extension loaded, as the WebUI starts: its own scripts, then
+    the extensions' scripts, ``on_before_ui``, then the UI (the txt2img ScriptRunner)."""
+
+    def __init__(self):
+        from modules import script_callbacks, scripts
+        from lib_mecha.host import extension
+        self.xyz = scripts.load_host_script("xyz_grid.py")
+        scripts.load_extension_script(SCRIPT, ROOT)
+        script_callbacks.fire("before_ui")
+        self.runner = scripts.create_txt2img_runner()
+        self.script = next(s for s in self.runner.selectable_scripts if s.title() == "X/Y/Z plot")
+        self.labels = [o.label for o in self.script.current_axis_options]
+        self.host = extension.current_host()
+
+    def script_args(self, x, y=("Nothing", ""), z=("Nothing", ""), csv_mode=False, lone=True):
+        """The X/Y/Z plot's arguments; an axis is ``(label, text)`` or ``(label, text, dropdown list)``."""
+        args = []
+        for label, text, *dropdown in (x, y, z):
+            args += [self.labels.index(label), text, dropdown[0] if dropdown else []]
+        return args + [True, lone, False, False, False, False, False, 0, csv_mode]
+
+    def run(self, x, y=("Nothing", ""), z=("Nothing", ""), csv_mode=False, seed=7, prompt="a cat"):
+        """Generate the grid as the Generate button does (modules/txt2img.py); its Processed."""
+        from modules import txt2img
+        args = self.runner.default_args()
+        args[self.script.args_from:self.script.args_to] = self.script_args(x, y, z, csv_mode)
+        args[0] = self.runner.selectable_scripts.index(self.script) + 1
+        return txt2img.txt2img(args, prompt=prompt, seed=seed, steps=1, width=8, height=8)
+
+    def cells(self, processed):
+        """The cells' images (as bytes) and infotexts, the grid image left out."""
+        return [img.tobytes() for img in processed.images[1:]], processed.infotexts[1:]
+
+    def cells_run(self):
+        return list(self.xyz.cells_run)
