@@ -1,4 +1,4 @@
-"""What the action buttons do: merge and hot-load, save, restore, preview; and the status line.
+"""What the action buttons do: merge and hot-load, save, restore, preview, compare; and the status line.
 
 Merges and saves run as jobs of the shared :data:`~lib_mecha.jobs.RUNNER` (one at a time);
 hot-load, restore and preview go through the host, which takes its own lock.
@@ -215,6 +215,33 @@ def preview(host, params) -> List[Tuple[Any, str]]:
     if host.hot_loaded() is None:
         raise HostError("no merge is loaded", "press 'Merge & load' first; the preview would show the original")
     return _call(host.generate, params)
+
+
+def compare(host, params, show_difference: bool = False) -> Tuple[List[Tuple[Any, str]], str]:
+    """The preview from the original checkpoint beside the one from the loaded merge (same seed
+    and settings), optionally with their pixel difference; the merge stays loaded. Returns the
+    gallery's (image, caption) pairs and a line saying what the swap cost."""
+    if not can_hot_load(host):
+        raise HostError("previews need a WebUI", "run the extension inside A1111 or Forge")
+    if host.hot_loaded() is None:
+        raise HostError("no merge is loaded", "press 'Merge & load' first: Compare shows the original beside it")
+    result = _call(host.compare, params)
+    shown: List[Tuple[Any, str]] = []
+    for (original, _), (merged, _) in zip(result.original, result.merged):
+        shown += [(original, "original checkpoint"), (merged, "merge")]
+        if show_difference:
+            shown.append(difference_image(original, merged))
+    return shown, f"seed {result.seed}; {result.timing()}"
+
+
+def difference_image(a, b) -> Tuple[Any, str]:
+    """|a − b| per pixel, stretched so the largest difference is white; and a caption."""
+    from PIL import ImageChops
+    diff = ImageChops.difference(a.convert("RGB"), b.convert("RGB"))
+    largest = max(high for _, high in diff.getextrema())
+    if largest == 0:
+        return diff, "difference: none (identical pixels)"
+    return diff.point(lambda v: v * 255 // largest), f"difference ×{255 / largest:.1f} (largest {largest} of 255)"
 
 
 def status_text(host, catalog: Catalog) -> str:

@@ -113,6 +113,10 @@ class ActionsPanel:
                 self.height = gr.Slider(256, 2048, value=512, step=64, label="Height", elem_id="mecha_height")
                 self.sampler = gr.Textbox(value="Euler a", label="Sampler", elem_id="mecha_sampler", min_width=90)
             self.generate = gr.Button("Generate preview", variant="primary", elem_id="mecha_generate")
+            with gr.Row(elem_id="mecha_compare_row"):
+                self.compare = gr.Button("Compare with the original", elem_id="mecha_compare", scale=2)
+                self.compare_diff = gr.Checkbox(value=False, label="Show the difference", elem_id="mecha_compare_diff",
+                                                scale=1)
             self.gallery = gr.Gallery(value=[], label="Preview", columns=2, height=360, elem_id="mecha_gallery")
 
     # --- status --------------------------------------------------------------------------------
@@ -227,11 +231,23 @@ class ActionsPanel:
             message, kind = error_text(e), "error"
         return self._job_updates(RUNNER.busy(), message, kind)
 
-    def on_generate(self, prompt, negative, seed, steps, cfg, width, height, sampler):
+    @staticmethod
+    def preview_params(prompt, negative, seed, steps, cfg, width, height, sampler):
         from ..host.base import PreviewParams
-        params = PreviewParams(prompt=prompt or "", negative_prompt=negative or "", seed=int(seed or -1),
-                               steps=int(steps), cfg_scale=float(cfg), width=int(width), height=int(height),
-                               sampler_name=sampler or "Euler a")
+        return PreviewParams(prompt=prompt or "", negative_prompt=negative or "", seed=int(seed or -1),
+                             steps=int(steps), cfg_scale=float(cfg), width=int(width), height=int(height),
+                             sampler_name=sampler or "Euler a")
+
+    def on_compare(self, prompt, negative, seed, steps, cfg, width, height, sampler, show_difference):
+        params = self.preview_params(prompt, negative, seed, steps, cfg, width, height, sampler)
+        try:
+            images, timing = actions.compare(self.ctx.host, params, bool(show_difference))
+        except Exception as e:
+            return [update(), update(value=message_html(error_text(e), "error"))]
+        return [update(value=images), update(value=message_html(f"original and merge compared: {timing}", "info"))]
+
+    def on_generate(self, prompt, negative, seed, steps, cfg, width, height, sampler):
+        params = self.preview_params(prompt, negative, seed, steps, cfg, width, height, sampler)
         started = time.monotonic()
         try:
             images = actions.preview(self.ctx.host, params)

@@ -185,8 +185,9 @@ def _wire(ctx: TabContext, state) -> None:
     ex = ctx.extract
     ex.by.change(ex.on_by, inputs=[ex.by], outputs=[ex.rank, ex.energy], **quiet_kw())
     ex.run.click(ex.on_extract, inputs=[state, *ex.inputs()], outputs=jobs, **job_kw())
-    ac.generate.click(ac.on_generate, inputs=[ac.prompt, ac.negative, ac.seed, ac.steps, ac.cfg, ac.width, ac.height,
-                                                ac.sampler], outputs=[ac.gallery, ac.message])
+    preview_inputs = [ac.prompt, ac.negative, ac.seed, ac.steps, ac.cfg, ac.width, ac.height, ac.sampler]
+    ac.generate.click(ac.on_generate, inputs=preview_inputs, outputs=[ac.gallery, ac.message])
+    ac.compare.click(ac.on_compare, inputs=preview_inputs + [ac.compare_diff], outputs=[ac.gallery, ac.message])
 
     # first render: the initial session, the lists and the status
     init_outputs: List[Any] = [o for region in full for o in region.outputs] + [ac.status, ac.save_vae,
