@@ -132,15 +132,17 @@ def parameter_node(root: RecipeNode, number: int, name: str) -> RecipeNode:
 
 # --- block weights ---------------------------------------------------------------------------------
 
-def block_weights_of(node: RecipeNode) -> Optional[Tuple[str, Optional[RecipeNode]]]:
-    """``(layout, default)`` when ``node`` is a value per block (``convert_<layout>(literal)``,
-    optionally ``| default`` for blocks left out), else None."""
+def block_weights_of(node: RecipeNode) -> Optional[Tuple[str, Optional[RecipeNode], Dict[str, Any]]]:
+    """``(layout, default, {block: value})`` when ``node`` is a value per block
+    (``convert_<layout>(literal)``, optionally ``| default`` for blocks left out), else None."""
     from .arch.block_weights import CONVERTERS
     default = None
     if isinstance(node, MergeNode) and node.method == "fallback" and len(node.args) == 2:
         node, default = node.args
     if isinstance(node, MergeNode) and node.method in CONVERTERS:
-        return CONVERTERS[node.method], default
+        values = node.args[0]
+        mapping = values.mapping if isinstance(values, LiteralNode) and values.is_dict else {}
+        return CONVERTERS[node.method], default, mapping
     return None
 
 
@@ -165,13 +167,28 @@ def with_block_weights(root: RecipeNode, number: int, name: str, values, layout:
     from .arch.block_weights import blocks
     current = parameter_node(root, number, name)
     found = block_weights_of(current)
+    return with_parameter(root, number, name, blocks(layout, values, default=_default_of(current, found)))
+
+
+def with_block_value(root: RecipeNode, number: int, name: str, block: str, value: float, layout: str) -> RecipeNode:
+    """The recipe with one block's value of parameter ``name`` of step ``number`` set (the other
+    blocks keep theirs; a plain value becomes the value of every other block)."""
+    from .arch.block_weights import blocks
+    current = parameter_node(root, number, name)
+    found = block_weights_of(current)
     if found is not None:
-        default = found[1]
-    elif isinstance(current, LiteralNode) and not current.is_dict:
-        default = current
-    else:
-        default = None
-    return with_parameter(root, number, name, blocks(layout, values, default=default))
+        layout = found[0]
+    mapping = {**(found[2] if found is not None else {}), block: value}
+    return with_parameter(root, number, name, blocks(layout, mapping, default=_default_of(current, found)))
+
+
+def _default_of(current: RecipeNode, found) -> Optional[RecipeNode]:
+    """The value of blocks left out: the fallback of block weights, or the plain value they replace."""
+    if found is not None:
+        return found[1]
+    if isinstance(current, LiteralNode) and not current.is_dict:
+        return current
+    return None
 
 
 # --- another method --------------------------------------------------------------------------------

@@ -91,3 +91,13 @@ def test_another_method_from_the_same_inputs():
     with pytest.raises(RecipeError, match="'add_cosine_a' does not fit step 2"):
         edit.with_method(root, 2, "add_cosine_a")              # subtract's delta into a weight method
     assert edit.steps_of(edit.with_method(root, 1, "crossover"))[0].argument("alpha").value == 0.3
+
+
+def test_one_blocks_value_keeps_the_other_blocks():
+    root = recipes()["block weights"]                          # IN04 0.9, the rest 0.4
+    assert edit.with_block_value(root, 1, "alpha", "IN00", 0.1, SD1) == lib_mecha.weighted_sum(
+        A, B, alpha=lib_mecha.blocks(SD1, {"IN00": 0.1, "IN04": 0.9}, default=0.4))
+    assert edit.with_block_value(recipes()["one step"], 1, "alpha", "IN00", 0.1, SD1) == lib_mecha.weighted_sum(
+        A, B, alpha=lib_mecha.blocks(SD1, {"IN00": 0.1}, default=0.5))
+    with pytest.raises(ParameterError, match="IN99"):
+        edit.with_block_value(root, 1, "alpha", "IN99", 0.1, SD1)

@@ -6,7 +6,9 @@ up when a grid starts, in the recipe of the merge loaded then:
 * ``Mecha: alpha (step N)``, N = 1 to 4: ``alpha`` of step N; numbers in the host's syntax
   (``0.2, 0.4``, ``0-1 (+0.25)``, ``0-1 [5]``);
 * ``Mecha: parameter``: any numeric parameter of any step as ``step.parameter=value``
-  (``2.k=0.2, 2.k=0.4``); the value may be a range too (``2.k=0-1 [5]``);
+  (``2.k=0.2, 2.k=0.4``), or one block's value of it as ``step.parameter.BLOCK=value``
+  (``1.alpha.IN04=0.3``; the other blocks keep theirs); the value may be a range too
+  (``2.k=0-1 [5]``);
 * ``Mecha: block weights``: a value per block for the parameter that has block weights: a preset
   name of its layout, or the blocks' values in order (separated by spaces, or by commas inside
   quotes; ``|`` may separate the axis's values instead of commas). ``step.parameter=`` in front
@@ -30,14 +32,14 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from ..errors import ParameterError, RecipeError
 from ..recipe_edit import (block_weight_parameters, block_weights_of, parameter_node, step_of, value_parameter,
-                           with_block_weights, with_method, with_parameter)
+                           with_block_value, with_block_weights, with_method, with_parameter)
 
 PREFIX = "Mecha: "
 STEPS = 4                                    # steps 1..4 get an alpha and a method axis each
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 NUMBER = re.compile(rf"\s*{_NUMBER}\s*")
 RANGE = re.compile(rf"\s*({_NUMBER})\s*-\s*({_NUMBER})\s*(?:\(\s*({_NUMBER})\s*\)|\[\s*(\d+)\s*\])?\s*")
-ASSIGNMENT = re.compile(r"\s*(\d+)\s*\.\s*([A-Za-z_]\w*)\s*=\s*(.*?)\s*", re.S)
+ASSIGNMENT = re.compile(r"\s*(\d+)\s*\.\s*([A-Za-z_]\w*)\s*(?:\.\s*(\w+)\s*)?=\s*(.*?)\s*", re.S)
 
 
 @dataclass(frozen=True)
@@ -91,13 +93,14 @@ def expand(text: str) -> List[float]:
     return [start + i * step for i in range(int(math.floor((end - start) / step + 1e-9)) + 1)]
 
 
-def assignment(text: str) -> Tuple[int, str, str]:
-    """``2.k=0.4`` → ``(2, "k", "0.4")``."""
+def assignment(text: str) -> Tuple[int, str, Optional[str], str]:
+    """``2.k=0.4`` → ``(2, "k", None, "0.4")``; ``1.alpha.IN04=0.3`` → ``(1, "alpha", "IN04", "0.3")``."""
     m = ASSIGNMENT.fullmatch(text)
     if m is None:
         raise RecipeError(f"{text.strip()!r} does not name a step's parameter",
-                          "write step.parameter=value, e.g. 2.k=0.4 (steps are numbered as in the Mecha tab)")
-    return int(m[1]), m[2], m[3]
+                          "write step.parameter=value (e.g. 2.k=0.4) or step.parameter.BLOCK=value "
+                          "(e.g. 1.alpha.IN04=0.3); steps are numbered as in the Mecha tab")
+    return int(m[1]), m[2], m[3], m[4]
 
 
 def _one_number(text: str) -> float:
@@ -119,19 +122,22 @@ def prepare_parameters(text: str) -> List[str]:
     """Each ``step.parameter=value`` with its range expanded: ``2.k=0-1 [3]`` → three values."""
     out = []
     for item in split_values(text):
-        step, name, value = assignment(item)
-        out.extend(f"{step}.{name}={number_text(v)}" for v in expand(value))
+        step, name, block, value = assignment(item)
+        target = f"{step}.{name}" + (f".{block}" if block else "")
+        out.extend(f"{target}={number_text(v)}" for v in expand(value))
     return out
 
 
 def _parameter(session, recipe, value):
-    step, name, text = assignment(str(value))
+    step, name, block, text = assignment(str(value))
     node = step_of(recipe, step)
     from ..methods import resolve
     p = value_parameter(resolve(node.method), name)
     if p.kind not in ("float", "int"):
         raise ParameterError(node.method, name, f"is a {p.kind} parameter; {PREFIX}parameter takes numbers")
     number = _one_number(text)
+    if block is not None:
+        return with_block_value(recipe, step, name, block, rounded(number), _layout_of(session, recipe, step, name))
     return with_parameter(recipe, step, name, int(number) if p.kind == "int" and number.is_integer()
                           else rounded(number))
 
@@ -148,10 +154,9 @@ def prepare_blocks(text: str) -> List[str]:
 def _blocks(session, recipe, value):
     text = str(value).strip()
     m = ASSIGNMENT.fullmatch(text)
-    if m is not None:
-        step, name, text = int(m[1]), m[2], m[3]
-        found = block_weights_of(parameter_node(recipe, step, name))
-        layout = found[0] if found is not None else _layout_of(session, recipe)
+    if m is not None and m[3] is None:
+        step, name, text = int(m[1]), m[2], m[4]
+        layout = _layout_of(session, recipe, step, name)
     else:
         targets = block_weight_parameters(recipe)
         if len(targets) != 1:
@@ -164,9 +169,12 @@ def _blocks(session, recipe, value):
     return with_block_weights(recipe, step, name, text, layout)
 
 
-def _layout_of(session, recipe) -> str:
-    """The first block layout of the loaded model's architecture."""
+def _layout_of(session, recipe, step: int, name: str) -> str:
+    """The parameter's block layout, or the first one of the loaded model's architecture."""
     from ..arch.layouts import layouts_for
+    found = block_weights_of(parameter_node(recipe, step, name))
+    if found is not None:
+        return found[0]
     current = session.host.current_model()
     layouts = layouts_for(current.arch) if current is not None and current.arch else ()
     if not layouts:

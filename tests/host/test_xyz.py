@@ -167,6 +167,10 @@ def test_block_weights_presets_lists_and_one_changed_block(webui):
     cells = grid.host.grid_report()["cells"]
     in00 = sum(1 for k in _keys() if ".input_blocks.0." in k)
     assert [c["keys_merged"] for c in cells] == [in00] * 3 and cells[0]["keys_total"] > in00
+    # the same through Mecha: parameter, naming the block
+    out = grid.run(("Mecha: parameter", "1.alpha.IN00=0.1-0.3 [3]"))
+    assert [c["keys_merged"] for c in grid.host.grid_report()["cells"]] == [in00] * 3
+    assert recipe_of(grid.host, grid.cells(out)[1][2]) == ws(0.5, **{**flat, "IN00": 0.3})
 
 
 def _keys():

@@ -33,8 +33,8 @@ def test_bad_numbers(text, problem):
 
 
 def test_parameter_values_expand_their_ranges_and_read_tidy():
-    assert axes.prepare_parameters("2.k=0.2, 2.k = 0.4,1.alpha=0-0.3 (+0.1)") == [
-        "2.k=0.2", "2.k=0.4", "1.alpha=0", "1.alpha=0.1", "1.alpha=0.2", "1.alpha=0.3"]
+    assert axes.prepare_parameters("2.k=0.2, 2.k = 0.4,1.alpha=0-0.3 (+0.1), 1.alpha.IN04=0.5") == [
+        "2.k=0.2", "2.k=0.4", "1.alpha=0", "1.alpha=0.1", "1.alpha=0.2", "1.alpha=0.3", "1.alpha.IN04=0.5"]
     with pytest.raises(RecipeError, match="write step.parameter=value"):
         axes.prepare_parameters("k=0.2")
 
