@@ -33,6 +33,7 @@ from .recipes import INFOTEXT_KEY
 
 log = logging.getLogger("lib_mecha.host")
 SESSION, EDITS = "mecha_grid", "mecha_grid_edits"   # attributes on the host's processing objects
+MODEL_AXES = ("Checkpoint name", "Refiner checkpoint")  # the X/Y/Z plot's axes that load another model
 
 
 @dataclass
@@ -150,6 +151,7 @@ def run_cell(p, edits) -> None:
     """Hot-load the cell's recipe into the running model and name it in the cell's infotext."""
     import lib_mecha
     session: GridSession = p.__dict__[SESSION]
+    _refuse_model_axes()
     recipe = cell_recipe(session, edits)
     ident = MergeIdentity.from_recipe(lib_mecha.serialize(recipe))
     report = session.host.hot_load_within(recipe, ident, session.options)
@@ -159,6 +161,23 @@ def run_cell(p, edits) -> None:
     session.cells.append(cell)
     print(f"[Mecha] X/Y/Z cell {len(session.cells)}: recipe {ident.short_id}, merged {report.keys_merged} "
           f"of {report.keys_total} keys in {report.seconds:.1f} s")
+
+
+def _refuse_model_axes() -> None:
+    """The X/Y/Z plot names its three axes in ``shared.state.xyz_plot_x/y/z`` (``AxisInfo(axis,
+    values)``) before the first cell; an axis that loads another checkpoint per cell would drop
+    each cell's merge before it is generated."""
+    import importlib
+    try:
+        state = importlib.import_module("modules.shared").state
+    except ImportError:
+        return
+    for name in ("xyz_plot_x", "xyz_plot_y", "xyz_plot_z"):
+        label = getattr(getattr(getattr(state, name, None), "axis", None), "label", None)
+        if label in MODEL_AXES:
+            raise HostError(f"the Mecha axes cannot be combined with the X/Y/Z plot's {label!r} axis: it loads "
+                            "another model for each cell, which drops the cell's merge",
+                            "vary the checkpoints in a Mecha: recipe axis instead")
 
 
 def finish(session: GridSession) -> None:

@@ -127,3 +127,16 @@ def test_a_merge_the_next_generation_would_drop_is_refused(webui):
     with pytest.raises(MechaError, match="has model-b.safetensors selected and would load it for this grid"):
         grid.run(("Mecha: alpha (step 1)", "0.3"))
     assert grid.cells_run() == []
+
+
+def test_an_axis_that_loads_another_checkpoint_is_refused_before_the_first_cell(webui):
+    grid = Grid()
+    host = grid.host
+    webui.pixels()
+    base = lib_mecha.weighted_sum(A, B, alpha=0.5)
+    ident = MergeIdentity.from_recipe(lib_mecha.serialize(base))
+    host.hot_load(base, ident, options(host))
+    before = webui.pixels()
+    with pytest.raises(MechaError, match="cannot be combined with the X/Y/Z plot's 'Checkpoint name' axis"):
+        grid.run(("Mecha: alpha (step 1)", "0.3, 0.6"), ("Checkpoint name", "model-a.safetensors"))
+    assert grid.cells_run() == [] and host.hot_loaded() == ident and webui.pixels() == before

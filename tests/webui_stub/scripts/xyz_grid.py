@@ -12,6 +12,10 @@ the behaviour below is the same in both). Written for the stand-in, not copied:
   every value is converted with ``type``, then ``confirm(p, values)`` runs, all before any cell;
 * the axis with the strictly highest ``cost`` runs outermost, then the costlier of the other two;
   with no strict winner Z is outermost and X innermost;
+* before the cells, the three axes and their values are put in ``shared.state.xyz_plot_x/y/z``
+  as ``AxisInfo(axis, values)``;
+* "Checkpoint name" sets ``p.override_settings["sd_model_checkpoint"]``, which the cell's
+  ``process_images`` loads (A1111 ``apply_checkpoint``; Forge also refreshes its loading parameters);
 * a cell copies ``p`` (``copy.copy``: a shallow copy), calls ``apply(copy, value, values)`` for
   X, Y then Z, and generates the copy with ``process_images``; an error there is reported and the
   cell left empty, an error in ``apply`` ends the grid;
@@ -21,6 +25,7 @@ the behaviour below is the same in both). Written for the stand-in, not copied:
 """
 import csv
 import io
+from collections import namedtuple
 from copy import copy
 
 from PIL import Image
@@ -29,6 +34,7 @@ from modules import processing, scripts, sd_models, shared
 from modules.scripts import Control
 
 cells_run = []        # (ix, iy, iz) in the order the cells ran, for the tests
+AxisInfo = namedtuple("AxisInfo", ["axis", "values"])
 
 
 def apply_field(field):
@@ -39,6 +45,13 @@ def apply_field(field):
 
 def do_nothing(p, x, xs):
     pass
+
+
+def apply_checkpoint(p, x, xs):
+    info = sd_models.get_closet_checkpoint_match(x)
+    if info is None:
+        raise RuntimeError(f"Unknown checkpoint: {x}")
+    p.override_settings["sd_model_checkpoint"] = info.name
 
 
 def format_value_add_label(p, opt, x):
@@ -71,6 +84,7 @@ axis_options = [
     AxisOption("Seed", int, apply_field("seed")),
     AxisOption("Steps", int, apply_field("steps")),
     AxisOption("CFG Scale", float, apply_field("cfg_scale")),
+    AxisOption("Checkpoint name", str, apply_checkpoint, cost=1.0),
 ]
 
 
@@ -167,6 +181,8 @@ class Script(scripts.Script):
                   for o, text, drop in zip(opts, (x_values, y_values, z_values),
                                            (x_values_dropdown, y_values_dropdown, z_values_dropdown))]
         axes = dict(zip("xyz", zip(opts, values)))
+        shared.state.xyz_plot_x, shared.state.xyz_plot_y, shared.state.xyz_plot_z = (
+            AxisInfo(o, v) for o, v in zip(opts, values))
         outer, middle, inner = loop_order(*opts)
         cells = {}
 
