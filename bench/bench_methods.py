@@ -100,7 +100,7 @@ def largest_item_estimate_mb(recipe, models_dir) -> float:
     """The engine's own working-set estimate for the largest key that cannot be merged in slices."""
     import torch
 
-    from lib_mecha.engine.execute import bytes_per_element
+    from lib_mecha.engine.items import bytes_per_element
     with mecha.plan(recipe, model_dirs=[str(models_dir)]) as plan:
         sizes = [bytes_per_element(kp, torch.float32) * kp.numel for kp in plan.keys if not kp.chunkable]
     return max(sizes, default=0) / 2**20
