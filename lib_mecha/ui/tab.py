@@ -65,16 +65,34 @@ def build_tab(host) -> TabContext:
     return ctx
 
 
-def _wire(ctx: TabContext, state) -> None:
-    r, lo, mb, tx, ac = ctx.recipe, ctx.lora, ctx.mbw, ctx.text, ctx.actions
-    message = Region([ac.message], lambda s: [update(value=message_html(s.message, "error") if s.message else "")])
-    full = [Region(r.outputs(), r.render), Region(lo.outputs(), lo.render), Region(mb.outputs(), mb.render),
-            Region(tx.outputs(), tx.render), message]
-    light = [Region(r.step_outputs(), r.render_steps), Region(mb.text_outputs(), mb.render_text),
-             Region(tx.outputs(), tx.render), message]
-    cat = ctx.catalog
+class _Regions:
+    """The groups of components an event re-renders: ``full`` everything, ``light`` what a value
+    change touches (not the input widgets themselves), ``message`` the message line."""
 
-    # steps
+    def __init__(self, ctx: TabContext):
+        r, lo, mb, tx, ac = ctx.recipe, ctx.lora, ctx.mbw, ctx.text, ctx.actions
+        self.message = Region([ac.message],
+                              lambda s: [update(value=message_html(s.message, "error") if s.message else "")])
+        self.full = [Region(r.outputs(), r.render), Region(lo.outputs(), lo.render), Region(mb.outputs(), mb.render),
+                     Region(tx.outputs(), tx.render), self.message]
+        self.light = [Region(r.step_outputs(), r.render_steps), Region(mb.text_outputs(), mb.render_text),
+                      Region(tx.outputs(), tx.render), self.message]
+
+
+def _wire(ctx: TabContext, state) -> None:
+    regions = _Regions(ctx)
+    _wire_steps(ctx, state, regions)
+    _wire_inputs(ctx, state, regions)
+    _wire_values(ctx, state, regions)
+    _wire_loras(ctx, state, regions)
+    _wire_blocks(ctx, state, regions)
+    _wire_text(ctx, state, regions)
+    _wire_actions(ctx, state)
+    _wire_first_render(ctx, state, regions)
+
+
+def _wire_steps(ctx: TabContext, state, regions: _Regions) -> None:
+    r, ac, cat, full = ctx.recipe, ctx.actions, ctx.catalog, regions.full
     wire(r.steps.input, state, lambda s, v: s.select(optional_index(v) if optional_index(v) is not None
                                                     else s.selected), [r.steps], full)
     wire(r.add_step.click, state, lambda s: s.add_step(), [], full)
@@ -89,37 +107,43 @@ def _wire(ctx: TabContext, state) -> None:
         update(choices=ac.vae_choices())])])
     wire(r.method.input, state, lambda s, v: s.set_method(v) if v else None, [r.method], full)
 
-    # inputs
+
+def _wire_inputs(ctx: TabContext, state, regions: _Regions) -> None:
+    r, cat = ctx.recipe, ctx.catalog
     for k, widget in enumerate(r.inputs):
         def set_input(s, label, k=k):
             name = r.input_name(s, k)
             if name:
                 s.set_input(name, label, cat)
-        wire(widget.input, state, set_input, [widget], light)
-    wire(r.extra.input, state, lambda s, labels: s.set_extra(labels, cat), [r.extra], light)
+        wire(widget.input, state, set_input, [widget], regions.light)
+    wire(r.extra.input, state, lambda s, labels: s.set_extra(labels, cat), [r.extra], regions.light)
 
-    # parameter values
+
+def _wire_values(ctx: TabContext, state, regions: _Regions) -> None:
+    r = ctx.recipe
     for j, slot in enumerate(r.slots):
         for kind in ("slider", "number", "check", "choice", "text"):
             def set_value(s, v, j=j):
                 name = r.param_name(s, j)
                 if name:
                     s.set_value(name, v)
-            wire(slot[kind].input, state, set_value, [slot[kind]], light)
+            wire(slot[kind].input, state, set_value, [slot[kind]], regions.light)
 
         def set_mode(s, label, j=j):
             name = r.param_name(s, j)
             if name:
                 s.set_mode(name, MODE_BY_LABEL.get(label, "value"), ctx.layout_for(s), ctx.arch_for(s))
-        wire(slot["mode"].input, state, set_mode, [slot["mode"]], full)
+        wire(slot["mode"].input, state, set_mode, [slot["mode"]], regions.full)
 
         def set_patterns(s, text, j=j):
             name = r.param_name(s, j)
             if name:
                 s.set_patterns(name, text)
-        wire(slot["patterns"].input, state, set_patterns, [slot["patterns"]], light)
+        wire(slot["patterns"].input, state, set_patterns, [slot["patterns"]], regions.light)
 
-    # LoRAs
+
+def _wire_loras(ctx: TabContext, state, regions: _Regions) -> None:
+    lo, cat, full, light = ctx.lora, ctx.catalog, regions.full, regions.light
     wire(lo.add.click, state, lambda s: s.add_lora(None, cat), [], full)
     for j, row in enumerate(lo.rows):
         wire(row["file"].input, state, lambda s, v, j=j: s.set_lora(j, v, cat), [row["file"]], full)
@@ -128,7 +152,9 @@ def _wire(ctx: TabContext, state) -> None:
              [row["blocks"]], full)
         wire(row["remove"].click, state, lambda s, j=j: s.remove_lora(j), [], full)
 
-    # block weights
+
+def _wire_blocks(ctx: TabContext, state, regions: _Regions) -> None:
+    r, mb, tx, message = ctx.recipe, ctx.mbw, ctx.text, regions.message
     mbw_full = [Region(mb.outputs(), mb.render), Region(r.outputs(), r.render), Region(tx.outputs(), tx.render),
                 message]
 
@@ -149,12 +175,15 @@ def _wire(ctx: TabContext, state) -> None:
         wire(slider.input, state, set_block, [slider], [Region(mb.text_outputs(), mb.render_text),
                                                        Region(tx.outputs(), tx.render), message])
 
-    # .mecha text
+
+def _wire_text(ctx: TabContext, state, regions: _Regions) -> None:
+    tx, ac, full = ctx.text, ctx.actions, regions.full
+
     def load(s: Session, text: str) -> None:
         tx.load_from(s, text)
     # after a failed paste the user's text stays in the box, to be fixed
     text_load = full[:-2] + [Region(tx.outputs(), lambda s: tx.render_message_only(s) if _failed(s)
-                                    else tx.render(s)), message]
+                                    else tx.render(s)), regions.message]
     wire(tx.load.click, state, load, [tx.text], text_load)
     wire(tx.upload.upload, state, lambda s, f: load(s, read_upload(f)), [tx.upload], full)
 
@@ -168,7 +197,9 @@ def _wire(ctx: TabContext, state) -> None:
         return [update(value=download_path(compiled.text), visible=True), update(value="")]
     tx.download.click(download, inputs=[state], outputs=[tx.file, ac.message])
 
-    # actions
+
+def _wire_actions(ctx: TabContext, state) -> None:
+    ac = ctx.actions
     jobs = ac.job_outputs()
     ac.merge.click(ac.on_merge, inputs=[state], outputs=jobs, **job_kw())
     save_inputs = [state, ac.save_name, ac.save_dtype, ac.save_ema, ac.save_vae]
@@ -181,7 +212,10 @@ def _wire(ctx: TabContext, state) -> None:
     ac.generate.click(ac.on_generate, inputs=[ac.prompt, ac.negative, ac.seed, ac.steps, ac.cfg, ac.width, ac.height,
                                                 ac.sampler], outputs=[ac.gallery, ac.message])
 
-    # first render: the initial session, the lists and the status
+
+def _wire_first_render(ctx: TabContext, state, regions: _Regions) -> None:
+    """The first render: the initial session, the lists and the status."""
+    ac, full = ctx.actions, regions.full
     init_outputs: List[Any] = [o for region in full for o in region.outputs] + [ac.status, ac.save_vae]
 
     def initial(s: Session):
