@@ -10,8 +10,7 @@ its zeros are +0.0 and its NaNs one NaN (torch's unstable sort leaves the sign o
 payload of a NaN to chance: equal values either way).
 
 Sorting key-sized tensors is what made this slow: torch's sort streams key-sized index arrays
-through memory (100-170 ns per element for floats, 25-40 for 16/32-bit integers on the bench
-machine). So:
+through memory, and float keys cost several times as much as 16/32-bit integer ones. So:
 
 * Values that are all fp16 numbers have 16-bit order keys: checkpoints are stored in fp16 (or
   bf16, whose bits order the same way), and the engine hands such inputs over as they are
