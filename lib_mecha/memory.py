@@ -82,9 +82,12 @@ def strict_from_environment() -> bool:
 class BufferPool:
     """CPU byte buffers lent out and given back, thread-safe.
 
-    A request gets the smallest waiting buffer of at least its size and at most twice it, or a
-    new one. Requests under :attr:`SMALLEST` bytes get plain allocations, which are not pooled:
-    the allocator reuses such small blocks itself without faulting pages in.
+    A request gets the smallest waiting buffer of at least its size, or a new one. A buffer of
+    up to :attr:`INTERCHANGEABLE` bytes (a slice's) serves any smaller request; a larger one only
+    requests of at least half its size, so that a key-sized buffer is not tied up by a small
+    request while the next key of its size needs it. Requests under :attr:`SMALLEST` bytes get
+    plain allocations, which are not pooled: the allocator reuses such small blocks itself
+    without faulting pages in.
 
     What is lent and what waits here stay within :meth:`limit` together (the engine sets it to
     the memory the running keys may use): waiting buffers beyond it are let go, the largest
@@ -92,6 +95,7 @@ class BufferPool:
     """
 
     SMALLEST = 64 << 10
+    INTERCHANGEABLE = 8 << 20
 
     def __init__(self, strict: Optional[bool] = None):
         self.strict = strict_from_environment() if strict is None else strict
@@ -113,7 +117,7 @@ class BufferPool:
         if size < self.SMALLEST:
             return torch.empty(size, dtype=torch.uint8)
         with self._lock:
-            buffer = _take_smallest(self._free, size, 2 * size)
+            buffer = _take_smallest(self._free, size, max(2 * size, self.INTERCHANGEABLE))
             if buffer is None:
                 self._trim(size)
                 buffer = torch.empty(size, dtype=torch.uint8)

@@ -169,18 +169,25 @@ def _storage(t):
 def test_the_pool_lends_memory_again_in_any_dtype_and_down_to_half_its_size():
     pool = BufferPool()
     work = Workspace(pool=pool)
-    first, other = work.empty(MIB, torch.float32), work.empty(MIB, torch.float32)  # 4 MiB each
-    assert first.shape == (MIB,) and first.dtype == torch.float32
+    first, other = work.empty(4 * MIB, torch.float32), work.empty(4 * MIB, torch.float32)  # 16 MiB each
+    assert first.shape == (4 * MIB,) and first.dtype == torch.float32
     lent = {_storage(first), _storage(other)}
     assert len(lent) == 2  # the first is lent out already: fresh memory for the other
     del first, other
     work.close()
-    again = work.empty(MIB, torch.float16)  # 2 MiB: half of it
-    assert again.shape == (MIB,) and again.dtype == torch.float16 and _storage(again) in lent
+    again = work.empty(4 * MIB, torch.float16)  # 8 MiB: half of it
+    assert again.shape == (4 * MIB,) and again.dtype == torch.float16 and _storage(again) in lent
     del again
     work.close()
-    assert _storage(work.empty(MIB // 4, torch.float32)) not in lent  # 1 MiB is not worth 4
-    assert _storage(work.empty(2 * MIB, torch.float32)) not in lent  # 8 MiB does not fit
+    assert _storage(work.empty(MIB, torch.float32)) not in lent  # 4 MiB: a key-sized buffer is not worth it
+    assert _storage(work.empty(8 * MIB, torch.float32)) not in lent  # 32 MiB does not fit
+
+
+def test_the_pool_lends_a_slice_sized_buffer_to_any_smaller_request():
+    pool = BufferPool()
+    slice_sized = pool.take(4 * MIB)
+    pool.give(slice_sized, "a test")
+    assert _storage(pool.take(100_000)) == _storage(slice_sized)  # up to INTERCHANGEABLE: any request
 
 
 def test_the_pool_lends_the_smallest_fitting_buffer_and_leaves_small_requests_to_the_allocator():
