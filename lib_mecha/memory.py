@@ -22,6 +22,7 @@ its tests rather than going unnoticed.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import threading
@@ -99,8 +100,10 @@ class BufferPool:
 
     def __init__(self, strict: Optional[bool] = None):
         self.strict = strict_from_environment() if strict is None else strict
-        self._free: List[torch.Tensor] = []            # smallest first
-        self._lent: Dict[int, torch.Tensor] = {}       # storage -> the buffer
+        self._free: List[torch.Tensor] = []     # waiting buffers, smallest first
+        self._free_sizes: List[int] = []        # their sizes, for bisect
+        self._waiting = 0                       # their bytes
+        self._lent: Dict[int, int] = {}         # id of each lent buffer -> its bytes
         self._lent_bytes = 0
         self._limit: Optional[int] = None
         self._lock = threading.Lock()
@@ -117,26 +120,33 @@ class BufferPool:
         if size < self.SMALLEST:
             return torch.empty(size, dtype=torch.uint8)
         with self._lock:
-            buffer = _take_smallest(self._free, size, max(2 * size, self.INTERCHANGEABLE))
-            if buffer is None:
+            i = bisect.bisect_left(self._free_sizes, size)
+            if i < len(self._free_sizes) and self._free_sizes[i] <= max(2 * size, self.INTERCHANGEABLE):
+                nbytes = self._free_sizes.pop(i)
+                buffer = self._free.pop(i)
+                self._waiting -= nbytes
+            else:
                 self._trim(size)
-                buffer = torch.empty(size, dtype=torch.uint8)
-            self._lent[storage_of(buffer)] = buffer
-            self._lent_bytes += buffer.numel()
+                nbytes, buffer = size, torch.empty(size, dtype=torch.uint8)
+            self._lent[id(buffer)] = nbytes
+            self._lent_bytes += nbytes
         return buffer
 
     def give(self, buffer: torch.Tensor, lent_to: str) -> None:
         """Takes back a buffer of :meth:`take` (a plain allocation is only dropped). ``lent_to``
         says whose it was, for the error when something still refers to it."""
         users = _users(buffer)
+        reusable = users is None or users <= _ALONE
         with self._lock:
-            if self._lent.pop(storage_of(buffer), None) is None:
+            nbytes = self._lent.pop(id(buffer), None)
+            if nbytes is None:
                 return
-            self._lent_bytes -= buffer.numel()
-            reusable = users is None or users <= _ALONE
+            self._lent_bytes -= nbytes
             if reusable:
-                self._free.append(buffer)
-                self._free.sort(key=torch.Tensor.numel)
+                i = bisect.bisect_right(self._free_sizes, nbytes)
+                self._free_sizes.insert(i, nbytes)
+                self._free.insert(i, buffer)
+                self._waiting += nbytes
                 self._trim(0)
         if not reusable:
             if self.strict:
@@ -146,25 +156,17 @@ class BufferPool:
     def forget(self, buffer: torch.Tensor) -> None:
         """The buffer now belongs to whoever holds it (a sink that keeps its tensors)."""
         with self._lock:
-            if self._lent.pop(storage_of(buffer), None) is not None:
-                self._lent_bytes -= buffer.numel()
+            nbytes = self._lent.pop(id(buffer), None)
+            if nbytes is not None:
+                self._lent_bytes -= nbytes
 
     def _trim(self, more: int) -> None:
         """Lets go of waiting buffers, largest first, until ``more`` bytes fit within the limit."""
         if self._limit is None:
             return
-        waiting = sum(b.numel() for b in self._free)
-        while self._free and self._lent_bytes + waiting + more > self._limit:
-            waiting -= self._free.pop().numel()
-
-
-def _take_smallest(free: List[torch.Tensor], size: int, largest: int) -> Optional[torch.Tensor]:
-    """Removes from ``free`` (sorted by size) and returns its smallest buffer of ``size`` to
-    ``largest`` bytes, or None."""
-    for i, buffer in enumerate(free):
-        if size <= buffer.numel() <= largest:
-            return free.pop(i)
-    return None
+        while self._free and self._lent_bytes + self._waiting + more > self._limit:
+            self._waiting -= self._free_sizes.pop()
+            self._free.pop()
 
 
 class Scratch:
