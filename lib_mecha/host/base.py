@@ -146,6 +146,7 @@ class Host(Protocol):
     def hot_loaded(self) -> Optional[MergeIdentity]: ...
 
     # generation
+    def samplers(self) -> List[str]: ...  # the names the host's own sampler dropdown offers
     def generate(self, params: PreviewParams,
                  extra_infotext: Optional[Dict[str, str]] = None) -> List[Tuple[Any, str]]: ...
 

@@ -154,6 +154,9 @@ class StandaloneHost:
     def hot_loaded(self) -> Optional[MergeIdentity]:
         return None
 
+    def samplers(self) -> List[str]:
+        return []  # no previews without a WebUI
+
     def generate(self, params: PreviewParams, extra_infotext=None, wait: float = 0.0):
         raise HostError("previews need a WebUI", "run the extension inside A1111 or Forge")
 

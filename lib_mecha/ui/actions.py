@@ -58,7 +58,7 @@ def start_merge(host, catalog: Catalog, node: RecipeNode, text: str, runner: Job
 
     def run(job: Job):
         from .. import merge
-        result = merge(node, None, options=options, progress=job.progress, cancel=job.cancel)
+        result = merge(node, None, options=options, progress=job.progress, planned=job.planned, cancel=job.cancel)
         job.phase = "loading into the WebUI"
         ident = MergeIdentity.from_recipe(text)
         _call(host.hot_load, result.state_dict, ident)
@@ -93,20 +93,25 @@ def save_target(host, name: str, overwrite: bool) -> Path:
     return output_path(name, folder, roots, overwrite=overwrite)
 
 
-def save_recipe(node: RecipeNode, request: SaveRequest, catalog: Catalog, architecture: Optional[str]) -> RecipeNode:
-    """The recipe actually saved: the draft's, with the EMA dropped and/or a VAE baked in."""
-    if request.prune_ema:
-        if architecture is None:
-            raise MechaError("EMA pruning needs a recognised architecture", "untick 'prune EMA' for this merge")
-        from ..arch import resolve_architecture
-        if "ema" in resolve_architecture(architecture).components:
-            node = build("omit_component", node, "ema")
-    if request.vae and request.vae != KEEP_VAE:
-        entry = catalog.checkpoint(request.vae) or catalog.vae(request.vae)
-        name = entry.name if entry else request.vae
-        # a VAE file (bare encoder./decoder. names) or a checkpoint's first_stage_model.
-        node = build("replace_vae", node, model(name))
-    return node
+def overwrite_question(path: str) -> str:
+    """What the overwrite prompt asks: which file, how large and how old, and that it goes."""
+    from datetime import datetime
+    p = Path(path)
+    try:
+        st = p.stat()
+        about = f" ({format_size(st.st_size)}, last changed {datetime.fromtimestamp(st.st_mtime):%Y-%m-%d %H:%M})"
+    except OSError:
+        about = ""
+    return (f"{p.name} already exists in {p.parent}{about}. Overwrite replaces that file with this merge "
+            "once the merge is complete; the old file cannot be recovered.")
+
+
+def format_size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def start_save(host, catalog: Catalog, node: RecipeNode, request: SaveRequest, architecture: Optional[str],
@@ -127,7 +132,8 @@ def start_save(host, catalog: Catalog, node: RecipeNode, request: SaveRequest, a
     def run(job: Job):
         from .. import merge
         os.makedirs(target.parent, exist_ok=True)
-        result = merge(recipe, str(target), options=options, progress=job.progress, cancel=job.cancel)
+        result = merge(recipe, str(target), options=options, progress=job.progress, planned=job.planned,
+                       cancel=job.cancel)
         job.phase = "refreshing the model list"
         try:
             host.run_exclusive(host.refresh_checkpoints, job="refresh", wait=HOST_WAIT)
@@ -186,6 +192,14 @@ def preview(host, params) -> List[Tuple[Any, str]]:
     if host.hot_loaded() is None:
         raise HostError("no merge is loaded", "press 'Merge & load' first; the preview would show the original")
     return _call(host.generate, params)
+
+
+def samplers(host) -> List[str]:
+    """The host's sampler names for the preview (none when it has no list)."""
+    try:
+        return list(host.samplers())
+    except MechaError:
+        return []
 
 
 def status_text(host, catalog: Catalog) -> str:

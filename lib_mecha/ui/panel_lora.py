@@ -10,7 +10,7 @@ from typing import Any, List
 from . import lora_support
 from . import model as m
 from .session import Session
-from .widgets import message_html, update
+from .widgets import kind_of, message_here, message_html, update
 
 MAX_LORAS = 6
 
@@ -40,6 +40,7 @@ class LoraPanel:
                 self.rows.append(row)
             with gr.Row():
                 self.add = gr.Button("+ Add LoRA", elem_id="mecha_lora_add", scale=0, min_width=120)
+            self.message = gr.HTML("", elem_id="mecha_lora_message")
             self.warning = gr.HTML("", elem_id="mecha_lora_warning")
 
     def outputs(self) -> List[Any]:
@@ -74,6 +75,10 @@ class LoraPanel:
         out.append(update(interactive=len(step.loras) < len(self.rows)))
         out.append(update(value=self.warnings(session)))
         return out
+
+    def render_message(self, session: Session) -> Any:
+        own = message_here(session, "lora")
+        return update(value=message_html(own, kind_of(own)))
 
     def warnings(self, session: Session) -> str:
         """Unmatched modules (or a LoRA for another model) of the selected step's LoRAs."""

@@ -15,7 +15,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 
-from ui_browser import CHROMIUM, CHROMIUM_ARGS, click, expect_value, open_page, pick, serve_tab, set_number  # noqa: E402
+from ui_browser import (CHROMIUM, CHROMIUM_ARGS, click, expect_value, open_page, pick, pick_step,  # noqa: E402
+                        serve_tab, set_number)
 from ui_helpers import write_models  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def build_recipe(page) -> None:
     expect_value(page, "mecha_input_0", "[step 1]")
     pick(page, "mecha_input_1", "c.safetensors")
     set_number(page, "mecha_param_0_slider", 0.3)
-    pick(page, "mecha_steps", "1. weighted_sum(a, b) + 1 LoRA")
+    pick_step(page, "1. weighted_sum(a, b) + 1 LoRA")
     expect_value(page, "mecha_param_0_mode", "per block (MBW)")
     page.locator("#mecha_save_name textarea, #mecha_save_name input").first.fill("my-merge")
     page.wait_for_timeout(1500)

@@ -101,9 +101,13 @@ def test_a_pasted_value_outside_the_slider_range_widens_it():
 def test_progress_bar_states():
     job = Job("save", "save x")
     assert 'data-state="running"' in progress_html(job) and "planning" in progress_html(job)
-    job.progress(10, 40)
+    job.planned(40, 4000)
+    job.progress(1, 40, 300)
     html = progress_html(job)
-    assert "10/40 keys (25%)" in html and "ETA" in html and "width:25.0%" in html
+    assert "8% (1 of 40 keys)" in html and "left" not in html and "width:7.5%" in html
+    job.progress(10, 40, 1000)
+    html = progress_html(job)
+    assert "25% (10 of 40 keys)" in html and "left" in html and "width:25.0%" in html
     job.error = None
     job.finished.set()
     assert 'data-state="done"' in progress_html(job)

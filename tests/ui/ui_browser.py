@@ -43,8 +43,27 @@ def open_page(browser, url: str, dark: bool = False, width: int = 1400, height: 
     page.goto(url + ("?__theme=dark" if dark else ""), wait_until="domcontentloaded")
     page.wait_for_selector("#mecha_method")
     # the first render (page load event) has arrived: edits made before it could be overwritten
-    expect_value(page, "mecha_steps", re.compile(r"^1\. "))
+    expect_step(page, re.compile(r"^1\. "))
     return ctx, page
+
+
+# --- the steps: a dropdown (number and method) and the list of titles under it -------------------------
+
+def expect_step(page, title, timeout: int = TIMEOUT_MS) -> None:
+    """The selected step is the one titled ``title`` (``2. weighted_sum(step 1, c)``; a string
+    or a pattern): the dropdown shows its number and method, the list its whole title."""
+    from playwright.sync_api import expect
+    selected = page.locator("#mecha_steps_list .mecha-step-selected")
+    if isinstance(title, re.Pattern):
+        expect(selected).to_have_text(title, timeout=timeout)
+        return
+    expect(selected).to_have_text(title, timeout=timeout)
+    expect_value(page, "mecha_steps", title.split("(", 1)[0], timeout=timeout)
+
+
+def pick_step(page, title: str) -> None:
+    """Select the step titled ``title`` in the step dropdown (by its number and method)."""
+    pick(page, "mecha_steps", title.split("(", 1)[0])
 
 
 # --- widgets --------------------------------------------------------------------------------------
@@ -115,16 +134,17 @@ def wait_recipe(page, predicate, timeout: int = TIMEOUT_MS) -> str:
     raise AssertionError(f"the .mecha text never reached the expected state; last text:\n{text}")
 
 
-def progress_state(page) -> str:
-    node = page.locator("#mecha_progress .mecha-progress")
+def progress_state(page, place: str = "mecha") -> str:
+    """The state of the progress bar of ``place`` (``mecha``: Merge & load, ``mecha_save``: Save)."""
+    node = page.locator(f"#{place}_progress .mecha-progress")
     return node.get_attribute("data-state") if node.count() else ""
 
 
-def wait_progress(page, state: str, timeout: int = TIMEOUT_MS) -> None:
-    """Wait until the job ends; fail with the tab's message when it ends otherwise."""
-    ends = ", ".join(f'#mecha_progress .mecha-progress[data-state="{s}"]' for s in ("done", "cancelled", "error"))
+def wait_progress(page, state: str, place: str = "mecha", timeout: int = TIMEOUT_MS) -> None:
+    """Wait until the job of ``place`` ends; fail with its message when it ends otherwise."""
+    ends = ", ".join(f'#{place}_progress .mecha-progress[data-state="{s}"]' for s in ("done", "cancelled", "error"))
     page.wait_for_selector(ends, timeout=timeout)
-    got = progress_state(page)
+    got = progress_state(page, place)
     if got != state:
-        message = page.locator("#mecha_message").first.inner_text()
+        message = page.locator(f"#{place}_message").first.inner_text()
         raise AssertionError(f"the job ended {got!r}, not {state!r}: {message}")
