@@ -119,11 +119,12 @@ class MbwPanel:
                                               elem_id="mecha_mbw_layout", scale=3, min_width=240)
                     self.preset = gr.Dropdown(choices=[], value=None, label="Preset", elem_id="mecha_mbw_preset",
                                               scale=2, min_width=200)
+                # between the layout and the comma list: what is wrong with either shows next to it
+                self.message = gr.HTML("", elem_id="mecha_mbw_message")
                 with gr.Row():
                     self.text = gr.Textbox(value="", label="Values in block order (comma list; empty = default)",
                                            elem_id="mecha_mbw_text", scale=5)
                     self.apply = gr.Button("Apply", elem_id="mecha_mbw_apply", scale=0, min_width=80)
-            self.message = gr.HTML("", elem_id="mecha_mbw_message")
             self.titles = []
             self.sliders: List[List[Any]] = []
             with gr.Row(elem_id="mecha_mbw_sliders"):

@@ -137,7 +137,7 @@ def test_two_steps_with_block_weights_and_a_lora_saved_and_pasted_back(page, mod
     expect_value(page, "mecha_input_0", "[step 1]")
     expect_value(page, "mecha_input_1", "c.safetensors")
     assert float(value_of(page, "mecha_param_0_slider")) == 0.3
-    pick_step(page, "1. weighted_sum(a, b) + 1 LoRA")
+    pick_step(page, 1)
     expect_value(page, "mecha_input_0", "a.safetensors")
     expect_value(page, "mecha_param_0_mode", "per block (MBW)")
     expect_value(page, "mecha_lora_0_file", "lora_style.safetensors")

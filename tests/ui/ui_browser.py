@@ -31,6 +31,11 @@ def serve_tab(host):
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
+        # the browser has gone: uvicorn need not wait for connections it may still count as open
+        # (gradio 3's server thread sometimes waited for ever on one)
+        server = getattr(demo, "server", None)
+        if server is not None:
+            server.force_exit = True
         demo.close()
 
 
@@ -43,7 +48,7 @@ def open_page(browser, url: str, dark: bool = False, width: int = 1400, height: 
     page.goto(url + ("?__theme=dark" if dark else ""), wait_until="domcontentloaded")
     page.wait_for_selector("#mecha_method")
     # the first render (page load event) has arrived: edits made before it could be overwritten
-    expect_step(page, re.compile(r"^1\. "))
+    expect_value(page, "mecha_steps", re.compile(r"^1\. "))
     return ctx, page
 
 
@@ -61,9 +66,12 @@ def expect_step(page, title, timeout: int = TIMEOUT_MS) -> None:
     expect_value(page, "mecha_steps", title.split("(", 1)[0], timeout=timeout)
 
 
-def pick_step(page, title: str) -> None:
-    """Select the step titled ``title`` in the step dropdown (by its number and method)."""
-    pick(page, "mecha_steps", title.split("(", 1)[0])
+def pick_step(page, number: int) -> None:
+    """Select step ``number`` (1, 2...) in the step dropdown."""
+    box = page.locator("#mecha_steps input").first
+    box.click()
+    page.locator(f'[data-testid="dropdown-option"][aria-label^="{number}. "]:visible').first.click()
+    expect_value(page, "mecha_steps", re.compile(rf"^{number}\. "))
 
 
 # --- widgets --------------------------------------------------------------------------------------
@@ -148,3 +156,63 @@ def wait_progress(page, state: str, place: str = "mecha", timeout: int = TIMEOUT
     if got != state:
         message = page.locator(f"#{place}_message").first.inner_text()
         raise AssertionError(f"the job ended {got!r}, not {state!r}: {message}")
+
+
+# --- what the user sees: cut-off text, covered or far-away feedback ---------------------------------
+
+_CUT_OFF_JS = """(root) => {
+    const measure = document.createElement("canvas").getContext("2d");
+    const shown = (el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== "hidden";
+    const where = (el) => ((el.closest("[id]") || {}).id || "?") + " " + el.tagName.toLowerCase();
+    const out = [];
+    for (const el of root.querySelectorAll("input")) {
+        if (!shown(el) || ["checkbox", "radio", "range", "file", "hidden"].includes(el.type)) continue;
+        const style = getComputedStyle(el);
+        measure.font = style.font;
+        const room = el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+        const need = measure.measureText(el.value || "").width;
+        if (need > room + 1) {
+            out.push(`${where(el)}: "${el.value}" needs ${Math.ceil(need)} px, has ${Math.floor(room)} px`);
+        }
+    }
+    for (const el of root.querySelectorAll("*")) {
+        if (!shown(el) || el.tagName === "TEXTAREA") continue;
+        const own = Array.from(el.childNodes).filter((n) => n.nodeType === 3);
+        const text = own.map((n) => n.textContent).join("").trim();
+        if (!text) continue;
+        for (const box of [el, el.parentElement]) {
+            const style = getComputedStyle(box);
+            if (style.overflowX !== "visible" && box.scrollWidth > box.clientWidth + 1) {
+                out.push(`${where(el)}: "${text}" is cut off (${box.scrollWidth} px in ${box.clientWidth} px)`);
+                break;
+            }
+        }
+    }
+    return out;
+}"""
+
+
+def cut_off(page, selector: str = "#tab_mecha") -> list:
+    """Texts in ``selector`` that do not fit their box (inputs measured against their content width)."""
+    return page.locator(selector).first.evaluate(_CUT_OFF_JS)
+
+
+def covering(page, selector: str) -> str:
+    """What covers the middle of the element ("" when the element itself is seen there)."""
+    return page.locator(selector).first.evaluate("""(el) => {
+        const r = el.getBoundingClientRect();
+        const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+        if (top !== null && (el === top || el.contains(top))) return "";
+        return top === null ? "nothing (off screen)" : top.outerHTML.slice(0, 300);
+    }""")
+
+
+def gap_between(page, first, second) -> float:
+    """Vertical distance in px between two elements' boxes (0 when they overlap vertically);
+    each is a selector or a locator."""
+    a, b = ((page.locator(x) if isinstance(x, str) else x).first.bounding_box() for x in (first, second))
+    if a["y"] + a["height"] < b["y"]:
+        return b["y"] - (a["y"] + a["height"])
+    if b["y"] + b["height"] < a["y"]:
+        return a["y"] - (b["y"] + b["height"])
+    return 0.0
