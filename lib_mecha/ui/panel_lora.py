@@ -26,17 +26,18 @@ class LoraPanel:
             self.rows = []
             for j in range(MAX_LORAS):
                 with gr.Group(visible=False, elem_id=f"mecha_lora_{j}") as group:
+                    # the file on a line of its own: LoRA names are as long as checkpoint names
+                    row = {"group": group,
+                           "file": gr.Dropdown(choices=[], value=None, label=f"LoRA {j + 1}", allow_custom_value=True,
+                                               elem_id=f"mecha_lora_{j}_file")}
                     with gr.Row():
-                        row = {
-                            "group": group,
-                            "file": gr.Dropdown(choices=[], value=None, label=f"LoRA {j + 1}", allow_custom_value=True,
-                                                elem_id=f"mecha_lora_{j}_file", scale=4),
+                        row.update({
                             "strength": gr.Slider(-1.0, 2.0, value=1.0, step=0.05, label="strength",
                                                   elem_id=f"mecha_lora_{j}_strength", scale=3),
                             "blocks": gr.Checkbox(value=False, label="per block", elem_id=f"mecha_lora_{j}_blocks",
                                                   scale=1, min_width=100),
                             "remove": gr.Button("✕", elem_id=f"mecha_lora_{j}_remove", scale=0, min_width=40),
-                        }
+                        })
                 self.rows.append(row)
             with gr.Row():
                 self.add = gr.Button("+ Add LoRA", elem_id="mecha_lora_add", scale=0, min_width=120)

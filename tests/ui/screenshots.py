@@ -51,11 +51,13 @@ def build_recipe(page) -> None:
 
 def checkpoint_labels(page, count: int):
     """The first ``count`` entries of the first input's list (the host's checkpoints)."""
-    page.locator("#mecha_input_0 input").first.click()
+    box = page.locator("#mecha_input_0 input").first
+    box.click()
     options = page.locator('[data-testid="dropdown-option"]:visible')
     options.first.wait_for()
     labels = [options.nth(i).get_attribute("aria-label") for i in range(min(count, options.count()))]
-    page.keyboard.press("Escape")
+    box.evaluate("(el) => el.blur()")
+    page.wait_for_timeout(300)
     if len(labels) < count:
         raise SystemExit(f"the WebUI lists {len(labels)} checkpoint(s); the picture needs {count}")
     return labels

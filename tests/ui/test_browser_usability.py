@@ -26,15 +26,18 @@ pytestmark = pytest.mark.browser
 # model file names of 60 characters, as real ones are
 LONG_A = "realisticVisionV60B1_v51HyperVAE-inpainting-fp16.safetensors"
 LONG_B = "juggernautXL_ragnarokBy-RunDiffusion-v9-pruned-x.safetensors"
+LONG_LORA = "add-detail-xl_style-lora_v2.1-by-someone-rank64x.safetensors"
 SD1_BLOCKS = 26
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = write_models(tmp_path_factory.mktemp("usability-models"), 8)
-    for name in (LONG_A, LONG_B):
+    for name in (LONG_A, LONG_B, LONG_LORA):
         assert len(name) == 60
-        shutil.copy(folder / "a.safetensors", folder / name)
+    shutil.copy(folder / "a.safetensors", folder / LONG_A)
+    shutil.copy(folder / "a.safetensors", folder / LONG_B)
+    shutil.copy(folder / "lora_style.safetensors", folder / LONG_LORA)
     save_file(random_state_dict("sdxl-sgm", 0, dtype=torch.float16, shape_divisor=32), str(folder / "xl.safetensors"))
     return folder
 
@@ -228,6 +231,9 @@ def test_nothing_is_cut_off_at_1400_px(page):
     pick(page, "mecha_param_0_mode", "per block (MBW)")
     pick(page, "mecha_mbw_preset", "GRAD_V")                 # values such as 11/12 on the sliders
     expect_value(page, "mecha_mbw_text", re.compile(r"^0,1,0\.916667,"))
+    click(page, "mecha_lora_add")
+    pick(page, "mecha_lora_0_file", LONG_LORA)
+    wait_recipe(page, lambda t: LONG_LORA in t)
     click(page, "mecha_step_add")
     expect_value(page, "mecha_input_0", "[step 1]")
     pick_step(page, 1)
