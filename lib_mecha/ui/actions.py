@@ -106,12 +106,31 @@ def overwrite_question(path: str) -> str:
             "once the merge is complete; the old file cannot be recovered.")
 
 
-def format_size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+def format_size(n: float) -> str:
+    """``812 bytes``, ``1.5 MiB``, ``2.0 GiB``."""
+    if n < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return str(n)
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def save_recipe(node: RecipeNode, request: SaveRequest, catalog: Catalog, architecture: Optional[str]) -> RecipeNode:
+    """The recipe actually saved: the draft's, with the EMA dropped and/or a VAE baked in."""
+    if request.prune_ema:
+        if architecture is None:
+            raise MechaError("EMA pruning needs a recognised architecture", "untick 'prune EMA' for this merge")
+        from ..arch import resolve_architecture
+        if "ema" in resolve_architecture(architecture).components:
+            node = build("omit_component", node, "ema")
+    if request.vae and request.vae != KEEP_VAE:
+        entry = catalog.checkpoint(request.vae) or catalog.vae(request.vae)
+        name = entry.name if entry else request.vae
+        # a VAE file (bare encoder./decoder. names) or a checkpoint's first_stage_model.
+        node = build("replace_vae", node, model(name))
+    return node
 
 
 def start_save(host, catalog: Catalog, node: RecipeNode, request: SaveRequest, architecture: Optional[str],
