@@ -226,14 +226,14 @@ def test_extract_a_lora_from_the_current_recipe_into_the_lora_folder(page, model
 
     fill_text(page, "mecha_extract_name", "../escape")
     click(page, "mecha_extract_run")
-    expect_text(page, "mecha_message", "leaves the save folder")
+    expect_text(page, "mecha_extract_message", "leaves the save folder")   # next to the Extract button
     assert not (models.parent / "escape.safetensors").exists()
 
     fill_text(page, "mecha_extract_name", "from-recipe")
     click(page, "mecha_extract_run")
-    wait_progress(page, "done")
-    expect_text(page, "mecha_message", re.compile(r"saved LoRA .*from-recipe\.safetensors"))
-    expect_text(page, "mecha_message", "<lora:from-recipe:1>")
+    wait_progress(page, "done", "mecha_extract")
+    expect_text(page, "mecha_extract_message", re.compile(r"saved LoRA .*from-recipe\.safetensors"))
+    expect_text(page, "mecha_extract_message", "<lora:from-recipe:1>")
     saved = load_file(str(models / "from-recipe.safetensors"))
     recipe = lib_mecha.weighted_sum(model("a.safetensors"), model("b.safetensors"), alpha=0.5)
     reference = extract_lora(recipe, model("a.safetensors"), models.parent / "reference.safetensors", rank=3,
