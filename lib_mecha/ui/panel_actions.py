@@ -222,12 +222,14 @@ class ActionsPanel:
     def follow_merge(self, session: Session) -> Iterator[List[Any]]:
         yield from self.follow(session, "merge", self.merging, actions.merge_done_message, self.with_status)
 
-    def on_restore(self) -> List[Any]:
+    def on_restore(self) -> Iterator[List[Any]]:
+        """Say at once that the original comes back (streaming it back takes a while), then how it went."""
+        yield self.with_status(self.merging.say("restoring the original checkpoint…", "info"))
         try:
             message, kind = actions.restore(self.ctx.host), "info"
         except Exception as e:
             message, kind = error_text(e), "error"
-        return self.with_status(self.merging.say(message, kind))
+        yield self.with_status(self.merging.say(message, kind))
 
     # --- save --------------------------------------------------------------------------------------
 

@@ -109,7 +109,8 @@ def test_the_tab_merges_and_loads_from_its_buttons(webui, host):
     assert ident is not None and 'data-state="done"' in progress["value"] and cancel["visible"] is False
     assert f"loaded {ident.display_name}" in message["value"]
     assert f"Loaded: merge {ident.display_name}" in status["value"]
-    restored = ctx.actions.on_restore()
+    first, restored = list(ctx.actions.on_restore())
+    assert "restoring the original checkpoint" in first[2]["value"]
     assert "restored the original checkpoint" in restored[2]["value"] and host.hot_loaded() is None
 
 
