@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 
 from lib_mecha.arch.demo import random_state_dict
 from playwright.sync_api import expect
-from ui_browser import (click, covering, cut_off, expect_text, expect_value, fill_text, gap_between, open_page, pick,
-                        pick_step, recipe_text, serve_tab, set_number, value_of, wait_recipe)
+from ui_browser import (click, cut_off, expect_text, expect_value, fill_text, gap_between, open_page, pick,
+                        pick_step, recipe_text, seen, serve_tab, set_number, value_of, wait_recipe)
 from ui_helpers import SIZED, SLOW, register_sized_method, register_slow_method, write_models
 
 pytestmark = pytest.mark.browser
@@ -128,12 +128,10 @@ def test_save_feedback_progress_and_cancel_are_where_save_was_pressed(page, save
     click(page, "mecha_save")
     running = page.locator('.mecha-progress[data-state="running"]:not([data-done="0"])').first
     expect(running).to_be_in_viewport()
-    text = running.locator(".mecha-progress-text")
-    expect(text).to_contain_text("save feedback.safetensors: merging")
+    expect(running.locator(".mecha-progress-text")).to_contain_text("save feedback.safetensors: merging")
     # gradio's own loading overlay is not on top of it, and the line is whole and large enough
-    assert covering(page, '.mecha-progress[data-state="running"] .mecha-progress-text') == ""
-    assert running.evaluate("(el) => el.scrollHeight <= el.clientHeight + 1 && el.scrollWidth <= el.clientWidth + 1")
-    assert text.evaluate("(el) => parseFloat(getComputedStyle(el).fontSize)") >= 13
+    looks = seen(page, '.mecha-progress[data-state="running"] .mecha-progress-text')
+    assert looks["covered"] == "" and not looks["cut"] and looks["fontSize"] >= 13, looks
     cancel = page.locator("#tab_mecha button:visible", has_text=re.compile(r"^\s*Cancel\s*$")).first
     expect(cancel).to_be_in_viewport()
     cancel.click()

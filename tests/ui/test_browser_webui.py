@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from ui_browser import (click, covering, expect_text, expect_value, gap_between, open_page, pick, serve_tab,
-                        set_number, wait_progress, wait_recipe)
+from ui_browser import (click, expect_text, expect_value, gap_between, open_page, pick, serve_tab,
+                        seen, set_number, wait_progress, wait_recipe)
 from ui_helpers import SLOW, register_slow_method
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
@@ -79,7 +79,7 @@ def test_a_second_merge_and_load_is_answered_and_the_progress_is_by_the_button(p
     busy = page.get_by_text(re.compile(r"a merge is running \(merge & load")).first
     expect(busy).to_be_visible()
     assert gap_between(page, "#mecha_merge", busy) < 250   # under the button's progress bar, not elsewhere
-    assert covering(page, "#mecha_progress .mecha-progress-text") == ""  # not under gradio's loading overlay
+    assert seen(page, "#mecha_progress .mecha-progress-text")["covered"] == ""  # not under gradio's overlay
     click(page, "mecha_cancel")
     wait_progress(page, "cancelled")
     expect_text(page, "mecha_message", "cancelled")

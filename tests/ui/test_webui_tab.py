@@ -101,8 +101,7 @@ def test_the_tab_merges_and_loads_from_its_buttons(webui, host):
     assert "choose a model or an earlier step for input &#x27;b&#x27;" in first[2]["value"]
     assert [set(u) for u in list(ctx.actions.follow_merge(session))[-1]] == [{"__type__"}] * 4  # nothing to follow
     session.set_input("b", "model-b.safetensors", ctx.catalog)
-    started = ctx.actions.on_merge(session)
-    assert started[1]["visible"] is True  # Cancel shows while the merge runs
+    ctx.actions.on_merge(session)
     updates = list(ctx.actions.follow_merge(session))
     progress, cancel, message, status = updates[-1]
     ident = host.hot_loaded()

@@ -16,6 +16,18 @@ CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable
 TIMEOUT_MS = 60_000
 
 
+def _patient_expect() -> None:
+    """Playwright's expect() waits 5 s by default; the shared test machine can be much slower."""
+    try:
+        from playwright.sync_api import expect
+    except ImportError:  # the browser tests skip without Playwright
+        return
+    expect.set_options(timeout=TIMEOUT_MS)
+
+
+_patient_expect()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -197,14 +209,22 @@ def cut_off(page, selector: str = "#tab_mecha") -> list:
     return page.locator(selector).first.evaluate(_CUT_OFF_JS)
 
 
-def covering(page, selector: str) -> str:
-    """What covers the middle of the element ("" when the element itself is seen there)."""
-    return page.locator(selector).first.evaluate("""(el) => {
+def seen(page, selector: str, timeout: int = TIMEOUT_MS) -> dict:
+    """How the first element matching ``selector`` looks now, read in one go (the tab re-renders
+    it often): what covers its middle ("" when nothing does), whether its box cuts its content,
+    and its font size in px."""
+    found = page.wait_for_function("""(selector) => {
+        const el = document.querySelector(selector);
+        if (el === null) return null;
         const r = el.getBoundingClientRect();
         const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
-        if (top !== null && (el === top || el.contains(top))) return "";
-        return top === null ? "nothing (off screen)" : top.outerHTML.slice(0, 300);
-    }""")
+        const covered = top !== null && (el === top || el.contains(top)) ? ""
+            : (top === null ? "nothing (off screen)" : top.outerHTML.slice(0, 300));
+        const box = el.parentElement;
+        return {covered: covered, fontSize: parseFloat(getComputedStyle(el).fontSize),
+                cut: box.scrollHeight > box.clientHeight + 1 || box.scrollWidth > box.clientWidth + 1};
+    }""", arg=selector, timeout=timeout)
+    return found.json_value()
 
 
 def gap_between(page, first, second) -> float:
