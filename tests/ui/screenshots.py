@@ -100,29 +100,32 @@ def shoot(page, target: Path) -> None:
     print(f"wrote {target} ({target.stat().st_size // 1024} KiB)")
 
 
+def both_themes(open_tab, build, out: Path, name: str) -> None:
+    """``build(page)`` on a page from ``open_tab(dark)``, then ``<name>-light.png`` and ``-dark.png``."""
+    for theme in ("light", "dark"):
+        ctx, page = open_tab(theme == "dark")
+        try:
+            build(page)
+            shoot(page, out / f"{name}-{theme}.png")
+        finally:
+            ctx.close()
+
+
+def served(browser, url: str):
+    return lambda dark: open_page(browser, url, dark=dark, width=1280, height=900)
+
+
 def standalone_shots(browser, out: Path, tmp: Path) -> None:
     from lib_mecha.host.standalone import StandaloneHost
     models = write_models(tmp / "models", 8)
     host = StandaloneHost(checkpoint_dirs=[models], lora_dirs=[models], save_dir=tmp / "saved",
                           data_dir=tmp / "data")
     with serve_tab(host) as url:
-        for theme in ("light", "dark"):
-            ctx, page = open_page(browser, url, dark=theme == "dark", width=1280, height=900)
-            try:
-                build_recipe(page)
-                shoot(page, out / f"mecha-tab-{theme}.png")
-            finally:
-                ctx.close()
+        both_themes(served(browser, url), build_recipe, out, "mecha-tab")
 
 
 def webui_shots(browser, out: Path, url: str) -> None:
-    for theme in ("light", "dark"):
-        ctx, page = open_webui_tab(browser, url, dark=theme == "dark")
-        try:
-            merge_and_load(page)
-            shoot(page, out / f"mecha-tab-webui-{theme}.png")
-        finally:
-            ctx.close()
+    both_themes(lambda dark: open_webui_tab(browser, url, dark), merge_and_load, out, "mecha-tab-webui")
 
 
 def stand_in_shots(browser, out: Path, tmp: Path) -> None:
@@ -135,13 +138,7 @@ def stand_in_shots(browser, out: Path, tmp: Path) -> None:
     webui.pixels()
     try:
         with serve_tab(host) as url:
-            for theme in ("light", "dark"):
-                ctx, page = open_page(browser, url, dark=theme == "dark", width=1280, height=900)
-                try:
-                    merge_and_load(page)
-                    shoot(page, out / f"mecha-tab-webui-{theme}.png")
-                finally:
-                    ctx.close()
+            both_themes(served(browser, url), merge_and_load, out, "mecha-tab-webui")
     finally:
         host.close()
         stand_in.purge()
