@@ -9,13 +9,14 @@ import argparse
 import dataclasses
 import json
 import sys
-import threading
 from pathlib import Path
 from typing import List, Optional
 
+from .cli_extract import add_parser as add_extract_parser
+from .cli_extract import cmd_extract
 from .engine.options import MergeOptions
 from .errors import MechaError, MergeCancelled
-from .progress_bar import ProgressBar
+from .progress_bar import terminal_job
 
 
 def _add_option_flags(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_methods_flag(merge)
     _add_option_flags(merge)
 
+    add_extract_parser(sub)
+
     info = sub.add_parser("info", help="describe a model: architecture, components, keys, dtypes, recipe")
     info.add_argument("model")
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -72,7 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if getattr(args, "method_files", None):
             from .methods import load_method_files
             load_method_files(args.method_files)
-        return {"merge": cmd_merge, "info": cmd_info, "methods": cmd_methods, "ui": cmd_ui}[args.command](args)
+        return {"merge": cmd_merge, "extract": cmd_extract, "info": cmd_info, "methods": cmd_methods,
+                "ui": cmd_ui}[args.command](args)
     except MechaError as e:
         print(f"error: {e.format_message()}", file=sys.stderr)
         return e.exit_code
@@ -90,17 +94,9 @@ def cmd_merge(args) -> int:
         overrides.pop("overwrite")
     options = MergeOptions().with_(**overrides)
     recipe = deserialize_path(Path(args.recipe))
-    cancel = threading.Event()
-    bar = None if args.quiet or not sys.stderr.isatty() else ProgressBar(sys.stderr)
-    try:
-        result = merge(recipe, args.output, options=options, cancel=cancel,
-                       progress=bar.update if bar else None, hash_inputs=not args.no_hash)
-    except KeyboardInterrupt:
-        cancel.set()
-        raise
-    finally:
-        if bar:
-            bar.close()
+    with terminal_job(args.quiet) as (progress, cancel):
+        result = merge(recipe, args.output, options=options, cancel=cancel, progress=progress,
+                       hash_inputs=not args.no_hash)
     if result.skipped:
         print(f"warning: {result.skipped_summary()}", file=sys.stderr)
     for message in result.warnings:

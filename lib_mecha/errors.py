@@ -107,6 +107,11 @@ class UnsafeFormat(SafetensorsError):
     """A pickled checkpoint (.ckpt/.pt/.bin): never unpickled, since that can run code."""
 
 
+class LoraConfigError(SafetensorsError):
+    """A PEFT LoRA config (``adapter_config.json`` or a LoRA file's ``lora_adapter_metadata``) that
+    cannot be read, or that disagrees with the weights it describes."""
+
+
 class UnknownArchitecture(MechaError):
     def __init__(self, name: str, known: Iterable[str]):
         self.name = name
@@ -141,6 +146,17 @@ class OutputExists(OutputError):
         self.path = str(path)
         super().__init__(f"output already exists: {self.path}",
                          "choose another name, or ask for overwriting (--overwrite)")
+
+
+class OutputIsInput(OutputError):
+    """An output path that is one of the merge's own inputs (never overwritten, even when asked)."""
+
+    def __init__(self, output, model):
+        self.path = str(output)
+        self.model = str(model)
+        same = "" if str(output) == str(model) else f", {self.model}"
+        super().__init__(f"refusing to write {self.path}: it is an input of this recipe{same}",
+                         "inputs are never overwritten, even when asked; save under another name")
 
 
 class PathEscape(OutputError):

@@ -1,6 +1,9 @@
 """A terminal progress bar with an ETA, fed by the engine's progress callback."""
 from __future__ import annotations
 
+import contextlib
+import sys
+import threading
 import time
 
 
@@ -27,3 +30,19 @@ class ProgressBar:
     def close(self) -> None:
         self.stream.write("\n")
         self.stream.flush()
+
+
+@contextlib.contextmanager
+def terminal_job(quiet: bool = False):
+    """``(progress, cancel)`` for a command-line job: a bar on a terminal's stderr (none when ``quiet``
+    or not a terminal), and the event set when Ctrl+C interrupts the job."""
+    bar = None if quiet or not sys.stderr.isatty() else ProgressBar(sys.stderr)
+    cancel = threading.Event()
+    try:
+        yield (bar.update if bar else None), cancel
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+    finally:
+        if bar:
+            bar.close()

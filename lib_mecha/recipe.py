@@ -152,7 +152,12 @@ class LiteralNode(RecipeNode):
         return isinstance(other, LiteralNode) and self._key() == other._key()
 
     def __hash__(self):
-        return hash(("literal", self._key()))
+        # planning looks nodes up once per key and node: a block dict would be rehashed every time
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(("literal", self._key()))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def __repr__(self) -> str:
         if self.is_dict:
@@ -174,6 +179,13 @@ class MergeNode(RecipeNode):
 
     def children(self) -> Tuple[RecipeNode, ...]:
         return self.args + tuple(v for _, v in self.kwargs)
+
+    def __hash__(self):
+        cached = self.__dict__.get("_hash")   # see LiteralNode.__hash__
+        if cached is None:
+            cached = hash((self.method, self.args, self.kwargs))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def argument(self, name: str) -> RecipeNode:
         """The node bound to parameter ``name`` (positional or keyword-only)."""

@@ -7,32 +7,12 @@ from __future__ import annotations
 
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.S | re.M)
-
-
-
-def _engine_missing() -> str:
-    """Why the examples cannot run yet ("" once ``lib_mecha.merge`` is importable)."""
-    try:
-        import lib_mecha
-
-        lib_mecha.merge  # noqa: B018
-    except (ImportError, AttributeError) as e:  # the engine is still being written
-        return f"lib_mecha.merge not available yet: {type(e).__name__}: {e}"
-    return ""
-
-
-ENGINE_MISSING = _engine_missing()
-needs_engine = pytest.mark.skipif(bool(ENGINE_MISSING), reason=ENGINE_MISSING)
-CLI_MISSING = not (ROOT / "lib_mecha" / "__main__.py").is_file()
-needs_cli = pytest.mark.skipif(CLI_MISSING, reason="command line not written yet (lib_mecha/__main__.py)")
 
 
 def blocks(language: str, flag: str = ""):
@@ -70,7 +50,6 @@ def example_models(tmp_path, monkeypatch):
     return models
 
 
-@needs_engine
 @pytest.mark.parametrize("index", range(len(blocks("python", "runnable"))))
 def test_readme_python_example_runs(index, example_models, capsys):
     code = blocks("python", "runnable")[index]
@@ -82,16 +61,18 @@ def test_readme_python_example_runs(index, example_models, capsys):
         assert written.is_file()
 
 
-@needs_cli
 @pytest.mark.parametrize("command,flags", [
     ("merge", ["-o", "--models-dir", "--device", "--dtype", "--overwrite"]),
     ("info", []),
     ("methods", []),
 ])
-def test_readme_cli_usage_matches_the_command_line(command, flags):
+def test_readme_cli_usage_matches_the_command_line(command, flags, capsys):
+    """In this process: tests/cli/test_cli.py starts ``python -m lib_mecha`` itself once."""
+    from lib_mecha.cli import main
     assert f"python -m lib_mecha {command}" in README.read_text(encoding="utf-8")
-    run = subprocess.run([sys.executable, "-m", "lib_mecha", command, "--help"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    shown = capsys.readouterr().out
     for flag in flags:
-        assert flag in run.stdout, f"`{command} --help` does not mention {flag}"
+        assert flag in shown, f"`{command} --help` does not mention {flag}"

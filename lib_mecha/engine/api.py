@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -14,7 +14,8 @@ from ..errors import MechaError, OutputError
 from ..recipe import as_node
 from .execute import ProgressFn, execute
 from .hashes import sha256_of
-from .options import MergeOptions
+from .options import MergeOptions, require_device
+from .outputs import refuse_input_as_output
 from .plan import Plan, Skipped, finalize_with, make_plan, summarize_skipped
 from .sinks import DictSink, FileSink
 
@@ -67,7 +68,7 @@ def plan(recipe, options: Optional[MergeOptions] = None, **overrides) -> Plan:
 
 def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progress: Optional[ProgressFn] = None,
           cancel=None, output_device: Optional[str] = None, hash_inputs: Optional[bool] = None,
-          **overrides) -> MergeResult:
+          planned: Optional[Callable[[int, int], None]] = None, **overrides) -> MergeResult:
     """Merge a recipe into a .safetensors file or into an in-memory state dict.
 
     Args:
@@ -76,6 +77,8 @@ def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progre
         options: a :class:`MergeOptions`; keyword arguments override single fields
             (``device="cuda"``, ``threads=4``, ``model_dirs=[...]``, ``overwrite=True``...).
         progress: called as ``progress(keys_done, keys_total, bytes_done)`` after each key.
+        planned: called once as ``planned(keys_total, bytes_total)`` when planning (and hashing
+            the inputs) is done, right before the first key is merged: what an ETA needs.
         cancel: a ``threading.Event`` or a callable returning True to stop; checked between
             keys. A cancelled merge raises :class:`~lib_mecha.errors.MergeCancelled` and
             leaves no file.
@@ -87,7 +90,10 @@ def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progre
         a :class:`MergeResult`.
 
     Raises:
-        MechaError: every user-caused failure, with a message naming the culprit.
+        MechaError: every user-caused failure, with a message naming the culprit. Options, the
+            device and the output path (never one of the recipe's inputs, even with
+            ``overwrite``) are checked before any file is created, and a failure at any later
+            point leaves no file behind.
 
     Thread safety: several merges may run at once; each opens its own file handles.
     """
@@ -98,6 +104,9 @@ def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progre
         output = Path(output)
         if output.suffix != ".safetensors":
             raise OutputError(f"output must be a .safetensors file, got {output}")
+    device = require_device(opts.device)
+    if output is not None:
+        refuse_input_as_output(node, output, opts.model_dirs, opts.fallback_model)
     with make_plan(node, opts) as p:
         if p.skipped:
             log.warning(p.skipped_summary())
@@ -109,10 +118,16 @@ def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progre
             sink = DictSink(p.keys, output_device or "cpu")
         else:
             sink = FileSink(output, p.keys, _metadata(p, text, hashes), overwrite=opts.overwrite)
-        written = execute(p, sink, device=torch.device(opts.device), compute_dtype=opts.torch_compute_dtype,
-                          threads=int(opts.threads), budget_bytes=int(opts.memory_budget_mb) << 20,
-                          progress=progress, cancel=cancel, torch_threads=int(opts.torch_threads))
-        produced = sink.commit()
+        try:
+            if planned is not None:
+                planned(len(p.keys), p.output_bytes)
+            written = execute(p, sink, device=device, compute_dtype=opts.torch_compute_dtype,
+                              threads=int(opts.threads), budget_bytes=int(opts.memory_budget_mb) << 20,
+                              progress=progress, cancel=cancel, torch_threads=int(opts.torch_threads))
+            produced = sink.commit()
+        except BaseException:
+            sink.abort()  # whatever failed, before or inside execute: no temp file stays
+            raise
         return MergeResult(
             path=output, state_dict=produced if output is None else None,
             keys=[k.key for k in p.keys], skipped=list(p.skipped), recipe_text=text,

@@ -35,6 +35,52 @@ def parse_dtype(name, *, allow_keep: bool = False, option: str = "dtype"):
     raise ParameterError("merge", option, f"unknown dtype {name!r}", f"choose one of {', '.join(choices)}")
 
 
+def parse_device(name) -> torch.device:
+    """A device name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``...) as a torch device.
+
+    Raises:
+        ParameterError: a name torch does not know.
+    """
+    if isinstance(name, torch.device):
+        return name
+    try:
+        return torch.device(str(name).strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise ParameterError("merge", "device", f"unknown device {name!r}",
+                             "use cpu, cuda, cuda:1, mps, ...") from None
+
+
+def require_device(name) -> torch.device:
+    """``name`` as a torch device that this torch can compute on now.
+
+    Raises:
+        ParameterError: an unknown device, or one this machine or this torch build lacks (a CUDA
+            device with a CPU-only torch, a GPU index past the last GPU...).
+    """
+    device = parse_device(name)
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda" and not torch.cuda.is_available():
+        built = "has no usable CUDA GPU" if torch.version.cuda or torch.version.hip else "is a CPU-only build"
+        raise ParameterError("merge", "device", f"{name!r} is not available: this torch {torch.__version__} {built}",
+                             "use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ParameterError("merge", "device", f"{name!r} is not available: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s), counted from cuda:0")
+    if device.type == "meta":
+        raise ParameterError("merge", "device", "'meta' holds no data: nothing can be merged on it", "use --device cpu")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ParameterError("merge", "device", f"{name!r} is not available: this machine or torch build has no "
+                                                f"Apple GPU (MPS)", "use --device cpu")
+    try:
+        torch.empty(1, device=device)  # any other missing device or index says so here
+    except Exception as e:  # torch raises RuntimeError, AssertionError, ValueError... by backend
+        problem = (str(e).strip() or type(e).__name__).splitlines()[0].split(". ")[0][:200]
+        raise ParameterError("merge", "device", f"{name!r} is not available: {problem}", "use --device cpu") from None
+    return device
+
+
 def _opt(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
 
@@ -60,6 +106,7 @@ class MergeOptions:
     fallback_model: Optional[str] = _opt(None, "take keys the recipe cannot produce from this model")
 
     def __post_init__(self):
+        parse_device(self.device)
         parse_dtype(self.compute_dtype, option="compute_dtype")
         parse_dtype(self.output_dtype, allow_keep=True, option="output_dtype")
         if int(self.threads) < 0:

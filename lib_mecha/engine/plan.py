@@ -208,7 +208,12 @@ def _use_counts(expr: Expr) -> Tuple[Tuple[Expr, int], ...]:
 
 
 def _fingerprint(expr: Expr, dtype, options: MergeOptions, sources: List[Source]) -> str:
-    h = hashlib.sha256()
+    """Everything the key's value depends on: the library's and each method's version, the
+    expression with the values this key sees (block and pattern values already resolved), each
+    input's identity (path, size and times), the output dtype, the compute dtype and device type.
+    Equal fingerprint, equal tensor: a live re-merge reuses keys by it."""
+    from .. import __version__
+    h = hashlib.sha256(f"lib_mecha {__version__}".encode())
     identities = [s.identity for s in sources]
 
     def feed(e):
@@ -217,7 +222,7 @@ def _fingerprint(expr: Expr, dtype, options: MergeOptions, sources: List[Source]
         elif isinstance(e, Const):
             h.update(f"C({type(e.value).__name__}:{e.value!r})".encode())
         else:
-            h.update(f"M({e.method}".encode())
+            h.update(f"M({e.method}@{resolve(e.method).version}".encode())
             for a in e.args:
                 feed(a)
             for k, v in e.kwargs:
@@ -225,7 +230,7 @@ def _fingerprint(expr: Expr, dtype, options: MergeOptions, sources: List[Source]
                 feed(v)
             h.update(b")")
     feed(expr)
-    h.update(f"|{dtype}|{options.compute_dtype}".encode())
+    h.update(f"|{dtype}|{options.compute_dtype}|{torch.device(options.device).type}".encode())
     return h.hexdigest()[:32]
 
 

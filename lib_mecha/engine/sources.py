@@ -7,6 +7,8 @@ alias names are accepted on input; the output always uses canonical names).
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -59,10 +61,12 @@ class Source:
 
     @property
     def identity(self) -> str:
-        """What identifies this input's content cheaply: path, size and modification time."""
+        """What identifies this input's content cheaply: path, size, modification and change
+        time (a rewrite that keeps the size and sets the old modification time back still
+        changes the change time)."""
         if self._identity is None:
             st = self.path.stat()
-            self._identity = f"{self.path}:{st.st_size}:{st.st_mtime_ns}"
+            self._identity = f"{self.path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         return self._identity
 
     def info(self, canonical_key: str):
@@ -72,19 +76,41 @@ class Source:
         self.file.close()
 
 
+# (path, size, times, config) -> (architecture, key map): re-merges open the same files again and
+# again, and detecting an architecture costs about as much as planning every key
+_DESCRIBED: "OrderedDict[tuple, Tuple[Optional[arch_base.Architecture], Dict[str, str]]]" = OrderedDict()
+_DESCRIBED_LIMIT = 32
+_described_lock = threading.Lock()
+
+
 def open_source(index: int, path: Path, node: ModelNode) -> Source:
+    st = os.stat(path)
+    ident = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, node.model_config)
     handle = open_model(path)
     try:
-        stored = list(handle.tensors)
-        arch = _architecture_for(node, handle)
-        key_map: Dict[str, str] = {}
-        for name in stored:
-            canonical = arch.canonical(name) if arch is not None else None
-            key_map.setdefault(canonical or name, name)
-        return Source(index, Path(path), handle, arch, key_map)
+        with _described_lock:
+            known = _DESCRIBED.get(ident)
+        if known is None or len(known[1]) != len(handle.tensors) or any(
+                n not in handle.tensors for n in known[1].values()):
+            known = _describe(node, handle)
+            with _described_lock:
+                _DESCRIBED[ident] = known
+                while len(_DESCRIBED) > _DESCRIBED_LIMIT:
+                    _DESCRIBED.popitem(last=False)
+        arch, key_map = known
+        return Source(index, Path(path), handle, arch, dict(key_map))
     except BaseException:
         handle.close()
         raise
+
+
+def _describe(node: ModelNode, handle) -> Tuple[Optional[arch_base.Architecture], Dict[str, str]]:
+    arch = _architecture_for(node, handle)
+    key_map: Dict[str, str] = {}
+    for name in handle.tensors:
+        canonical = arch.canonical(name) if arch is not None else None
+        key_map.setdefault(canonical or name, name)
+    return arch, key_map
 
 
 def _architecture_for(node: ModelNode, handle) -> Optional[arch_base.Architecture]:

@@ -83,7 +83,8 @@ def add_routes(app, host, jobs: MergeJobs, api_auth: str = "") -> None:
         current = host.current_model()
         return {"host": host.name, "job": jobs.status(),
                 "model": None if current is None else {"label": current.label, "arch": current.arch,
-                                                       "is_merge": current.is_merge}}
+                                                       "is_merge": current.is_merge,
+                                                       "pending_selection": host.pending_selection()}}
 
     @route("/models", ["GET"])
     def mecha_models():
@@ -101,14 +102,18 @@ def add_routes(app, host, jobs: MergeJobs, api_auth: str = "") -> None:
                           folder=body.get("folder"), overwrite=bool(body.get("overwrite", False)),
                           wait=bool(body.get("wait", True)))
 
+    @route("/extract", ["POST"])
+    def mecha_extract(body: Dict[str, Any] = Body(...)):
+        return jobs.start_extract(body)
+
     @route("/cancel", ["POST"])
     def mecha_cancel():
         return {"cancelled": jobs.cancel()}
 
     @route("/restore", ["POST"])
     def mecha_restore():
-        host.restore(wait=float(600))
-        return {"restored": True, "job": jobs.status()}
+        report = host.restore(wait=float(600))
+        return {"restored": True, **(report.as_dict() if report is not None else {}), "job": jobs.status()}
 
     @route("/preview", ["POST"])
     def mecha_preview(body: Dict[str, Any] = Body(...)):

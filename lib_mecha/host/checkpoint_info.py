@@ -1,7 +1,9 @@
-"""A synthetic CheckpointInfo for an unsaved merge (webui-host §3.2 step 2).
+"""A synthetic CheckpointInfo naming a hot-loaded merge (webui-host §3.2 step 2).
 
-It is an instance of the host's own ``sd_models.CheckpointInfo`` class, built without running its
-constructor (which would read and hash a file), with:
+The loaded model's ``sd_checkpoint_info`` is set to it while the model holds a merge, so the host's
+infotexts name the merge; it is never registered in the host's checkpoint lists. It is an instance
+of the host's own ``sd_models.CheckpointInfo`` class, built without running its constructor (which
+would read and hash a file), with:
 
 * a unique sentinel ``filename`` that does not exist, so that filename-based reuse and early
   returns (A1111 ``reload_model_weights``, Forge-1 ``load_model``, Forge ``forge_hash`` through
@@ -50,25 +52,3 @@ def make_checkpoint_info(sd_models, ident: MergeIdentity, folder: os.PathLike):
 def is_unsaved(info) -> bool:
     """True for a CheckpointInfo made by :func:`make_checkpoint_info`."""
     return getattr(info, "mecha_unsaved", None) is not None
-
-
-def register(sd_models, info) -> None:
-    """Make the info findable by title and aliases, as ``CheckpointInfo.register`` does."""
-    sd_models.checkpoints_list[info.title] = info
-    for alias in info.ids:
-        sd_models.checkpoint_aliases[alias] = info
-
-
-def unregister(sd_models) -> None:
-    """Remove every unsaved-merge entry from the host's checkpoint registry and RAM cache."""
-    for title, info in list(sd_models.checkpoints_list.items()):
-        if is_unsaved(info):
-            del sd_models.checkpoints_list[title]
-    for alias, info in list(sd_models.checkpoint_aliases.items()):
-        if is_unsaved(info):
-            del sd_models.checkpoint_aliases[alias]
-    cache = getattr(sd_models, "checkpoints_loaded", None)
-    if cache is not None:
-        for info in list(cache.keys()):
-            if is_unsaved(info):
-                cache.pop(info, None)

@@ -33,8 +33,10 @@ def current_jobs() -> Optional[MergeJobs]:
 
 def setup(script_callbacks, host=None) -> None:
     """Create the host adapter and register every callback of the extension."""
+    from ..engine import hashes
     host = host or make_host()
     _state.update(host=host, jobs=MergeJobs(host))
+    hashes.use_folder(host.data_dir())  # the input hash cache follows the host's --data-dir
     load_user_methods(USER_METHODS)  # before the tab is built, which lists every registered method
     script_callbacks.on_ui_settings(_on_ui_settings)
     script_callbacks.on_ui_tabs(_on_ui_tabs)
@@ -104,6 +106,8 @@ def _on_unloaded() -> None:
     if host is not None:
         host.close()
     _state.clear()
+    from ..engine import hashes
+    hashes.use_folder(None)
 
 
 def script_class():

@@ -1,57 +1,144 @@
-"""Forge 2.x: hot-load by copying the merge into the live model (forge-real-host.md).
+"""Forge 2.x: merges are streamed into the live engine's UNet, text encoder and VAE in place.
 
 Forge's loader accepts only a path (``backend/utils.py:load_torch_file`` calls ``.lower()``) and
 ``forge_model_reload`` keeps a model only while ``model_data.forge_hash`` equals its loading
-parameters (``modules/sd_models.py``). So nothing is rebuilt: under ``queue_lock``, on Forge's main
-thread, the merge is split with Forge's own functions and copied into the existing UNet, text
-encoder and VAE inside ``torch.inference_mode()`` (Forge's parameters are inference tensors).
-LoRA backups are detached first, and the conditioning cache is cleared after. The loading
-parameters and ``forge_hash`` are left alone, so the next generation keeps the merge; the model
-object only gets a synthetic ``sd_checkpoint_info`` so infotexts name the merge.
+parameters (``modules/sd_models.py``), so nothing is rebuilt (forge-real-host.md). Each merged
+key is placed with Forge's own functions, on a one-key dict, exactly as ``backend/loader.py:
+split_state_dict`` places a checkpoint's: ``guess.process_vae_state_dict``, then
+``backend.state_dict.try_filter_state_dict`` with the UNet and VAE prefixes,
+``guess.process_clip_state_dict`` (renames, splits of fused attention, transposes) and the
+text-encoder prefixes of ``guess.clip_target``; it is then copied into the component's tensor of
+that name inside ``torch.inference_mode()`` (Forge's weights are inference tensors). The same
+calls on meta tensors tell, before anything is written, where every key goes.
 
-Restore copies the original file back the same way; if that fails, Forge rebuilds the model from
-its selected checkpoint (``forge_hash = ''`` + ``forge_model_reload()``).
+Weights that the VAE / text-encoder files selected beside the checkpoint supply (Forge puts them
+over the checkpoint's, for a saved merge too) are neither written nor restored. Before writing,
+LoRA patches are taken out and their backups dropped
+(``backend/patcher/lora.py:LoraLoader.refresh``), so a later LoRA refresh cannot write the old
+weights back; after it, the conditioning cache is cleared. The loading parameters and
+``forge_hash`` are left alone, so the next generation keeps the merge; ``sd_checkpoint_info``
+names it for the infotexts. A pending selection (``forge_hash`` differing from the parameters
+the dropdowns set) is loaded first with ``forge_model_reload()``.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import threading
-from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Collection, Dict, Mapping, Optional, Set
+
+import torch
 
 from ..errors import HostError
-from . import checkpoint_info as ci
-from .compat import require_same_architecture
+from ..live import Original
+from ..live.module import unwrapped
 from .webui import WebUIHost, m
 
 # keys the live text encoder has but a checkpoint need not carry (forge-real-host.md step 5)
 CLIP_IGNORE = ("transformer.text_projection.weight", "transformer.text_model.embeddings.position_ids",
                "logit_scale", "transformer.text_model.embeddings.token_embedding.wrapped.weight")
-
-
-@dataclass
-class _Original:
-    info: Any
-    model_hash: Any
+UNET, VAE, TEXT = "unet", "vae", "text encoder"
 
 
 def _b(name: str):
     return importlib.import_module(f"backend.{name}")
 
 
-def _targets(model) -> Dict[str, Any]:
-    fo = model.forge_objects
-    return {"unet": fo.unet.model.diffusion_model, "text encoder": fo.clip.cond_stage_model,
-            "vae": fo.vae.first_stage_model}
+def _placeholders(path) -> Dict[str, torch.Tensor]:
+    """Meta tensors of a file's keys, shapes and dtypes (its header only)."""
+    from ..io import open_model
+    with open_model(path) as f:
+        return {k: torch.empty(t.shape, dtype=t.dtype, device="meta") for k, t in f.tensors.items()}
 
 
-def _patchers(model):
-    fo = model.forge_objects
-    return [fo.unet, fo.clip.patcher, fo.vae.patcher]
+def _components(engine) -> Dict[str, Any]:
+    fo = engine.forge_objects
+    return {UNET: fo.unet.model.diffusion_model, TEXT: fo.clip.cond_stage_model, VAE: fo.vae.first_stage_model}
 
 
-def _shapes(module, ignore=()) -> Dict[str, tuple]:
-    return {k: tuple(v.shape) for k, v in module.state_dict().items() if not k.endswith(tuple(ignore) or ("\0",))}
+class ForgeModel:
+    """Forge's engine object as a :class:`~lib_mecha.live.LiveModel`; names are
+    ``"<component>/<name in the component>"``."""
+
+    def __init__(self, engine, label: str, host: "Forge2Host"):
+        self.engine = engine
+        self.label = label
+        self.host = host
+        self._lora_detached = False
+        self._from_modules: Optional[Set[str]] = None
+
+    def tensors(self) -> Mapping[str, torch.Tensor]:
+        if self._from_modules is None:
+            self._from_modules = self._names_from_modules()
+        out: Dict[str, torch.Tensor] = {}
+        for component, module in _components(self.engine).items():
+            for name, tensor in module.state_dict(keep_vars=True).items():
+                for alias in (f"{component}/{name}", f"{component}/{unwrapped(name)}"):
+                    if alias not in self._from_modules:
+                        out.setdefault(alias, tensor)
+        return out
+
+    def _names_from_modules(self) -> Set[str]:
+        """Live names that the VAE / text-encoder files the model was loaded with supply.
+
+        Forge puts those files over the checkpoint's keys (``backend/loader.py:replace_state_dict``,
+        from ``split_state_dict``), for a saved merge too; so a hot-load leaves them alone and a
+        restore does not put the checkpoint's own back. Found by running Forge's function on meta
+        tensors of the files' headers."""
+        params = m("sd_models").model_data.forge_loading_parameters or {}
+        paths = [str(p) for p in params.get("additional_modules") or []]
+        if not paths:
+            return set()
+        original = self.host._live.original
+        try:
+            sd = _placeholders(original.path)
+            supplied = set()
+            for path in paths:
+                asd = _placeholders(path)
+                supplied.update(id(v) for v in asd.values())
+                sd = _b("loader").replace_state_dict(sd, asd, self.engine.model_config)
+            names: Set[str] = set()
+            for key, value in sd.items():
+                if id(value) in supplied:
+                    names.update(self.convert(key, value))
+            return names
+        except Exception as exc:
+            raise HostError(f"cannot tell which weights the selected VAE / text encoder files replace "
+                            f"({', '.join(os.path.basename(p) for p in paths)}): {type(exc).__name__}: {exc}",
+                            "clear 'VAE / Text Encoder', or save the merge and load the file") from exc
+
+    def convert(self, key: str, value: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        guess, sd_tools = self.engine.model_config, _b("state_dict")
+        sd = guess.process_vae_state_dict({key: value})
+        out = {f"{UNET}/{k}": v for k, v in sd_tools.try_filter_state_dict(sd, guess.unet_key_prefix).items()}
+        out.update({f"{VAE}/{k}": v for k, v in sd_tools.try_filter_state_dict(sd, guess.vae_key_prefix).items()})
+        sd = guess.process_clip_state_dict(sd)
+        for prefix in dict(guess.clip_target):
+            part = sd_tools.try_filter_state_dict(sd, [prefix + "."], prefix + ".")
+            out.update({f"{TEXT}/{k}": v for k, v in part.items()})
+        return out
+
+    def required(self, name: str, tensor: torch.Tensor) -> bool:
+        component, inner = name.split("/", 1)
+        if component == VAE:
+            return not inner.startswith("loss.")
+        if component == TEXT:
+            return not inner.endswith(CLIP_IGNORE) and tensor.dtype.is_floating_point
+        return True
+
+    def before_write(self, names: Collection[str]) -> None:
+        if self._lora_detached:
+            return
+        fo = self.engine.forge_objects
+        with torch.inference_mode():
+            for patcher in (fo.unet, fo.clip.patcher, fo.vae.patcher):
+                # pre-LoRA weights back, backups forgotten (backend/patcher/lora.py:refresh)
+                patcher.lora_loader.refresh(lora_patches={}, offload_device=patcher.offload_device,
+                                            force_refresh=True)
+        self._lora_detached = True
+
+    def after_write(self) -> None:
+        self.host._clear_cond_cache()
 
 
 class Forge2Host(WebUIHost):
@@ -79,109 +166,36 @@ class Forge2Host(WebUIHost):
         model = m("sd_models").model_data.sd_model
         return model if hasattr(model, "forge_objects") else None
 
-    def _ensure_model(self):
-        """The live engine, loading the selected checkpoint first if Forge has not yet (lazy load)."""
-        model = self._live_model()
-        if model is not None:
-            return model
+    def _model_view(self, model) -> ForgeModel:
+        original = self._live.original
+        return ForgeModel(model, original.label if original is not None else model.sd_checkpoint_info.name, self)
+
+    def _original_of(self, model) -> Original:
+        info = model.sd_checkpoint_info
+        return Original.of(info.filename, info.name, (info, model.sd_model_hash))
+
+    # --- pending selection ------------------------------------------------------------------
+    def _pending_label(self, model) -> Optional[str]:
+        """What the next generation's ``forge_model_reload()`` would load instead of ``model``."""
+        data = m("sd_models").model_data
+        params = data.forge_loading_parameters
+        if model is not None and params and data.forge_hash == str(params):
+            return None
+        info = params.get("checkpoint_info") if params else None
+        return info.name if info is not None else "the selected checkpoint"
+
+    def _load_selection(self, label: str):
         sd_models = m("sd_models")
         if not sd_models.model_data.forge_loading_parameters:
             importlib.import_module("modules_forge.main_entry").refresh_model_loading_parameters()
         sd_models.forge_model_reload()
         model = self._live_model()
         if model is None:
-            raise HostError("no checkpoint is loaded and Forge could not load one", "select a checkpoint first")
+            raise HostError(f"Forge could not load {label}, which it has selected", "select a checkpoint first")
         return model
 
-    # --- split and copy -------------------------------------------------------------------
-    def _split(self, model, state_dict) -> Dict[str, Dict[str, Any]]:
-        """The merge as Forge's loader would split it (backend/loader.py:split_state_dict)."""
-        loader, sd_tools = _b("loader"), _b("state_dict")
-        guess = model.model_config
-        sd = loader.preprocess_state_dict(state_dict)  # the same dict when keys are already LDM
-        if sd is not state_dict:
-            state_dict.clear()
-        sd = guess.process_vae_state_dict(sd)
-        parts = {"unet": sd_tools.try_filter_state_dict(sd, guess.unet_key_prefix),
-                 "vae": sd_tools.try_filter_state_dict(sd, guess.vae_key_prefix)}
-        sd = guess.process_clip_state_dict(sd)
-        clip: Dict[str, Any] = {}
-        for prefix in dict(guess.clip_target):
-            clip.update(sd_tools.try_filter_state_dict(sd, [prefix + "."], prefix + "."))
-        parts["text encoder"] = clip
-        state_dict.clear()  # what no component took (the caller's dict is consumed, like Forge's)
-        return parts
-
-    def _check(self, model, parts, what: str) -> None:
-        import torch
-        targets = _targets(model)
-        for name, module in targets.items():
-            for p in module.parameters():
-                if type(p) is not torch.nn.Parameter or not p.dtype.is_floating_point:
-                    raise HostError(f"cannot hot-load {what}: the loaded model's {name} uses a "
-                                    f"quantized storage ({type(p).__name__}, {p.dtype})",
-                                    "set 'Diffusion in Low Bits' to Automatic, or save the merge and load the file")
-        live = {"unet": _shapes(targets["unet"]),
-                "vae": {k: v for k, v in _shapes(targets["vae"]).items() if not k.startswith("loss.")},
-                "text encoder": _shapes(targets["text encoder"], CLIP_IGNORE)}
-        require_same_architecture(what, live, parts)
-
-    def _copy(self, model, parts) -> None:
-        import torch
-        sd_tools = _b("state_dict")
-        targets = _targets(model)
-        with torch.inference_mode():
-            for patcher in _patchers(model):
-                # put pre-LoRA weights back and forget the backups (backend/patcher/lora.py:refresh),
-                # so a later LoRA refresh cannot write the old model's weights over the merge
-                patcher.lora_loader.refresh(lora_patches={}, offload_device=patcher.offload_device,
-                                            force_refresh=True)
-            sd_tools.load_state_dict(targets["unet"], parts["unet"], log_name="mecha unet")
-            sd_tools.load_state_dict(targets["vae"], parts["vae"], ignore_start="loss.", log_name="mecha vae")
-            sd_tools.load_state_dict(targets["text encoder"], parts["text encoder"],
-                                     ignore_errors=[p + "." + i for p in dict(model.model_config.clip_target)
-                                                    for i in CLIP_IGNORE], log_name="mecha text encoder")
+    def _reload_original(self, original: Optional[Original]) -> None:
+        sd_models = m("sd_models")
+        sd_models.model_data.forge_hash = ""
+        sd_models.forge_model_reload()
         self._clear_cond_cache()
-
-    def _clear_cond_cache(self) -> None:
-        # the cache key holds sd_checkpoint_info, which an in-place copy need not change
-        # (modules/processing.py: StableDiffusionProcessing.clear_prompt_cache)
-        cls = m("processing").StableDiffusionProcessing
-        cls.cached_c = [None, None, None]
-        cls.cached_uc = [None, None, None]
-
-    # --- hot-load / restore ---------------------------------------------------------------
-    def _hot_load_locked(self, state_dict, ident) -> None:
-        model = self._ensure_model()
-        parts = self._split(model, state_dict)
-        self._check(model, parts, ident.display_name)
-        if self._original is None:
-            self._original = _Original(model.sd_checkpoint_info, model.sd_model_hash)
-        fake = ci.make_checkpoint_info(m("sd_models"), ident, self.checkpoint_dirs()[0])
-        self._touching = True
-        self._copy(model, parts)
-        parts.clear()
-        model.sd_checkpoint_info = fake
-        model.sd_model_hash = ident.h10
-
-    def _restore_locked(self) -> None:
-        if self._original is None:
-            self._forget()
-            return
-        orig, sd_models = self._original, m("sd_models")
-        model = self._live_model()
-        try:
-            if model is None or model.sd_checkpoint_info is orig.info:
-                raise LookupError("nothing to copy back")
-            import safetensors.torch
-            parts = self._split(model, dict(safetensors.torch.load_file(orig.info.filename)))
-            self._check(model, parts, orig.info.name)
-            self._copy(model, parts)
-            model.sd_checkpoint_info = orig.info
-            model.sd_model_hash = orig.model_hash
-        except Exception:
-            # Forge's own path: rebuild from the selected checkpoint
-            sd_models.model_data.forge_hash = ""
-            sd_models.forge_model_reload()
-            self._clear_cond_cache()
-        self._forget()

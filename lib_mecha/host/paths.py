@@ -33,14 +33,43 @@ def is_inside(path: os.PathLike, roots: Iterable[os.PathLike]) -> bool:
     return False
 
 
+def is_listed_under(path: os.PathLike, roots: Iterable[os.PathLike]) -> bool:
+    """True when ``path`` lies in one of ``roots`` as the host walks them: by its name, following
+    no link, so a symbolic link inside a model folder counts as inside wherever it leads (the
+    WebUI lists and loads such files), and a name with a ``..`` part never does; or, failing
+    that, when its real location lies in a root's real location."""
+    text = str(path)
+    if ".." in re.split(r"[\\/]", text):
+        return False
+    spelled = os.path.normcase(os.path.abspath(text))
+    for root in roots:
+        r = os.path.normcase(os.path.abspath(str(root)))
+        if spelled == r or spelled.startswith(r.rstrip(os.sep) + os.sep):
+            return True
+    return is_inside(text, roots)
+
+
 def require_inside(path: os.PathLike, roots: Iterable[os.PathLike], what: str = "path") -> Path:
-    """``path`` if it lies inside ``roots``, else :class:`PathEscape` naming it."""
+    """``path`` if it lies inside ``roots`` (symbolic links resolved: for where files are
+    written), else :class:`PathEscape` naming it."""
     roots = list(roots)
     if not is_inside(path, roots):
-        shown = ", ".join(str(r) for r in roots) or "(none)"
-        raise PathEscape(f"{what} {str(path)!r} is outside the model folders",
-                         f"use a file under one of: {shown}")
+        raise _outside(path, roots, what)
     return Path(path)
+
+
+def require_model_file(path: os.PathLike, roots: Iterable[os.PathLike]) -> Path:
+    """``path`` if the host could list it from ``roots`` (:func:`is_listed_under`: for inputs,
+    which may be links to a shared model store), else :class:`PathEscape` naming it."""
+    roots = list(roots)
+    if not is_listed_under(path, roots):
+        raise _outside(path, roots, "model")
+    return Path(path)
+
+
+def _outside(path, roots, what: str) -> PathEscape:
+    shown = ", ".join(str(r) for r in roots) or "(none)"
+    return PathEscape(f"{what} {str(path)!r} is outside the model folders", f"use a file under one of: {shown}")
 
 
 def clean_model_name(name: str) -> str:

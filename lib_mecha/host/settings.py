@@ -33,27 +33,30 @@ def read(host, key: str) -> Any:
     return host.option(key, DEFAULTS[key])
 
 
+# Tensors in flight during a hot-load, at most: the host process holds its model besides, and a
+# hot-load must stay within 512 MB plus the largest key above the host's level (issue 17).
+HOT_LOAD_BUDGET_MB = 256
+
+
 def merge_option_values(host, for_hot_load: bool = False) -> Dict[str, Any]:
     """Keyword values for :class:`lib_mecha.MergeOptions` from the settings and the host.
 
-    A hot-loaded merge is produced in the host's working dtype when that is a float16/bfloat16/
-    float32 dtype; a saved merge uses the "Default output dtype" setting.
+    A hot-loaded merge is rounded to the "Default output dtype" like a saved one, so that the
+    preview shows the saved file's weights whatever the host's own precision; its memory budget
+    is capped at :data:`HOT_LOAD_BUDGET_MB`.
     """
     device = str(read(host, "mecha_merge_device") or "auto")
     if device == "auto":
         device = str(host.device())
-    values: Dict[str, Any] = {
+    budget = max(16, _int(read(host, "mecha_memory_budget_mb"), DEFAULTS["mecha_memory_budget_mb"]))
+    return {
         "device": device,
         "compute_dtype": str(read(host, "mecha_compute_dtype")),
         "output_dtype": str(read(host, "mecha_output_dtype")),
         "threads": _int(read(host, "mecha_threads"), DEFAULTS["mecha_threads"]),
-        "memory_budget_mb": max(16, _int(read(host, "mecha_memory_budget_mb"), DEFAULTS["mecha_memory_budget_mb"])),
+        "memory_budget_mb": min(budget, HOT_LOAD_BUDGET_MB) if for_hot_load else budget,
         "model_dirs": tuple(str(d) for d in host.checkpoint_dirs() + host.lora_dirs()),
     }
-    if for_hot_load:
-        name = str(host.work_dtype()).replace("torch.", "")
-        values["output_dtype"] = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(name, "fp16")
-    return values
 
 
 def _int(value, default: int) -> int:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ..engine.hashes import user_cache_dir
 from ..errors import Busy, HostError
 from .base import LoadedModel, MergeIdentity, ModelRef, OptionSpec, PreviewParams
 from .paths import unique_dirs
@@ -43,7 +44,7 @@ class StandaloneHost:
         self._ckpt = unique_dirs(checkpoint_dirs) or [Path.cwd()]
         self._lora = unique_dirs(lora_dirs)
         self._vae = unique_dirs(vae_dirs)
-        self._data = Path(data_dir) if data_dir else Path.home() / ".cache" / "lib_mecha"
+        self._data = Path(data_dir) if data_dir else user_cache_dir()
         self._save = Path(save_dir) if save_dir else self._ckpt[0]
         self._options = dict(DEFAULTS, **(options or {}))
         self._lock = threading.Lock()
@@ -102,6 +103,9 @@ class StandaloneHost:
     def list_loras(self) -> List[ModelRef]:
         return self._walk(self._lora, NETWORK_EXTS)
 
+    def refresh_loras(self) -> None:
+        """Nothing is cached: every listing walks the folders."""
+
     def list_vaes(self) -> List[ModelRef]:
         return self._walk(self._vae, MODEL_EXTS + (".pt",))
 
@@ -141,7 +145,8 @@ class StandaloneHost:
     def current_model(self) -> Optional[LoadedModel]:
         return None
 
-    def hot_load(self, state_dict, ident: MergeIdentity, wait: float = 0.0) -> None:
+    def hot_load(self, recipe, ident: MergeIdentity, options, *, progress=None, planned=None, cancel=None,
+                 wait: float = 0.0):
         raise HostError("hot-loading needs a WebUI", "save the merge to a file instead")
 
     def restore(self, wait: float = 0.0) -> None:
@@ -149,6 +154,19 @@ class StandaloneHost:
 
     def hot_loaded(self) -> Optional[MergeIdentity]:
         return None
+
+    def pending_selection(self) -> Optional[str]:
+        return None
+
+    def live_report(self):
+        return None
+
+    def pin_seeds(self, recipe):
+        """Saves keep their null seeds: nothing is hot-loaded here that a save must reproduce."""
+        return recipe
+
+    def samplers(self) -> List[str]:
+        return []  # no previews without a WebUI
 
     def generate(self, params: PreviewParams, extra_infotext=None, wait: float = 0.0):
         raise HostError("previews need a WebUI", "run the extension inside A1111 or Forge")

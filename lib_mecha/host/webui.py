@@ -1,23 +1,24 @@
 """What every WebUI host (A1111 and the Forge family) shares: folders, catalogue, lock, previews.
 
-The WebUI's ``modules`` package is imported inside methods only. Subclasses implement
-``_hot_load_locked`` and ``_restore_locked``, which run while the host's ``queue_lock`` is held.
+The WebUI's ``modules`` package is imported inside methods only. Hot-loading lives in
+:mod:`.hot_load`; subclasses say how their running model is reached and reloaded.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
 import os
-import threading
+import sys
 import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import Busy, HostError, MechaError
-from .base import LoadedModel, MergeIdentity, ModelRef, OptionSpec, PreviewParams
+from ..errors import Busy, HostError
+from .base import LoadedModel, ModelRef, OptionSpec, PreviewParams
 from .checkpoint_info import is_unsaved
 from .compat import arch_of_model
+from .hot_load import HotLoading
 from .paths import require_inside, unique_dirs
 from .recipes import INFOTEXT_KEY, RecipeStore
 
@@ -55,18 +56,18 @@ class StateProgress:
         self.state.textinfo = None
 
 
-class WebUIHost:
+class WebUIHost(HotLoading):
     """Shared behaviour of the WebUI hosts. Thread safe; model work runs under ``queue_lock``."""
 
     name = "webui"
     label_is_title = True  # A1111 dropdowns show titles; Forge shows names (sd_models.checkpoint_tiles)
 
     def __init__(self):
-        self._ident: Optional[MergeIdentity] = None
-        self._original = None           # host-specific record of what a restore brings back
-        self._replaced_callbacks: List[Callable[[], None]] = []
-        self._own_load = threading.local()
+        self._init_live()
         self.recipes = RecipeStore(self.data_dir())
+
+    def _sd_models(self):
+        return m("sd_models")
 
     # --- identity -------------------------------------------------------------------------
     @property
@@ -132,10 +133,6 @@ class WebUIHost:
 
     def refresh_checkpoints(self) -> None:
         m("sd_models").list_models()
-        self._after_refresh()
-
-    def _after_refresh(self) -> None:
-        """Hook: re-register what a refresh dropped (A1111 keeps its merge registered)."""
 
     def _walk(self, dirs: Sequence[Path], exts: Tuple[str, ...]) -> List[ModelRef]:
         out, seen = [], set()
@@ -151,6 +148,19 @@ class WebUIHost:
 
     def list_loras(self) -> List[ModelRef]:
         return self._walk(self.lora_dirs(), NETWORK_EXTS)
+
+    def refresh_loras(self) -> None:
+        """Have the built-in Lora extension re-scan its folders, so that a LoRA written since start-up
+        works in prompts (``<lora:name:1>``) and shows in Extra networks without a restart. Its
+        ``networks`` module (A1111 ``extensions-builtin/Lora/networks.py``, Forge
+        ``extensions-builtin/sd_forge_lora/networks.py``) keeps the list in ``available_networks`` and
+        rebuilds it in ``list_available_networks()``, as its own refresh button and
+        ``/sdapi/v1/refresh-loras`` do. It is imported by that extension only; when the extension is
+        disabled there is no list to refresh. Call it under :meth:`run_exclusive`: a generation
+        reads the list while it loads its LoRAs."""
+        networks = sys.modules.get("networks")
+        if hasattr(networks, "available_networks") and callable(getattr(networks, "list_available_networks", None)):
+            networks.list_available_networks()
 
     def list_vaes(self) -> List[ModelRef]:
         sd_vae = m("sd_vae")
@@ -215,97 +225,47 @@ class WebUIHost:
         if model is None:
             return None
         info = model.sd_checkpoint_info
-        ident = self._ident if is_unsaved(info) else None
+        ident = self.hot_loaded()
         label = info.title if self.label_is_title else info.name
         return LoadedModel(label=label, path=None if ident else str(info.filename), arch=arch_of_model(model),
                            is_merge=ident is not None, identity=ident)
 
-    def hot_loaded(self) -> Optional[MergeIdentity]:
-        return self._ident
-
-    def hot_load(self, state_dict: Dict[str, Any], ident: MergeIdentity, wait: float = 0.0) -> None:
-        """Put ``state_dict`` (consumed) into the running pipeline as ``ident``.
-
-        On failure the previous model is restored and the error is raised.
-        """
-        self.recipes.remember(ident)
-        self.run_exclusive(self._guarded_hot_load, state_dict, ident, job="hot-load", wait=wait)
-
-    def _guarded_hot_load(self, state_dict, ident) -> None:
-        self._own_load.active = True
-        self._touching = False  # set by _hot_load_locked just before it changes the loaded model
-        try:
-            self._hot_load_locked(state_dict, ident)
-            self._ident = ident
-        except Exception as exc:
-            state_dict.clear()
-            if self._touching:
-                with contextlib.suppress(Exception):
-                    self._restore_locked()
-            elif self._ident is None:
-                self._original = None  # nothing was changed and no merge is loaded
-            if isinstance(exc, MechaError):
-                raise
-            raise HostError(f"hot-load of {ident.display_name} failed: {exc}",
-                            "the previous model was restored") from exc
-        finally:
-            self._own_load.active = False
-
-    def restore(self, wait: float = 0.0) -> None:
-        """Bring back the checkpoint that was loaded before the first hot-load (no-op without one)."""
-        if self._original is None and self._ident is None:
-            return
-        self.run_exclusive(self._guarded_restore, job="restore", wait=wait)
-
-    def _guarded_restore(self) -> None:
-        self._own_load.active = True
-        try:
-            self._restore_locked()
-        finally:
-            self._own_load.active = False
-
-    def _hot_load_locked(self, state_dict, ident) -> None:  # pragma: no cover - abstract
-        raise HostError(f"{self.name}: hot-loading is not supported")
-
-    def _restore_locked(self) -> None:  # pragma: no cover - abstract
-        self._forget()
-
-    def _forget(self) -> None:
-        self._ident = None
-        self._original = None
-
-    def notice_model_loaded(self, sd_model) -> None:
-        """``on_model_loaded`` hook: the host replaced our merge by another model."""
-        if getattr(self._own_load, "active", False) or self._ident is None:
-            return
-        if is_unsaved(getattr(sd_model, "sd_checkpoint_info", None)):
-            return
-        self._forget()
-        for cb in list(self._replaced_callbacks):
-            with contextlib.suppress(Exception):
-                cb()
-
-    def on_model_replaced(self, callback: Callable[[], None]) -> None:
-        if callback not in self._replaced_callbacks:
-            self._replaced_callbacks.append(callback)
-
-    def close(self) -> None:
-        """Unload hook: bring the user's model back and drop all state (Reload UI)."""
-        with contextlib.suppress(Exception):
-            self.restore(wait=60.0)
-        self._forget()
-        self._replaced_callbacks.clear()
+    def _clear_cond_cache(self) -> None:
+        """Forget cached conditionings: an in-place write changes the text encoder under the same
+        cache key (modules/processing.py: ``StableDiffusionProcessing.clear_prompt_cache``)."""
+        cls = m("processing").StableDiffusionProcessing
+        for name in ("cached_c", "cached_uc"):
+            cache = getattr(cls, name, None)
+            if isinstance(cache, list):
+                setattr(cls, name, [None] * len(cache))
 
     # --- generation -----------------------------------------------------------------------
+    def samplers(self) -> List[str]:
+        """The sampler names of the host's txt2img dropdown: ``visible_sampler_names()`` of
+        modules/sd_samplers.py (A1111 1.6+, Forge), which leaves out the ones hidden in the
+        settings; older hosts only have ``all_samplers``."""
+        sd_samplers = m("sd_samplers")
+        visible = getattr(sd_samplers, "visible_sampler_names", None)
+        if visible is not None:
+            return list(visible())
+        return [s.name for s in getattr(sd_samplers, "all_samplers", [])]
+
     def generate(self, params: PreviewParams, extra_infotext: Optional[Dict[str, str]] = None,
                  wait: float = 0.0) -> List[Tuple[Any, str]]:
-        """txt2img through the host's own processing; the infotext carries ``Mecha recipe``."""
-        extra = dict(extra_infotext or {})
-        if self._ident is not None:
-            extra.setdefault(INFOTEXT_KEY, self._ident.short_id)
-        return self.run_exclusive(self._generate_locked, params, extra, job="preview", wait=wait)
+        """txt2img through the host's own processing; the infotext carries ``Mecha recipe`` while
+        a merge is loaded. Refused when the host would first load another checkpoint (its
+        pending selection) and so drop the merge the preview is meant to show."""
+        return self.run_exclusive(self._generate_locked, params, dict(extra_infotext or {}), job="preview", wait=wait)
 
     def _generate_locked(self, params: PreviewParams, extra: Dict[str, str]):
+        ident = self.hot_loaded()
+        if ident is not None:
+            pending = self.pending_selection()
+            if pending is not None:
+                raise HostError(f"the WebUI has {pending} selected and would load it for this preview, "
+                                f"dropping the merge {ident.display_name}",
+                                "press Merge & load again to merge into it, or select the merge's checkpoint back")
+            extra.setdefault(INFOTEXT_KEY, ident.short_id)
         processing, shared = m("processing"), m("shared")
         opts = shared.opts
         cls = processing.StableDiffusionProcessingTxt2Img

@@ -4,6 +4,10 @@ POSIX has ``preadv``/``pwrite``: no shared file position, so any number of threa
 descriptor at once, and the bytes go directly between the file and the tensor's memory. Windows
 has neither; there a lock serializes seek + ``readinto``/``write`` on an unbuffered FileIO over the
 same descriptor, which still avoids intermediate byte copies.
+
+``LIB_MECHA_PORTABLE_IO=1`` in the environment makes lib_mecha.io take the paths it takes on
+Windows on any system: no pread/pwrite here, and no memory-mapped reads (``mapping``). The test
+suite runs its engine and io tests a second time that way (tools/test).
 """
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC",
 CREATE_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
                 | getattr(os, "O_CLOEXEC", 0))
 
-HAVE_POSITIONAL = hasattr(os, "preadv") and hasattr(os, "pwrite")
+#: the Windows code paths, forced (read once, at import)
+PORTABLE_IO = os.environ.get("LIB_MECHA_PORTABLE_IO", "") not in ("", "0")
+HAVE_POSITIONAL = hasattr(os, "preadv") and hasattr(os, "pwrite") and not PORTABLE_IO
 
 
 class PositionalFile:

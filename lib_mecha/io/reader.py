@@ -16,7 +16,7 @@ import torch
 from ..errors import ModelNotFound, SafetensorsError, UnsafeFormat
 from .header import SafetensorsHeader, TensorInfo, parse_header
 from .mapping import map_range
-from .positional import READ_FLAGS, PositionalFile
+from .positional import PORTABLE_IO, READ_FLAGS, PositionalFile
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 INDEX_SUFFIX = ".safetensors.index.json"
@@ -81,7 +81,7 @@ class SafetensorsFile(TensorSource):
             os.close(fd)
             raise
         self._fd = fd
-        if hasattr(os, "posix_fadvise"):
+        if hasattr(os, "posix_fadvise") and not PORTABLE_IO:
             # merges walk each file front to back: a larger read-ahead window, where the OS has one
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         self.header: SafetensorsHeader = header
@@ -144,6 +144,8 @@ class SafetensorsFile(TensorSource):
             raise ValueError(f"range [{start_elem}, {end_elem}) is not inside {key!r} ({info.numel} elements)")
         if self._fd < 0:
             raise ValueError(f"{self.path} is closed")
+        if PORTABLE_IO:
+            return None  # as on Windows, where mapping.map_range has no shared mappings
         size = info.itemsize
         return map_range(self._fd, self.path, info.start + start_elem * size, info.start + end_elem * size,
                          info.dtype)

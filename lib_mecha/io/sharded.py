@@ -30,6 +30,13 @@ def find_index(folder: Path) -> Path:
     return found[0]
 
 
+def shard_files(index_path) -> List[Path]:
+    """The files a sharded model reads: its index and every shard it names (not opened)."""
+    index_path = Path(index_path)
+    _, weight_map = _read_index(index_path)
+    return [index_path] + [index_path.parent / name for name in dict.fromkeys(weight_map.values())]
+
+
 class ShardedModel(TensorSource):
     """The same interface as SafetensorsFile over the shards of an index.
 

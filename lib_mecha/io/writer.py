@@ -4,14 +4,14 @@ The caller declares every key's dtype and shape up front, so the header and ever
 fixed at construction. Tensors are then written at their offsets in any order, from any thread,
 as they finish. The file lives under a temp name in the target folder until ``commit`` checks
 that every byte was written and renames it into place; ``abort`` removes it. An interrupted
-merge therefore never leaves a half-written file under the real name.
+merge therefore never leaves a half-written file under the real name, and the temp files of a
+merge that was killed are removed by the next writer into that folder (:mod:`.temps`).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import secrets
 import shutil
 import threading
 from pathlib import Path
@@ -23,6 +23,7 @@ from ..errors import OutputError, OutputExists
 from .dtypes import ELEMENT_SIZES, code_of
 from .paths import safe_output_path  # re-exported: the writer's companion
 from .positional import CREATE_FLAGS, PositionalFile
+from . import temps
 
 __all__ = ["SafetensorsWriter", "build_header", "safe_output_path"]
 
@@ -124,12 +125,14 @@ class SafetensorsWriter:
             key: (self.data_start + begin, self.data_start + end) for key, (_, _, begin, end) in layout.items()}
         self.size = self.data_start + sum(end - begin for _, _, begin, end in layout.values())
         folder = _check_target(self.path, self.overwrite)
+        temps.remove_stale_temps(folder)
         _check_space(folder, self.size)
 
-        self.temp_path = folder / f".{self.path.name}.mecha-tmp-{secrets.token_hex(6)}"
+        self.temp_path = temps.temp_path_for(self.path)
         try:
             fd = os.open(self.temp_path, CREATE_FLAGS, 0o666)
         except OSError as e:
+            temps.finished(self.temp_path)
             raise OutputError(f"cannot write in folder {folder}: {e.strerror}") from e
         self._fd = fd
         self._lock = threading.Lock()
@@ -245,13 +248,20 @@ class SafetensorsWriter:
             self.abort()
             raise
         self._committed = True
+        temps.finished(self.temp_path)
         if self.fsync:
             _sync_folder(self.path.parent)
         return self.path
 
     def _publish(self) -> None:
         if self.overwrite:
-            os.replace(self.temp_path, self.path)
+            try:
+                temps.replace(self.temp_path, self.path)
+            except PermissionError:
+                # Windows: the old file is open or mapped elsewhere (a WebUI that loaded it, a viewer)
+                raise OutputError(f"cannot replace {self.path}: another program holds it open; nothing was "
+                                  f"saved", "close it there (or load another model), or save under another "
+                                        "name") from None
             return
         # a hard link fails if the name exists, so a file that appeared meanwhile is never clobbered
         try:
@@ -268,10 +278,8 @@ class SafetensorsWriter:
             except FileExistsError:
                 raise OutputExists(self.path) from None
             return
-        try:
-            os.unlink(self.temp_path)
-        except OSError:  # the file is published; a leftover second name is only untidy
-            pass
+        # the file is published; a second name that cannot go now is cleared by a later writer
+        temps.remove(self.temp_path)
 
     def abort(self) -> None:
         """Close and remove the temp file; idempotent, and harmless after ``commit``."""
@@ -283,10 +291,10 @@ class SafetensorsWriter:
             except OSError:
                 pass
         if not self._committed:
-            try:
-                os.unlink(self.temp_path)
-            except OSError:  # already gone, or unremovable: never mask the error being handled
-                pass
+            # never raises (it must not mask the error being handled); what cannot be removed
+            # now (Windows: a scanner still has it open) is cleared by a later writer
+            temps.remove(self.temp_path)
+            temps.finished(self.temp_path)
 
 
 def _as_bytes(tensor: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from . import methods as _methods  # noqa: F401  (registration)
 from .api import bake, inspect, lora
-from .combine import extract_lora, merge_loras
+from .combine import merge_loras
+from .extract import extract_lora
 from .methods import apply_lora, lora_delta
 
 __all__ = ["apply_lora", "bake", "extract_lora", "inspect", "lora", "lora_delta", "merge_loras"]

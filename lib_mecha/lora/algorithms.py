@@ -18,7 +18,8 @@ Facts followed (from the WebUI's ``extensions-builtin/Lora/network_*.py`` and Ly
   ``lokr_w1_b``); with neither factorised the scale is 1.
 * DoRA (``dora_scale`` with LoRA, LoHa or LoKr): ``W' = (W + s·ΔW) · m / ‖W + s·ΔW‖``, the norm
   taken per input column when ``dora_scale`` has the shape ``(1, in, …)`` (kohya, the WebUI) and
-  per output row when it has the shape ``(out, 1, …)`` (LyCORIS, PEFT); ΔW = W' − W.
+  per output row when it has the shape ``(out, 1, …)`` (LyCORIS); peft's magnitude vector
+  (``dora_magnitude`` here, ``(out,)`` or ``(1, out, 1, 1)``) is always per output row; ΔW = W' − W.
 * IA3: ``ΔW = W ⊙ w`` broadcast along the output rows, or the input columns when ``on_input``.
 * GLoRA: ``ΔW = (W @ A + B) · alpha/rank`` with A, B low-rank products (both the current LyCORIS
   factor layout and the older one the WebUI expects are recognised by their shapes).
@@ -109,16 +110,16 @@ def tucker(core: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
 
 # --- DoRA --------------------------------------------------------------------------------
 
-def dora(updated: torch.Tensor, base: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+def dora(updated: torch.Tensor, base: torch.Tensor, magnitude: torch.Tensor,
+         per_out: Optional[bool] = None) -> torch.Tensor:
     """ΔW of a weight-decomposed module: ``updated`` is ``W + s·ΔW``; ``magnitude`` is the file's
-    ``dora_scale``. The norm is taken along the axis ``dora_scale`` spans."""
+    ``dora_scale``. The norm is taken per output row when ``per_out``, else along the axis
+    ``dora_scale`` spans (``per_out=None``: told by its shape)."""
     m = _f(magnitude)
     w = updated
     out_dim, in_dim = w.shape[0], w.shape[1]
-    if m.dim() >= 2:
-        per_out = m.shape[0] == out_dim and m.shape[1] == 1 and not (out_dim == 1 and m.shape[1] == in_dim)
-    else:  # a bare vector: PEFT's magnitude is per output row
-        per_out = m.numel() == out_dim
+    if per_out is None:
+        per_out = _spans_rows(m, out_dim, in_dim)
     if per_out:
         norm = _flat(w).norm(dim=1).reshape(out_dim, *([1] * (w.dim() - 1)))
         m = m.reshape(out_dim, *([1] * (w.dim() - 1)))
@@ -129,17 +130,25 @@ def dora(updated: torch.Tensor, base: torch.Tensor, magnitude: torch.Tensor) -> 
     return w * (m / norm) - base
 
 
+def _spans_rows(m: torch.Tensor, out_dim: int, in_dim: int) -> bool:
+    if m.dim() >= 2:
+        return m.shape[0] == out_dim and m.shape[1] == 1 and not (out_dim == 1 and m.shape[1] == in_dim)
+    return m.numel() == out_dim  # a bare vector: per output row
+
+
 def _with_dora(t: Tensors, delta: torch.Tensor, base: Optional[torch.Tensor]) -> torch.Tensor:
-    if "dora_scale" not in t:
+    if not _has_dora(t):
         return delta
     if base is None:
         raise ValueError("DoRA needs the target weight")
     b = _f(base)
+    if "dora_magnitude" in t:
+        return dora(b + delta, b, t["dora_magnitude"], per_out=True)
     return dora(b + delta, b, t["dora_scale"])
 
 
 def _has_dora(t: Tensors) -> bool:
-    return "dora_scale" in t
+    return "dora_scale" in t or "dora_magnitude" in t
 
 
 # --- LoRA / LoCon ------------------------------------------------------------------------
@@ -324,7 +333,7 @@ def norm_bias_delta(t: Tensors):
 
 # --- the table ---------------------------------------------------------------------------
 
-_COMMON = frozenset({"alpha", "scale", "dora_scale"})
+_COMMON = frozenset({"alpha", "scale", "dora_scale", "dora_magnitude"})
 
 ALGORITHMS: Dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("lora", "LoRA / LoCon", _COMMON | {"lora_up.weight", "lora_down.weight", "lora_mid.weight",

@@ -6,7 +6,7 @@ from typing import Optional, Union
 
 from ..errors import ParameterError
 from ..recipe import MergeNode, ModelNode, RecipeNode, model
-from .matching import Match, best_match, match_for, read_lora
+from .matching import Match, best_match, match_for, read_lora_file
 from .methods import apply_lora, lora_delta
 
 PathLike = Union[str, pathlib.PurePath]
@@ -117,8 +117,7 @@ def inspect(path: PathLike, architecture: Optional[str] = None) -> Match:
     from ..arch.base import resolve_architecture
     from ..io import open_model
     with open_model(str(path)) as handle:
-        tensors = {k: (tuple(i.shape), i.dtype) for k, i in handle.tensors.items()}
-        lora_file = read_lora(str(path), tensors, handle.read)
+        lora_file = read_lora_file(path, handle)
     if architecture is not None:
         return match_for(lora_file, resolve_architecture(architecture))
     found = best_match(lora_file)

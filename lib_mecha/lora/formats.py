@@ -26,6 +26,7 @@ from ..errors import SafetensorsError
 # the tensor names a module may hold (longest first, so "lora_up.weight" wins over "weight")
 _TENSORS = sorted({
     "lora_up.weight", "lora_down.weight", "lora_mid.weight", "lora_up.bias", "alpha", "scale", "dora_scale",
+    "dora_magnitude",
     "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
     "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t1", "lokr_t2",
     "a1.weight", "a2.weight", "b1.weight", "b2.weight", "bm.weight",
@@ -39,8 +40,10 @@ _SYNONYMS = [
     ("lora_A.default.weight", "lora_down.weight"), ("lora_B.default.weight", "lora_up.weight"),
     ("lora.down.weight", "lora_down.weight"), ("lora.up.weight", "lora_up.weight"),
     ("lora_linear_layer.down.weight", "lora_down.weight"), ("lora_linear_layer.up.weight", "lora_up.weight"),
-    ("lora_magnitude_vector", "dora_scale"), ("lora_magnitude_vector.default", "dora_scale"),
-    ("lora_magnitude_vector.weight", "dora_scale"),
+    # peft's DoRA magnitude: one value per output channel, whatever its shape ((out,) for a linear
+    # layer, (1, out, 1, 1) for a convolution), unlike kohya's and LyCORIS's dora_scale
+    ("lora_magnitude_vector", "dora_magnitude"), ("lora_magnitude_vector.default", "dora_magnitude"),
+    ("lora_magnitude_vector.weight", "dora_magnitude"),
 ]
 
 _PREFIXES = [  # dotted prefix -> kohya prefix; tried in order

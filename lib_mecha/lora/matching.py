@@ -17,6 +17,7 @@ import torch
 
 from ..arch.base import Architecture, architecture_ids, resolve_architecture
 from ..errors import ArchitectureMismatch, SafetensorsError
+from .adapter_config import module_scales, peft_module
 from .algorithms import Algorithm
 from .formats import group
 from .modules import detect_algorithm
@@ -48,6 +49,7 @@ class LoraFile:
     modules: Dict[str, LoraModule]
     other_keys: List[str]
     scalars: Dict[str, float] = field(default_factory=dict)  # file key -> value of alpha/scale/on_input
+    notes: List[str] = field(default_factory=list)           # what was assumed in reading it
 
 
 @dataclass
@@ -66,7 +68,8 @@ class Match:
         return len(self.lora.modules) - len(self.unmatched) - len(self.misfits)
 
     def report(self, examples: int = 5) -> str:
-        """One line on what did not match (modules, and tensors that belong to no module), or ''."""
+        """One line on what did not match (modules, and tensors that belong to no module) and what was
+        assumed in reading the file, or ''."""
         def sample(names):
             more = f" and {len(names) - examples} more" if len(names) > examples else ""
             return ", ".join(names[:examples]) + more
@@ -79,6 +82,7 @@ class Match:
                         f"{self.architecture.identifier}: {shown}")
             if self.misfits:
                 text.append(f"({self.misfits[0][0]}: {self.misfits[0][1]})")
+        text.extend(self.lora.notes)
         other = self.lora.other_keys
         if other:
             text.append(f"{len(other)} tensors of {self.lora.path} are no LoRA module and were ignored: "
@@ -86,19 +90,23 @@ class Match:
         return "; ".join(text)
 
 
-def read_lora(path: str, tensors: Mapping[str, Tuple[Tuple[int, ...], object]], read_scalar) -> LoraFile:
+def read_lora(path: str, tensors: Mapping[str, Tuple[Tuple[int, ...], object]], read_scalar,
+              metadata: Optional[Mapping[str, str]] = None) -> LoraFile:
     """Group and check a LoRA file's tensors.
 
     Args:
-        path: the file, for messages.
+        path: the file, for messages (and where a PEFT adapter's config is looked for).
         tensors: stored key → (shape, dtype) from the header.
         read_scalar: key → tensor, used for ``alpha``/``scale``/``on_input`` (one element each).
+        metadata: the file's ``__metadata__``; PEFT modules take their scale from the config
+            it holds (or one beside the file, see :mod:`.adapter_config`).
 
     Raises:
-        SafetensorsError: a malformed module (see :func:`~.modules.detect_algorithm`).
+        SafetensorsError: a malformed module (see :func:`~.modules.detect_algorithm`), or a
+            PEFT config that cannot be read or disagrees with the weights.
     """
     grouped, other = group(tensors, path)
-    modules: Dict[str, LoraModule] = {}
+    algorithms: Dict[str, Algorithm] = {}
     scalars: Dict[str, float] = {}
     for name, keys in grouped.items():
         view = {}
@@ -112,16 +120,47 @@ def read_lora(path: str, tensors: Mapping[str, Tuple[Tuple[int, ...], object]], 
                 if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
                     raise SafetensorsError(path, f"LoRA module {name!r}: {tensor} holds {dtype}, not numbers "
                                                  "a weight can be made of")
-        algo = detect_algorithm(name, view, path)
+        algorithms[name] = detect_algorithm(name, view, path)
         for tensor, key in keys.items():
             if tensor in ("alpha", "scale", "on_input"):
                 v = view[tensor]
                 if v.numel() != 1:
                     raise SafetensorsError(path, f"LoRA module {name!r}: {tensor} is not one number")
                 scalars[key] = float(v.reshape(-1)[0].item())
-        modules[name] = LoraModule(name, algo, tuple(sorted(keys.items())),
-                                   tuple((t, tuple(tensors[k][0])) for t, k in sorted(keys.items())))
-    return LoraFile(path, modules, other, scalars)
+    notes = _peft_scales(path, grouped, algorithms, tensors, metadata, scalars)
+    modules: Dict[str, LoraModule] = {}
+    for name, keys in grouped.items():
+        shapes = tuple((t, tuple(tensors[k][0]) if k in tensors else ()) for t, k in sorted(keys.items()))
+        modules[name] = LoraModule(name, algorithms[name], tuple(sorted(keys.items())), shapes)
+    return LoraFile(path, modules, other, scalars, notes)
+
+
+def read_lora_file(path, handle) -> LoraFile:
+    """:func:`read_lora` of an opened file (:func:`lib_mecha.io.open_model`): its header, its
+    scalars and its metadata."""
+    tensors = {k: (tuple(i.shape), i.dtype) for k, i in handle.tensors.items()}
+    return read_lora(str(path), tensors, handle.read, getattr(handle, "metadata", None))
+
+
+def _peft_scales(path, grouped, algorithms, tensors, metadata, scalars) -> List[str]:
+    """Give each PEFT-named LoRA module without an alpha the scale its adapter config says, as a
+    ``scale`` entry that is no key of the file (its value is in ``scalars``); the notes to show."""
+    peft = {}
+    for name, keys in grouped.items():
+        if algorithms[name].name != "lora" or "alpha" in keys or "scale" in keys:
+            continue
+        down = keys["lora_down.weight"]
+        found = peft_module(down, tuple(tensors[down][0])[0], "dora_magnitude" in keys)
+        if found is not None:
+            peft[name] = found
+    if not peft:
+        return []
+    scales, notes = module_scales(path, peft, metadata)
+    for name, scale in scales.items():
+        virtual = f"{name}.scale"  # module names are flat, PEFT file keys dotted: never a file key
+        grouped[name]["scale"] = virtual
+        scalars[virtual] = scale
+    return notes
 
 
 def implied_shape(module: LoraModule) -> Optional[Tuple[int, int]]:

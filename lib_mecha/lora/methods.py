@@ -27,7 +27,7 @@ from ..methods.registry import builder_for, register
 from ..methods.spec import DELTA, WEIGHT, Float, Tensor, make_spec
 from ..recipe import ModelNode
 from .evaluate import apply_groups, combined_delta, depends_on_base, layout_const, plan_entries
-from .matching import LoraFile, Match, best_match, match_for, read_lora
+from .matching import LoraFile, Match, best_match, match_for, read_lora_file
 
 log = logging.getLogger("lib_mecha.lora")
 
@@ -46,8 +46,7 @@ def lora_file_of(ctx, node) -> LoraFile:
     source = _source(ctx, node)
     key = ("file", source.index)
     if key not in cache:
-        tensors = {k: (tuple(info.shape), info.dtype) for k, info in source.file.tensors.items()}
-        cache[key] = read_lora(str(source.path), tensors, source.file.read)
+        cache[key] = read_lora_file(source.path, source.file)
     return cache[key]
 
 

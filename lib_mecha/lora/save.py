@@ -3,7 +3,8 @@
 A ΔW of shape ``(out, in[, kh, kw])`` is factorised by SVD of its ``(out, in·kh·kw)`` matrix:
 ``up = U_r·√S_r`` (``(out, r[, 1, 1])``) and ``down = √S_r·V_rᵀ`` (``(r, in[, kh, kw])``), with
 ``alpha = r`` so the WebUI's scale ``alpha / r`` is 1. The rank is fixed, or the smallest that
-keeps a fraction ``threshold`` of the spectrum's energy (Σ s² ), capped by ``rank``.
+keeps a fraction ``energy`` of the spectrum's energy (Σ s²), capped by ``rank``. It is never more
+than the change's own rank: a rank-5 change saved at rank 8 stays rank 5.
 
 Saved files use kohya's module names for the architecture (what the WebUI and Forge load):
 ``lora_unet_…`` in diffusers naming for SD1/SD2, in the network's own naming for SDXL, SD3 and
@@ -13,8 +14,10 @@ q, k and v modules. The ``ss_*`` metadata kohya's tools write is filled in where
 from __future__ import annotations
 
 import json
+import math
+import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -35,22 +38,23 @@ class Factors:
     energy: float  # fraction of Σ s² kept
 
 
-def factorise(delta: torch.Tensor, rank: int, threshold: Optional[float] = None) -> Optional[Factors]:
-    """SVD of ΔW to ``rank`` (or to the energy ``threshold``, at most ``rank``); None for ΔW = 0."""
+def factorise(delta: torch.Tensor, rank: Optional[int], energy: Optional[float] = None) -> Optional[Factors]:
+    """SVD of ΔW to ``rank`` (or to the fraction ``energy`` of its energy, at most ``rank``; None:
+    no cap); None for ΔW = 0."""
     d = delta.float()
     out = d.shape[0]
     m = d.reshape(out, -1)
     if not torch.any(m):
         return None
     u, s, vh = torch.linalg.svd(m, full_matrices=False)
-    energy = s.square()
-    total = float(energy.sum())
+    spectrum = s.square()
+    total = float(spectrum.sum())
     # never keep directions that are numerically zero: a rank-5 change saved at rank 8 stays rank 5
     tol = float(s[0]) * max(m.shape) * torch.finfo(torch.float32).eps
-    r = min(rank, int((s > tol).sum()))
-    if threshold is not None:
-        kept = torch.cumsum(energy, 0) / total
-        r = min(r, int(torch.searchsorted(kept, torch.tensor(threshold, dtype=kept.dtype)).item()) + 1)
+    r = int((s > tol).sum()) if rank is None else min(rank, int((s > tol).sum()))
+    if energy is not None:
+        kept = torch.cumsum(spectrum, 0) / total
+        r = min(r, int(torch.searchsorted(kept, torch.tensor(energy, dtype=kept.dtype)).item()) + 1)
     r = max(r, 1)
     root = s[:r].sqrt()
     up = u[:, :r] * root
@@ -58,12 +62,22 @@ def factorise(delta: torch.Tensor, rank: int, threshold: Optional[float] = None)
     if d.dim() == 4:
         up = up.reshape(out, r, 1, 1)
         down = down.reshape(r, *d.shape[1:])
-    return Factors(up.contiguous(), down.contiguous(), r, float(energy[:r].sum()) / total)
+    return Factors(up.contiguous(), down.contiguous(), r, float(spectrum[:r].sum()) / total)
 
 
 def extractable(key: str, shape: Tuple[int, ...]) -> bool:
     """Weights a LoRA can hold: Linear and Conv weights, not embeddings or norms."""
     return len(shape) in (2, 4) and not any(w in key for w in SKIP_WORDS)
+
+
+def is_conv(shape: Sequence[int]) -> bool:
+    """A convolution with a kernel larger than 1×1 (a 1×1 convolution is a linear layer)."""
+    return len(shape) == 4 and math.prod(shape[2:]) > 1
+
+
+def rank_limit(shape: Sequence[int]) -> int:
+    """The largest rank a weight's change can have: min(out, in·kernel)."""
+    return min(shape[0], math.prod(shape[1:]))
 
 
 def kohya_names(arch: Architecture) -> Dict[str, List[Tuple[str, Part]]]:
@@ -93,49 +107,68 @@ BASE_MODEL_VERSION = {"sd1-ldm": "sd_v1", "sd2-ldm": "sd_v2", "sdxl-sgm": "sdxl_
                       "sd3-comfyui": "sd3", "sd3.5_large-comfyui": "sd3", "sd3.5_medium-comfyui": "sd3"}
 
 
+@dataclass(frozen=True)
+class Module:
+    rank: int
+    energy: float   # fraction of its ΔW's Σ s² kept
+    conv: bool      # a convolution larger than 1×1
+
+
 @dataclass
 class LoraWriter:
-    """Collects factorised modules, then writes one kohya LoRA file."""
+    """Collects factorised modules, then writes one kohya LoRA file. ``add`` may be called from
+    several threads at once (the factorisations run in parallel)."""
 
     architecture: Architecture
     dtype: torch.dtype = torch.float16
     tensors: Dict[str, torch.Tensor] = field(default_factory=dict)
-    ranks: List[int] = field(default_factory=list)
-    energies: List[float] = field(default_factory=list)
+    modules: List[Module] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, key: str, delta: torch.Tensor, rank: int, threshold: Optional[float], names) -> None:
+    def add(self, key: str, delta: torch.Tensor, rank: Optional[int], energy: Optional[float], names) -> None:
         """Factorise ``delta`` (the whole key's ΔW) under the module names chosen for ``key``."""
+        found = []
         for name, part in names:
             span = part.row_range(delta.shape[0])
             piece = delta if span is None else delta[span[0]:span[1]]
             if part.swap_halves:
                 a, b = piece.chunk(2, dim=0)
                 piece = torch.cat((b, a), dim=0)
-            f = factorise(piece, rank, threshold)
-            if f is None:
-                continue
-            self.tensors[f"{name}.lora_up.weight"] = f.up.to(self.dtype)
-            self.tensors[f"{name}.lora_down.weight"] = f.down.to(self.dtype)
-            self.tensors[f"{name}.alpha"] = torch.tensor(float(f.rank), dtype=self.dtype)
-            self.ranks.append(f.rank)
-            self.energies.append(f.energy)
+            f = factorise(piece, rank, energy)
+            if f is not None:
+                found.append((name, f, Module(f.rank, f.energy, is_conv(piece.shape))))
+        with self._lock:
+            for name, f, module in found:
+                self.tensors[f"{name}.lora_up.weight"] = f.up.to(self.dtype)
+                self.tensors[f"{name}.lora_down.weight"] = f.down.to(self.dtype)
+                self.tensors[f"{name}.alpha"] = torch.tensor(float(f.rank), dtype=self.dtype)
+                self.modules.append(module)
+
+    @property
+    def max_rank(self) -> int:
+        return max((m.rank for m in self.modules), default=0)
+
+    @property
+    def min_energy(self) -> float:
+        return min((m.energy for m in self.modules), default=1.0)
 
     def metadata(self, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-        rank = max(self.ranks) if self.ranks else 0
+        rank = max((m.rank for m in self.modules if not m.conv), default=0)
+        conv = max((m.rank for m in self.modules if m.conv), default=0)
         te = any(k.startswith("lora_te") for k in self.tensors)
         unet = any(k.startswith("lora_unet") for k in self.tensors)
         meta = {
             "ss_network_module": "networks.lora",
             "ss_network_dim": str(rank),
             "ss_network_alpha": str(float(rank)),
-            "ss_network_args": json.dumps({"conv_dim": str(rank), "conv_alpha": str(float(rank))}),
+            "ss_network_args": json.dumps({"conv_dim": str(conv), "conv_alpha": str(float(conv))}),
             "ss_v2": str(self.architecture.identifier.startswith("sd2")),
             "ss_base_model_version": BASE_MODEL_VERSION.get(self.architecture.identifier,
                                                             self.architecture.identifier),
             "ss_text_encoder_lr": "1" if te else "0",
             "ss_unet_lr": "1" if unet else "0",
             "mecha_architecture": self.architecture.identifier,
-            "mecha_min_energy": f"{min(self.energies):.6f}" if self.energies else "1",
+            "mecha_min_energy": f"{self.min_energy:.6f}",
         }
         meta.update(extra or {})
         return meta

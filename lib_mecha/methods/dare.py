@@ -225,7 +225,7 @@ def overlap_pmf(n: int, p: float, overlap: float, emphasis: float) -> torch.Tens
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="Dropout (n-supermario)", category="ties",
-              stochastic=True,
+              stochastic=True, fresh_seed="seed",
               help="Randomly gives each entry to some of the differences and averages those (a DARE variant).",
               notes=("seed null draws fresh randomness on every merge, as in sd-mecha; give a seed to "
                      "make the result reproducible.",))

@@ -240,6 +240,12 @@ class MethodSpec:
     # elements per output element: the engine's memory estimate for a key counts it
     temporaries: float = 0.0
     stochastic: bool = False
+    # the int parameter whose null value draws fresh randomness on every merge: a live merge
+    # records a concrete seed for it (lib_mecha.live.seeds), so a re-merge can reuse the keys
+    fresh_seed: Optional[str] = None
+    # bumped whenever the function's results change for the same arguments: part of every
+    # key's fingerprint, so a live re-merge recomputes the keys an older version produced
+    version: int = 1
     # key behaviour; None means "one output key from the same key of every tensor argument"
     route: Optional[Callable] = None
     # output shape from the tensor arguments' shapes; None means "the first tensor argument's"
@@ -313,6 +319,7 @@ class MethodSpec:
             "returns": self.returns,
             "elementwise": self.elementwise,
             "stochastic": self.stochastic,
+            "version": self.version,
             "notes": list(self.notes),
             "params": [p.describe() for p in self.params if p.kind != "key"],
         }
@@ -351,6 +358,9 @@ def make_spec(func: Callable, *, name: Optional[str] = None, returns: str = SAME
     if not (isinstance(temporaries, (int, float)) and math.isfinite(temporaries) and temporaries >= 0):
         raise TypeError(f"merge method {ident}: temporaries must be a finite number of key-sized buffers, "
                         f"0 or more; got {temporaries!r}")
+    fresh_seed = options.get("fresh_seed")
+    if fresh_seed is not None and not any(p.name == fresh_seed and p.kind == "int" and p.nullable for p in params):
+        raise TypeError(f"merge method {ident}: fresh_seed={fresh_seed!r} must name a nullable Int parameter")
     return MethodSpec(ident, func, tuple(params), returns, workspace=workspace, **options)
 
 

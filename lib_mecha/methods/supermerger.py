@@ -117,7 +117,7 @@ def extract_features(a=Tensor(SAME, help="the common base"), b=Tensor(SAME), c=T
     return restore(out.view(a1.shape))
 
 
-@merge_method(returns=SAME, label="Add noise", category="supermerger", stochastic=True,
+@merge_method(returns=SAME, label="Add noise", category="supermerger", stochastic=True, fresh_seed="seed",
               help="Adds seeded Gaussian noise of standard deviation alpha (SuperMerger's 'plus random').",
               notes=("seed null draws fresh noise on every merge; give a seed to make it reproducible.",))
 def add_noise(a=Tensor(SAME),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..engine.outputs import refuse_input_as_output
 from ..errors import HostError, MechaError
 from ..methods import build
 from ..recipe import RecipeNode, model
@@ -47,30 +48,56 @@ def merge_options(host, catalog: Catalog, for_hot_load: bool, **changes):
 
 # --- merge & hot-load ----------------------------------------------------------------------------
 
-def start_merge(host, catalog: Catalog, node: RecipeNode, text: str, runner: JobRunner = RUNNER) -> Job:
-    """Merge in memory and hot-load the result (a job). Raises Busy when a job runs."""
+def start_merge(host, catalog: Catalog, node: RecipeNode, text: str, runner: JobRunner = RUNNER,
+                save_dtype: Optional[str] = None) -> Job:
+    """Stream the merge into the WebUI's model (a job), rounded to ``save_dtype`` (the Save
+    panel's dtype; default: the "Default output dtype" setting) so the preview shows what Save
+    writes. Only keys whose fingerprint changed since the loaded merge are recomputed.
+
+    Raises Busy when a job or a generation runs (nothing is started)."""
     from ..host.base import MergeIdentity
+    from ..host.jobs import pinned
     if not can_hot_load(host):
         raise HostError("hot-loading needs a WebUI", "save the merge to a file instead")
+    if save_dtype is not None and save_dtype not in DTYPES:
+        raise MechaError(f"unknown dtype {save_dtype!r}", f"choose one of {', '.join(DTYPES)}")
     check_models(node, catalog)
-    options = merge_options(host, catalog, for_hot_load=True)
+    changes = {"output_dtype": save_dtype} if save_dtype else {}
+    options = merge_options(host, catalog, for_hot_load=True, **changes)
+    node, text = pinned(host, node, text)
+    ident = MergeIdentity.from_recipe(text)
+    if runner.busy() is None:  # (a running job is named by runner.start)
+        host.run_exclusive(lambda: None, job="Merge & load")  # Busy at once while a generation runs
 
     def run(job: Job):
-        from .. import merge
-        result = merge(node, None, options=options, progress=job.progress, cancel=job.cancel)
-        job.phase = "loading into the WebUI"
-        ident = MergeIdentity.from_recipe(text)
-        _call(host.hot_load, result.state_dict, ident)
-        return {"ident": ident, "keys": len(result.keys), "skipped": result.skipped_summary(),
-                "seconds": result.seconds, "warnings": list(getattr(result, "warnings", ()) or ())}
+        job.phase = "merging into the loaded model"
+        report = _call(host.hot_load, node, ident, options, progress=job.progress, planned=job.planned,
+                       cancel=job.cancel)
+        return {"ident": ident, "report": report}
     return runner.start("merge", "merge & load", run)
+
+
+def report_phrase(report) -> str:
+    """``re-merged 26 of 1131 keys in 1.9 s`` (with the peak memory when known)."""
+    if report.keys_merged == 0:
+        text = f"nothing to re-merge: all {report.keys_total} keys were unchanged ({report.seconds:.1f} s)"
+    elif report.keys_merged == report.keys_total:
+        text = f"merged {report.keys_total} keys in {report.seconds:.1f} s"
+    else:
+        text = f"re-merged {report.keys_merged} of {report.keys_total} keys in {report.seconds:.1f} s"
+    if report.peak_extra_mb is not None:
+        text += f", peak memory +{report.peak_extra_mb:.0f} MB"
+    return text
 
 
 def merge_done_message(job: Job) -> str:
     if job.error is not None:
         return job.message()
-    r = job.result
-    return _with_warnings(f"loaded {r['ident'].display_name} ({r['keys']} keys, {job.elapsed:.1f} s)", r)
+    ident, report = job.result["ident"], job.result["report"]
+    text = f"loaded {ident.display_name}: {report_phrase(report)}"
+    if report.loaded_first:
+        text += f" (the WebUI had {report.loaded_first} selected: it was loaded first and merged into)"
+    return _with_warnings(text, {"warnings": report.warnings})
 
 
 # --- save --------------------------------------------------------------------------------------
@@ -92,6 +119,30 @@ def save_target(host, name: str, overwrite: bool) -> Path:
     return output_path(name, folder, roots, overwrite=overwrite)
 
 
+def overwrite_question(path: str) -> str:
+    """What the overwrite prompt asks: which file, how large and how old, and that it goes."""
+    from datetime import datetime
+    p = Path(path)
+    try:
+        st = p.stat()
+        about = f" ({format_size(st.st_size)}, last changed {datetime.fromtimestamp(st.st_mtime):%Y-%m-%d %H:%M})"
+    except OSError:
+        about = ""
+    return (f"{p.name} already exists in {p.parent}{about}. Overwrite replaces that file with this merge "
+            "once the merge is complete; the old file cannot be recovered.")
+
+
+def format_size(n: float) -> str:
+    """``812 bytes``, ``1.5 MiB``, ``2.0 GiB``."""
+    if n < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
 def save_recipe(node: RecipeNode, request: SaveRequest, catalog: Catalog, architecture: Optional[str]) -> RecipeNode:
     """The recipe actually saved: the draft's, with the EMA dropped and/or a VAE baked in."""
     if request.prune_ema:
@@ -110,20 +161,24 @@ def save_recipe(node: RecipeNode, request: SaveRequest, catalog: Catalog, archit
 
 def start_save(host, catalog: Catalog, node: RecipeNode, request: SaveRequest, architecture: Optional[str],
                runner: JobRunner = RUNNER) -> Job:
-    """Write the merge to a file (a job). Raises OutputExists (before anything runs) when the
-    file exists and ``overwrite`` is false, Busy when a job runs."""
+    """Write the merge to a file (a job). Raises, before anything runs: OutputIsInput when the
+    file is one of the recipe's inputs, OutputExists when it exists and ``overwrite`` is false;
+    Busy when a job runs."""
     if request.dtype not in DTYPES:
         raise MechaError(f"unknown dtype {request.dtype!r}", f"choose one of {', '.join(DTYPES)}")
-    target = save_target(host, request.name, request.overwrite)
-    recipe = save_recipe(node, request, catalog, architecture)
+    recipe = save_recipe(host.pin_seeds(node), request, catalog, architecture)
     check_models(recipe, catalog)
     options = merge_options(host, catalog, for_hot_load=False, output_dtype=request.dtype,
                             overwrite=request.overwrite)
+    # before the question whether to replace a file: an input is never replaced
+    refuse_input_as_output(recipe, save_target(host, request.name, True), options.model_dirs)
+    target = save_target(host, request.name, request.overwrite)
 
     def run(job: Job):
         from .. import merge
         os.makedirs(target.parent, exist_ok=True)
-        result = merge(recipe, str(target), options=options, progress=job.progress, cancel=job.cancel)
+        result = merge(recipe, str(target), options=options, progress=job.progress, planned=job.planned,
+                       cancel=job.cancel)
         job.phase = "refreshing the model list"
         try:
             host.run_exclusive(host.refresh_checkpoints, job="refresh", wait=HOST_WAIT)
@@ -172,8 +227,12 @@ def restore(host) -> str:
         return "nothing to restore: the standalone tab never loads models"
     if host.hot_loaded() is None:
         return "the original checkpoint is loaded; nothing to restore"
-    _call(host.restore)
-    return "restored the original checkpoint"
+    report = _call(host.restore)
+    text = "restored the original checkpoint"
+    if report is not None:
+        text += f" ({report.keys_restored} keys written back in {report.seconds:.1f} s)"
+        text += "".join(f"; warning: {w}" for w in report.warnings)
+    return text
 
 
 def preview(host, params) -> List[Tuple[Any, str]]:
@@ -184,19 +243,38 @@ def preview(host, params) -> List[Tuple[Any, str]]:
     return _call(host.generate, params)
 
 
+def samplers(host) -> List[str]:
+    """The host's sampler names for the preview (none when it has no list)."""
+    try:
+        return list(host.samplers())
+    except MechaError:
+        return []
+
+
 def status_text(host, catalog: Catalog) -> str:
-    """One line saying what the WebUI would generate with now."""
+    """One line saying what the WebUI would generate with now (never a merge it would drop)."""
     if not can_hot_load(host):
         folder = host.default_save_dir()
         return f"Standalone: merges are saved to {folder}; hot-loading and previews need the WebUI."
     ident = host.hot_loaded()
+    pending = host.pending_selection()
     if ident is not None:
         first = _recipe_summary(ident.recipe_text)
-        return f"Loaded: merge {ident.display_name} (recipe {ident.short_id}){' — ' + first if first else ''}"
+        text = f"Loaded: merge {ident.display_name} (recipe {ident.short_id}){' — ' + first if first else ''}"
+        report = host.live_report()
+        if report is not None:
+            text += f"; {report_phrase(report)}"
+        if pending is not None:
+            text += (f". The WebUI has {pending} selected: its next generation loads it and drops the merge "
+                     "(Merge & load merges into it)")
+        return text
     current = host.current_model()
     if current is None:
-        return "Loaded: no model yet"
-    return f"Loaded: original checkpoint {current.label}"
+        return "Loaded: no model yet" + (f"; the WebUI loads {pending} at the next generation" if pending else "")
+    text = f"Loaded: original checkpoint {current.label}"
+    if pending is not None:
+        text += f"; the WebUI has {pending} selected and loads it at the next generation"
+    return text
 
 
 def _recipe_summary(text: str) -> str:

@@ -85,7 +85,7 @@ def _report(path: str, architecture: Optional[str], base: Optional[str]) -> str:
     from ..arch import resolve_architecture
     from ..io import open_model, read_header
     from ..lora import inspect
-    from ..lora.matching import match_for, read_lora
+    from ..lora.matching import match_for, read_lora_file
     if architecture is None:
         return inspect(path).report()
     shape_of = None
@@ -101,6 +101,5 @@ def _report(path: str, architecture: Optional[str], base: Optional[str]) -> str:
                     return shapes[alias]
             return None
     with open_model(path) as handle:
-        tensors = {k: (tuple(i.shape), i.dtype) for k, i in handle.tensors.items()}
-        lora_file = read_lora(str(path), tensors, handle.read)
+        lora_file = read_lora_file(path, handle)
     return match_for(lora_file, resolve_architecture(architecture), shape_of).report()

@@ -12,6 +12,10 @@ import lib_mecha as mecha
 import lib_mecha.methods as methods
 from lib_mecha.engine import execute as execute_module
 from lib_mecha.methods.spec import SAME, Tensor
+from lib_mecha.io.positional import PORTABLE_IO
+
+mapped_reads_only = pytest.mark.skipif(PORTABLE_IO, reason="about reads of mapped file pages, which the "
+                                       "Windows paths (LIB_MECHA_PORTABLE_IO=1) never make")
 
 BIG = (1024, 640)  # 655360 elements: ten slices of 65536 below; whole, more than a 16 MiB budget
 
@@ -70,6 +74,7 @@ def _mean(*tensors):
     return total.div_(len(tensors))
 
 
+@mapped_reads_only
 @pytest.mark.parametrize("threads", [0, 2])
 def test_n_average_reads_float16_as_stored_and_gives_the_plain_mean_bitwise(models_dir, inputs, small_slices,
                                                                              received, threads):

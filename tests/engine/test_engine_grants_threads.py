@@ -16,6 +16,10 @@ from lib_mecha.memory import BufferPool
 from lib_mecha.methods import _trim, _values
 from lib_mecha.methods import ties as ties_module
 from lib_mecha.workspace import Workspace, ranges
+from lib_mecha.io.positional import PORTABLE_IO
+
+mapped_reads_only = pytest.mark.skipif(PORTABLE_IO, reason="about reads of mapped file pages, which the "
+                                       "Windows paths (LIB_MECHA_PORTABLE_IO=1) never make")
 
 # 524288 elements: with three inputs the engine's estimate for one key exceeds the smallest budget
 # (16 MiB), so each such key runs alone and is granted the other thread
@@ -244,6 +248,7 @@ def test_methods_take_key_sized_memory_from_their_workspace():
     assert plain.empty(10, torch.float32).shape == (10,) and plain.threads == 1
 
 
+@mapped_reads_only
 @pytest.mark.parametrize("recipe", ["ties", "dare", "dropout"])
 def test_keys_of_one_size_after_the_first_need_no_new_memory(tmp_path, monkeypatch, recipe):
     """Whole keys of one size follow each other: after the first, the engine's loads, the

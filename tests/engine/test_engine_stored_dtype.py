@@ -11,6 +11,10 @@ from safetensors.torch import load_file, save_file
 import lib_mecha as mecha
 import lib_mecha.methods as methods
 from lib_mecha.methods.spec import SAME, Tensor
+from lib_mecha.io.positional import PORTABLE_IO
+
+mapped_reads_only = pytest.mark.skipif(PORTABLE_IO, reason="about reads of mapped file pages, which the "
+                                       "Windows paths (LIB_MECHA_PORTABLE_IO=1) never make")
 
 # more elements than top_k's smallest tensor for 16-bit keys (SMALL), so its fast path runs
 SHAPES = {"big.weight": (640, 320), "small.weight": (7, 5)}
@@ -58,6 +62,7 @@ def _merge(recipe, models_dir, **kwargs):
     return mecha.merge(recipe, model_dirs=[models_dir], **kwargs).state_dict
 
 
+@mapped_reads_only
 @pytest.mark.parametrize("threads", [0, 2])
 def test_file_inputs_come_as_stored_and_computed_ones_in_the_compute_dtype(models_dir, inputs, received, threads):
     a, b, c = (mecha.model(f"m{i}") for i in range(3))
@@ -69,6 +74,7 @@ def test_file_inputs_come_as_stored_and_computed_ones_in_the_compute_dtype(model
         assert out[key].dtype == torch.float32 and torch.equal(out[key], inputs[0][key].float()), key
 
 
+@mapped_reads_only
 def test_the_next_method_gets_the_result_in_the_compute_dtype(models_dir, inputs, received):
     a, b = mecha.model("m0"), mecha.model("m1")
     out = _merge(methods.build("recording_plain", methods.build("recording_first", a, b)), models_dir, threads=0)

@@ -74,3 +74,30 @@ def merge_dict(seed=3):
     """A complete stand-in SD1 state dict, as a merge would produce."""
     from modules import _net
     return _net.random_checkpoint(seed)
+
+
+def options(host, **changes):
+    """The MergeOptions a hot-load from the tab would use."""
+    import lib_mecha
+    from lib_mecha.host.settings import merge_option_values
+    values = merge_option_values(host, for_hot_load=True)
+    values.update(changes)
+    return lib_mecha.MergeOptions(**values)
+
+
+def ckpt_recipe(webui, seed=3, drop=(), name=None):
+    """A recipe whose merge is the stand-in checkpoint of ``seed`` (written into the checkpoint
+    folder as ``merge-<seed>.safetensors``): what a merge producing ``merge_dict(seed)`` would be."""
+    import lib_mecha
+    path = webui.ckpt_dir / (name or f"merge-{seed}.safetensors")
+    if not path.exists():
+        write_checkpoint(path, seed, drop=drop)
+    return lib_mecha.model(str(path))
+
+
+def hot_load(host, webui, seed=3, text=None, recipe=None, **kw):
+    """Hot-load ``recipe`` (default: the checkpoint of ``seed``) as the merge ``text``; the report."""
+    from lib_mecha.host.base import MergeIdentity
+    node = recipe if recipe is not None else ckpt_recipe(webui, seed)
+    ident = MergeIdentity.from_recipe(text or f"merge {seed}", kw.pop("display", None))
+    return host.hot_load(node, ident, kw.pop("opts", None) or options(host), **kw)

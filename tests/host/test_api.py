@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -9,6 +10,8 @@ from fastapi.testclient import TestClient
 
 import lib_mecha
 from lib_mecha.host import extension
+
+from host_stub import write_checkpoint
 
 
 def recipe(a="model-a.safetensors", b="model-b.safetensors", alpha=0.5):
@@ -48,6 +51,12 @@ def test_merge_hot_load_generate_restore(webui):
     assert r.status_code == 200, r.text
     job = r.json()
     assert job["state"] == "done" and job["hot_loaded"]["recipe_id"] == job["recipe_id"]
+    assert job["keys_merged"] == job["keys_total"] == job["result"]["keys_total"] > 0
+    assert job["seconds"] > 0 and job["peak_extra_mb"] is not None
+    again = client.post("/mecha/v1/merge", json={"recipe": text, "target": "hot-load"}).json()
+    assert again["keys_merged"] == 0 and again["keys_total"] == job["keys_total"]   # nothing changed
+    status = client.get("/mecha/v1/status").json()["job"]
+    assert {k: status[k] for k in ("keys_total", "keys_merged")} == {"keys_total": job["keys_total"], "keys_merged": 0}
     merged = webui.pixels()
     assert merged != original
     assert client.get("/mecha/v1/status").json()["model"]["is_merge"] is True
@@ -59,7 +68,8 @@ def test_merge_hot_load_generate_restore(webui):
     img = Image.open(io.BytesIO(base64.b64decode(preview.json()["images"][0]))).convert("RGB")
     assert img.tobytes() == merged
     assert f"Mecha recipe: {job['recipe_id']}" in preview.json()["infotexts"][0]
-    assert client.post("/mecha/v1/restore").status_code == 200
+    restored = client.post("/mecha/v1/restore")
+    assert restored.status_code == 200 and restored.json()["keys_restored"] == job["keys_total"]
     assert webui.pixels() == original
 
 
@@ -132,3 +142,56 @@ def test_rest_merge_refused_while_the_tab_runs_a_job(webui):
     finally:
         release.set()
         tab_job.finished.wait(30)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_saving_over_an_input_is_refused_even_when_asked(webui, overwrite):
+    client = start()
+    before = {p.name: p.read_bytes() for p in webui.ckpt_dir.iterdir()}
+    job_before = client.get("/mecha/v1/status").json()["job"]
+    r = client.post("/mecha/v1/merge", json={"recipe": recipe(), "target": "file", "name": "model-a",
+                                               "overwrite": overwrite})
+    assert r.status_code == 422, r.text
+    assert r.json()["type"] == "OutputIsInput" and "is an input of this recipe" in r.json()["error"]
+    assert {p.name: p.read_bytes() for p in webui.ckpt_dir.iterdir()} == before
+    assert client.get("/mecha/v1/status").json()["job"] == job_before  # refused before a job started
+
+
+def test_input_hashes_are_kept_in_the_hosts_data_folder(webui):
+    from modules import paths
+    client = start()
+    r = client.post("/mecha/v1/merge", json={"recipe": recipe(), "target": "file", "name": "hashed"})
+    assert r.status_code == 200, r.text
+    cache = Path(paths.data_path) / "mecha" / "hashes.json"
+    assert str(webui.a.resolve()) in cache.read_text(encoding="utf-8")
+
+
+def test_checkpoints_linked_into_the_folder_are_listed_and_merged(webui, tmp_path):
+    """One model store shared by several WebUIs: links to files, and to a folder, inside the
+    checkpoint folder (the host lists both: modules/util.py walk_files follows links)."""
+    from modules import sd_models
+    store = tmp_path / "store"
+    write_checkpoint(store / "shared.safetensors", 5)
+    write_checkpoint(store / "deep" / "other.safetensors", 6)
+    (webui.ckpt_dir / "shared.safetensors").symlink_to(store / "shared.safetensors")
+    (webui.ckpt_dir / "linked").symlink_to(store / "deep", target_is_directory=True)
+    sd_models.list_models()
+    client = start()
+    webui.pixels()  # a model is loaded: the hot-load compares the merge with it
+    listed = {m["name"]: m["path"] for m in client.get("/mecha/v1/models").json()["checkpoints"]}
+    assert {"shared.safetensors", "linked/other.safetensors"} <= set(listed)
+    linked = recipe("shared.safetensors", "linked/other.safetensors")
+    for body in ({"recipe": linked, "target": "hot-load"},
+                 {"recipe": recipe(listed["shared.safetensors"], listed["linked/other.safetensors"]),
+                  "target": "hot-load"},
+                 {"recipe": linked, "target": "file", "name": "from-links"}):
+        r = client.post("/mecha/v1/merge", json=body)
+        assert r.status_code == 200, r.text
+    # a name that climbs out, or the store's own path, stays outside
+    for bad in (str(webui.ckpt_dir / "linked" / ".." / "shared.safetensors"), str(store / "shared.safetensors")):
+        r = client.post("/mecha/v1/merge", json={"recipe": recipe(bad)})
+        assert r.status_code == 403 and "outside the model folders" in r.json()["error"], r.text
+    # and no output is written through a link to outside the folders
+    r = client.post("/mecha/v1/merge", json={"recipe": linked, "target": "file", "name": "linked/out"})
+    assert r.status_code == 403, r.text
+    assert sorted(p.name for p in (store / "deep").iterdir()) == ["other.safetensors"]

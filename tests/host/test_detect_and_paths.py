@@ -11,7 +11,7 @@ from host_stub import stand_in
 from lib_mecha.errors import Busy, HostError, OutputExists, PathEscape
 from lib_mecha.host.base import MergeIdentity, PreviewParams
 from lib_mecha.host.detect import detect_flavour, make_host
-from lib_mecha.host.paths import is_inside, output_path
+from lib_mecha.host.paths import is_inside, is_listed_under, output_path, require_model_file
 
 
 def test_detects_the_stand_in_flavours(webui):
@@ -48,7 +48,7 @@ def test_standalone_without_a_webui(tmp_path):
     assert [r.label for r in host.list_checkpoints()] == ["a.safetensors"]
     assert host.resolve_checkpoint("a").path == str(tmp_path / "ckpt" / "a.safetensors")
     with pytest.raises(HostError, match="needs a WebUI"):
-        host.hot_load({}, MergeIdentity.from_recipe("x"))
+        host.hot_load(None, MergeIdentity.from_recipe("x"), None)
     with pytest.raises(HostError):
         host.generate(PreviewParams())
     assert host.option("mecha_threads") == 2
@@ -104,3 +104,23 @@ def test_symlinks_out_of_the_model_folders_are_outside(tmp_path):
     (root / "link.safetensors").symlink_to(outside)
     assert not is_inside(root / "link.safetensors", [root])
     assert is_inside(root / "x.safetensors", [root])
+
+
+def test_a_link_inside_the_model_folders_is_an_input_wherever_it_leads(tmp_path):
+    root = tmp_path / "models"
+    store = tmp_path / "store"
+    (store / "deep").mkdir(parents=True)
+    (store / "m.safetensors").write_bytes(b"x")
+    root.mkdir()
+    (root / "m.safetensors").symlink_to(store / "m.safetensors")
+    (root / "linked").symlink_to(store / "deep", target_is_directory=True)
+    assert require_model_file(root / "m.safetensors", [root]) == root / "m.safetensors"
+    assert is_listed_under(root / "linked" / "x.safetensors", [root])
+    assert is_listed_under(root / "x.safetensors", [root])
+    for outside in (store / "m.safetensors", root / "linked" / ".." / "m.safetensors", tmp_path / "models2" / "x",
+                    root / ".." / "store" / "m.safetensors"):
+        assert not is_listed_under(outside, [root])
+        with pytest.raises(PathEscape, match="is outside the model folders"):
+            require_model_file(outside, [root])
+    # where files are written, links are followed: the link leads outside
+    assert not is_inside(root / "m.safetensors", [root])

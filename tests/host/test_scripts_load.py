@@ -6,7 +6,7 @@ import types
 
 import gradio as gr
 
-from host_stub import ROOT
+from host_stub import ROOT, hot_load
 
 SCRIPT = ROOT / "scripts" / "mecha.py"
 
@@ -81,12 +81,11 @@ def test_no_tab_without_a_ui_module(webui, monkeypatch):
 
 def test_unload_restores_the_merge_and_drops_state(webui):
     from lib_mecha.host import extension
-    from lib_mecha.host.base import MergeIdentity
-    from modules import _net, script_callbacks
+    from modules import script_callbacks
     load_script()
     host = extension.current_host()
     original = webui.pixels()
-    host.hot_load(_net.random_checkpoint(5), MergeIdentity.from_recipe("unload test"))
+    hot_load(host, webui, 5, "unload test")
     assert webui.pixels() != original
     script_callbacks.script_unloaded_callback()
     assert extension.current_host() is None
@@ -96,15 +95,13 @@ def test_unload_restores_the_merge_and_drops_state(webui):
 
 def test_recipe_id_added_to_txt2img_infotext_while_a_merge_is_loaded(webui):
     from lib_mecha.host import extension
-    from lib_mecha.host.base import MergeIdentity
-    from modules import _net, processing, scripts
+    from modules import processing, scripts
     load_script()
     webui.pixels()  # a model is loaded, as after any generation
     script = scripts.scripts_data[0][0]()
     p = processing.StableDiffusionProcessingTxt2Img(prompt="x", seed=1, steps=1, width=8, height=8)
     script.process(p)
     assert "Mecha recipe" not in p.extra_generation_params
-    ident = MergeIdentity.from_recipe("infotext test")
-    extension.current_host().hot_load(_net.random_checkpoint(6), ident)
+    ident = hot_load(extension.current_host(), webui, 6, "infotext test").ident
     script.process(p)
     assert p.extra_generation_params["Mecha recipe"] == ident.short_id

@@ -13,7 +13,7 @@ import torch
 
 from lib_mecha.errors import OutputError, OutputExists
 from lib_mecha.io import SafetensorsFile, SafetensorsWriter
-from lib_mecha.io import writer as writer_module
+from lib_mecha.io import temps
 
 W = "model.diffusion_model.input_blocks.1.1.proj_in.weight"
 B = "model.diffusion_model.input_blocks.1.1.proj_in.bias"
@@ -167,8 +167,8 @@ def test_read_only_folder(tmp_path):
 
 def test_temp_file_cannot_be_created(tmp_path, monkeypatch):
     """Creation failures (read-only media, permissions, a clashing name) surface as OutputError."""
-    monkeypatch.setattr(writer_module.secrets, "token_hex", lambda n: "fixed")
-    (tmp_path / ".m.safetensors.mecha-tmp-fixed").write_text("in the way")
+    monkeypatch.setattr(temps.secrets, "token_hex", lambda n: "f1xed0f1xed0")
+    (tmp_path / f".m.safetensors.mecha-tmp-{temps.HOST_TAG}-{os.getpid()}-f1xed0f1xed0").mkdir()  # in the way
     with pytest.raises(OutputError) as info:
         SafetensorsWriter(tmp_path / "m.safetensors", [])
     assert str(info.value) == f"cannot write in folder {tmp_path}: File exists"

@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 import lib_mecha
 from lib_mecha.errors import OutputExists, ParameterError
 from lib_mecha.lora import bake, lora
-from lib_mecha.lora.combine import extract_lora, merge_loras
+from lib_mecha.lora.combine import merge_loras
+from lib_mecha.lora.extract import extract_lora
 from lib_mecha.lora.save import factorise
 
 Q = "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"
@@ -69,9 +70,9 @@ def test_merge_two_loras_exactly_at_sufficient_rank(tmp_path):
 
 def test_threshold_picks_the_rank_that_keeps_the_energy():
     d = torch.diag(torch.tensor([10.0, 1.0, 0.1, 0.01])) @ torch.linalg.qr(_g(4, 4))[0]
-    assert factorise(d, rank=4, threshold=0.98).rank == 1
-    assert factorise(d, rank=4, threshold=0.999).rank == 2
-    assert factorise(d, rank=1, threshold=0.999999).rank == 1
+    assert factorise(d, rank=4, energy=0.98).rank == 1
+    assert factorise(d, rank=4, energy=0.999).rank == 2
+    assert factorise(d, rank=1, energy=0.999999).rank == 1
     assert factorise(torch.zeros(3, 3), rank=2) is None
 
 
@@ -104,5 +105,5 @@ def test_extract_with_energy_threshold_uses_smaller_ranks(tmp_path):
     u, v = torch.linalg.qr(_g(768, 4))[0], torch.linalg.qr(_g(768, 4, seed=1))[0]
     base = _save(tmp_path / "base.safetensors", base_sd)
     tuned = _save(tmp_path / "tuned.safetensors", {Q: u @ torch.diag(s) @ v.T})
-    saved = extract_lora(str(tuned), str(base), tmp_path / "x.safetensors", rank=16, threshold=0.99)
+    saved = extract_lora(str(tuned), str(base), tmp_path / "x.safetensors", rank=16, energy=0.99)
     assert saved.max_rank == 2

@@ -57,7 +57,7 @@ def test_pinned_description_of_ties_sum():
         "name": "ties_sum", "label": "TIES", "category": "ties", "returns": "delta",
         "help": "TIES-merging: trim each difference to its largest entries, elect a sign per element, "
                 "and average the differences that agree with it.",
-        "elementwise": False, "stochastic": False,
+        "elementwise": False, "stochastic": False, "version": 1,
         "notes": ["An element where some difference is NaN or infinite comes out 0 (with the geometric median, "
                   "such entries are left out instead)."],
         "params": [

@@ -2,6 +2,7 @@
 ``--methods`` and the extension's ``user_methods`` folder."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -72,23 +73,25 @@ def test_bad_files_are_named_in_the_error(tmp_path, cleanup):
         load_method_files([tmp_path / "missing.py"])
 
 
-def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "lib_mecha", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-
-
-def test_the_command_line_lists_and_merges_with_methods_from_a_file(tmp_path):
+def test_the_command_line_lists_and_merges_with_methods_from_a_file(tmp_path, cleanup, monkeypatch, capsys):
+    from lib_mecha.cli import main
     path = _write(tmp_path, "mine.py", "scaled_on_cli")
+    cleanup.append("scaled_on_cli")
     save_file({"w": torch.tensor([1.0, -2.0])}, str(tmp_path / "a.safetensors"))
     (tmp_path / "r.mecha").write_text(
         'version 0.1.0\nmodel "a" model_config=null merge_space="weight"\nmerge "scaled_on_cli" &0 factor=3.0')
-    listed = _cli("methods", "--methods", str(path), cwd=tmp_path)
-    assert listed.returncode == 0 and "scaled_on_cli" in listed.stdout, listed.stderr
-    missing = _cli("merge", "r.mecha", "-o", "out.safetensors", "--models-dir", ".", "--quiet", cwd=tmp_path)
-    assert missing.returncode != 0 and "scaled_on_cli" in missing.stderr
-    assert len(missing.stderr.strip().splitlines()) == 1
-    merged = _cli("merge", "r.mecha", "-o", "out.safetensors", "--models-dir", ".", "--quiet", "--dtype", "fp32",
-                  "--methods", str(path), cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["methods", "--methods", str(path)]) == 0
+    assert "scaled_on_cli" in capsys.readouterr().out
+    methods.unregister("scaled_on_cli")  # as in a new process: known only from its file
+    assert main(["merge", "r.mecha", "-o", "out.safetensors", "--models-dir", ".", "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "scaled_on_cli" in err and len(err.strip().splitlines()) == 1
+    # and in a process of its own, as a user runs it
+    merged = subprocess.run([sys.executable, "-m", "lib_mecha", "merge", "r.mecha", "-o", "out.safetensors",
+                             "--models-dir", ".", "--quiet", "--dtype", "fp32", "--methods", str(path)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert merged.returncode == 0, merged.stderr
     from safetensors.torch import load_file
     assert torch.equal(load_file(str(tmp_path / "out.safetensors"))["w"], torch.tensor([3.0, -6.0]))

@@ -126,3 +126,14 @@ def test_standalone_cannot_hot_load_or_preview(host, catalog):
         actions.preview(host, None)
     assert actions.restore(host).startswith("nothing to restore")
     assert actions.status_text(host, catalog).startswith(f"Standalone: merges are saved to {host.default_save_dir()}")
+
+
+def test_extraction_groups_map_onto_each_architecture_s_components():
+    from lib_mecha.errors import MechaError
+    from lib_mecha.ui.extraction import GROUPS, components_for
+    assert components_for("sdxl-sgm", GROUPS) == ("clip_l", "clip_g", "diffuser")
+    assert components_for("sdxl-sgm", ("text encoders",)) == ("clip_l", "clip_g")
+    assert components_for("flux-flux", ("UNet / DiT",)) == ("diffuser",)
+    assert components_for(None, GROUPS) is None
+    with pytest.raises(MechaError, match="nothing to extract"):
+        components_for("sd1-ldm", ())

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PURGE = ("modules", "backend", "modules_forge", "launch")
+PURGE = ("modules", "backend", "modules_forge", "launch", "networks")
 
 
 def purge() -> None:

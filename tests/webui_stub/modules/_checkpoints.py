@@ -88,7 +88,8 @@ def list_models():
     exts = (".ckpt", ".safetensors", ".gguf") if _flavour.is_forge() else (".ckpt", ".safetensors")
     folders = [model_path] + ([shared.cmd_opts.ckpt_dir] if shared.cmd_opts.ckpt_dir else [])
     for folder in folders:
-        for root, _, files in os.walk(folder):
+        # modelloader.load_models -> modules/util.py walk_files: os.walk(path, followlinks=True)
+        for root, _, files in os.walk(folder, followlinks=True):
             for f in sorted(files):
                 if f.lower().endswith(exts) and not f.lower().endswith((".vae.safetensors", ".vae.ckpt")):
                     CheckpointInfo(os.path.join(root, f)).register()

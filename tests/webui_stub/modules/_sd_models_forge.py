@@ -1,11 +1,13 @@
 """Forge 2.x modules/sd_models.py, the parts lib_mecha depends on (webui-host §3.3):
 
 * ``forge_model_reload()`` keeps the current model while ``model_data.forge_hash`` equals
-  ``str(model_data.forge_loading_parameters)``; otherwise it drops it and builds a new one with
+  ``str(model_data.forge_loading_parameters)``; otherwise it drops it (``gc.collect()``) and builds a new one with
   ``backend.loader.forge_loader(checkpoint_info.filename)`` — a path, never a dict;
 * the model loads lazily: ``model_data.sd_model`` is a ``FakeInitialModel`` until then;
 * ``load_model``, ``reload_model_weights`` ... are stubs returning None (forge sd_models.py:256-447).
 """
+import gc
+
 import torch
 
 from modules import script_callbacks, shared
@@ -79,6 +81,7 @@ def forge_model_reload():
         model_data.sd_model = None
         memory_management.unload_all_models()
         memory_management.soft_empty_cache()
+        gc.collect()  # the old model goes before the new one is built, if nothing else holds it
     checkpoint_info = model_data.forge_loading_parameters["checkpoint_info"]
     if checkpoint_info is None:
         raise ValueError("You do not have any model!")

@@ -14,3 +14,7 @@ def refresh_vae_list():
             for f in sorted(os.listdir(folder)):
                 if f.endswith((".safetensors", ".pt", ".ckpt")):
                     vae_dict[f] = os.path.join(folder, f)
+
+# the VAE file applied over the checkpoint's own VAE, None for the checkpoint's (modules/sd_vae.py:
+# load_vae sets it; resolve_vae picks a selected VAE over the one baked into a checkpoint)
+loaded_vae_file = None

@@ -30,6 +30,7 @@ opts = Options({
     "forge_unet_storage_dtype": OptionInfo("Automatic", "Diffusion in Low Bits"),
     "add_model_hash_to_info": OptionInfo(True, "Add model hash to infotext"),
     "add_model_name_to_info": OptionInfo(True, "Add model name to infotext"),
+    "hide_samplers": OptionInfo([], "Hide samplers in user interface"),
 })
 state = State()
 settings_components = {}
@@ -48,7 +49,8 @@ total_tqdm = _Tqdm()
 
 
 def walk_files(path, allowed_extensions=None):
-    for root, _, files in os.walk(path):
+    """modules/util.py walk_files (A1111 1.9+): links to folders are followed."""
+    for root, _, files in os.walk(path, followlinks=True):
         for f in sorted(files):
             if allowed_extensions is None or os.path.splitext(f)[1].lower() in allowed_extensions:
                 yield os.path.join(root, f)

@@ -43,10 +43,27 @@ def preprocess_state_dict(sd):
     return sd
 
 
+def replace_state_dict(sd, asd, guess):
+    """A VAE file selected beside the checkpoint replaces its VAE keys (forge loader.py:181-280: a
+    bare VAE, ``decoder.conv_in.weight``, or one extracted from a model, ``first_stage_model.``)."""
+    prefix = guess.vae_key_prefix[0]
+    if any(k.startswith("decoder.") for k in asd):
+        for k in [k for k in sd if k.startswith(prefix)]:
+            del sd[k]
+        for k, v in asd.items():
+            sd[prefix + k] = v
+    elif any(k.startswith(prefix) for k in asd):
+        for k, v in asd.items():
+            sd[k] = v
+    return sd
+
+
 def split_state_dict(sd, additional_state_dicts=None):
     sd = load_torch_file(sd)
     sd = preprocess_state_dict(sd)
     g = guess(sd)
+    for path in additional_state_dicts or []:
+        sd = replace_state_dict(sd, load_torch_file(path), g)
     sd = g.process_vae_state_dict(sd)
     state_dict = {g.unet_target: try_filter_state_dict(sd, g.unet_key_prefix),
                   g.vae_target: try_filter_state_dict(sd, g.vae_key_prefix)}
