@@ -100,7 +100,7 @@ def largest_item_estimate_mb(recipe, models_dir) -> float:
     """The engine's own working-set estimate for the largest key that cannot be merged in slices."""
     import torch
 
-    from lib_mecha.engine.execute import bytes_per_element
+    from lib_mecha.engine.items import bytes_per_element
     with mecha.plan(recipe, model_dirs=[str(models_dir)]) as plan:
         sizes = [bytes_per_element(kp, torch.float32) * kp.numel for kp in plan.keys if not kp.chunkable]
     return max(sizes, default=0) / 2**20
@@ -174,7 +174,8 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{name:18s} {method:24s} {row['wall_s']:7.1f} s  x{row['ratio']:5.2f} of reference "
                   f"({ref['wall_s']:.1f} s, {count} inputs)  cpu {row['user_s'] + row['sys_s']:6.1f} s "
-                  f"(reference {ref['user_s'] + ref['sys_s']:.1f} s)  peak RssAnon {row['peak_rss_anon_mb']:6.0f} MB "
+                  f"(reference {ref['user_s'] + ref['sys_s']:.1f} s)  faults {row['minor_faults'] / 1e6:5.2f} M  "
+                  f"peak RssAnon {row['peak_rss_anon_mb']:6.0f} MB "
                   f"(bound {bound:.0f})  {'ok' if row['meets_time_target'] and row['within_memory_bound'] else 'OVER'}",
                   flush=True)
     if args.json:

@@ -76,7 +76,8 @@ def proc_status(pid: int):
 
 
 def run_measured(cmd, log_path: pathlib.Path, cwd=ROOT):
-    """Run ``cmd``; returns wall time, peak RssAnon/VmHWM (polled), ru_maxrss, cpu times, exit code."""
+    """Run ``cmd``; returns wall time, peak RssAnon/VmHWM (polled), ru_maxrss, cpu times, minor page
+    faults, exit code."""
     with open(log_path, "wb") as log:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -95,6 +96,7 @@ def run_measured(cmd, log_path: pathlib.Path, cwd=ROOT):
         "wall_s": wall, "exit_code": proc.returncode,
         "peak_rss_anon_mb": peak_anon / 2**20, "vm_hwm_mb": peak_hwm / 2**20,
         "ru_maxrss_mb": usage.ru_maxrss / 1024, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+        "minor_faults": usage.ru_minflt,
     }
 
 

@@ -48,12 +48,38 @@
         }
     }
 
+    // A method's help links to its section of the guide (docs/methods.md, in a closed accordion
+    // under the recipe): open the accordion and scroll to the section named in the link's title.
+    function onGuideLink(event) {
+        var link = event.target && event.target.closest ? event.target.closest('a[href="#mecha_guide"]') : null;
+        var guide = byId("mecha_guide");
+        if (!link || !guide) {
+            return;
+        }
+        event.preventDefault();
+        var toggle = guide.querySelector(".label-wrap");
+        if (toggle && !toggle.classList.contains("open")) {
+            toggle.click();
+        }
+        var title = link.getAttribute("title");
+        setTimeout(function () {
+            var target = guide;
+            Array.prototype.forEach.call(guide.querySelectorAll("h2"), function (heading) {
+                if (title && heading.textContent.trim() === title) {
+                    target = heading;
+                }
+            });
+            target.scrollIntoView({block: "start"});
+        }, 100);
+    }
+
     function start() {
         if (window.mechaTabStarted) {
             return;
         }
         window.mechaTabStarted = true;
         document.addEventListener("keydown", onKey, true);
+        document.addEventListener("click", onGuideLink, true);
         setInterval(watchTab, 1000);
     }
 

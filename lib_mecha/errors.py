@@ -172,6 +172,16 @@ class MergeCancelled(MechaError):
         super().__init__(message)
 
 
+class LentMemoryKept(MechaError):
+    """A merge method kept memory the engine lent it past the key (or loop) it was lent for."""
+
+    def __init__(self, lent_to: str):
+        self.lent_to = lent_to
+        super().__init__(f"memory lent to {lent_to} is still in use after it: a merge method kept a buffer "
+                         "of its workspace (or a view of it), which the next key would overwrite",
+                         "a method may keep only memory it allocated itself; see lib_mecha/methods/spec.py")
+
+
 class HostError(MechaError):
     """The WebUI host cannot do what was asked (no model loaded, busy, unsupported)."""
 

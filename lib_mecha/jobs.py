@@ -17,6 +17,7 @@ from .errors import Busy, MechaError, MergeCancelled
 
 log = logging.getLogger("lib_mecha.jobs")
 JobFn = Callable[["Job"], Any]
+ETA_FROM = 0.10   # share of the bytes done before an ETA is shown: the first keys say little
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Job:
     done: int = 0
     total: int = 0
     bytes: int = 0
+    total_bytes: int = 0               # the plan's output bytes, once planning ends
+    merging_since: Optional[float] = None
     phase: str = "planning"
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
@@ -37,9 +40,17 @@ class Job:
     ended: Optional[float] = None
     info: dict = field(default_factory=dict)  # what the starter wants reported with the job
 
+    def planned(self, keys: int, nbytes: int) -> None:
+        """The engine's callback when planning ends: what there is to do, and the clock of the ETA."""
+        self.total, self.total_bytes = int(keys), int(nbytes)
+        self.merging_since = time.monotonic()
+        self.phase = "merging"
+
     def progress(self, done: int, total: int, nbytes: int = 0) -> None:
         """The engine's progress callback."""
         self.done, self.total, self.bytes = int(done), int(total), int(nbytes)
+        if self.merging_since is None:  # an engine that does not report the end of planning
+            self.merging_since = time.monotonic()
         self.phase = "merging"
 
     @property
@@ -48,13 +59,22 @@ class Job:
 
     @property
     def fraction(self) -> float:
+        """The share of the work done: bytes written when the plan's size is known, else keys."""
+        if self.total_bytes:
+            return min(1.0, self.bytes / self.total_bytes)
         return self.done / self.total if self.total else 0.0
 
-    def eta(self) -> Optional[float]:
-        """Seconds left, from the pace so far; None until a key is done."""
-        if not self.total or not self.done or self.finished.is_set():
+    def eta(self, now: Optional[float] = None) -> Optional[float]:
+        """Seconds left, from the bytes merged since planning ended against the bytes to do;
+        None before :data:`ETA_FROM` of the bytes are done (keys differ in size by 10^5, and the
+        first ones are the largest), when the plan's size is unknown, or once finished."""
+        if self.finished.is_set() or not self.total_bytes or self.merging_since is None:
             return None
-        return self.elapsed / self.done * (self.total - self.done)
+        fraction = self.bytes / self.total_bytes
+        if fraction < ETA_FROM:
+            return None
+        spent = (now if now is not None else time.monotonic()) - self.merging_since
+        return max(0.0, spent / fraction - spent)
 
     @property
     def cancelled(self) -> bool:

@@ -1,12 +1,18 @@
 """Fixtures shared by every test folder."""
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
 
-from lib_mecha import workers
 from lib_mecha.engine import hashes
+from lib_mecha.memory import STRICT_ENV
+from lib_mecha.workspace import Workspace
+
+# A merge method that keeps memory lent to it past its key fails its tests (lib_mecha/memory.py);
+# merges the tests run in subprocesses inherit it.
+os.environ[STRICT_ENV] = "1"
 
 # Where the input hash cache of whoever runs the tests lives: the suite must never write it.
 REAL_HASH_CACHE = hashes.user_cache_dir() / "hashes.json"
@@ -47,18 +53,18 @@ def hash_cache_folder_reset():
 
 @pytest.fixture
 def loop_threads(monkeypatch):
-    """The names of the threads that ran any range of any ``workers.for_each_range`` loop, so a test
-    can check that a granted thread really took part."""
+    """The names of the threads that ran any range of any ``Workspace.for_each_range`` loop, so a
+    test can check that a granted thread really took part."""
     names = set()
     lock = threading.Lock()
-    original = workers.for_each_range
+    original = Workspace.for_each_range
 
-    def recording(spans, body, make_state=lambda: None):
+    def recording(self, spans, body, make_state=None):
         def wrapped(start, end, state):
             with lock:
                 names.add(threading.current_thread().name)
             return body(start, end, state)
-        return original(spans, wrapped, make_state)
+        return original(self, spans, wrapped, make_state)
 
-    monkeypatch.setattr(workers, "for_each_range", recording)
+    monkeypatch.setattr(Workspace, "for_each_range", recording)
     return names

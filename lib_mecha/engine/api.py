@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -68,7 +68,7 @@ def plan(recipe, options: Optional[MergeOptions] = None, **overrides) -> Plan:
 
 def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progress: Optional[ProgressFn] = None,
           cancel=None, output_device: Optional[str] = None, hash_inputs: Optional[bool] = None,
-          **overrides) -> MergeResult:
+          planned: Optional[Callable[[int, int], None]] = None, **overrides) -> MergeResult:
     """Merge a recipe into a .safetensors file or into an in-memory state dict.
 
     Args:
@@ -77,6 +77,8 @@ def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progre
         options: a :class:`MergeOptions`; keyword arguments override single fields
             (``device="cuda"``, ``threads=4``, ``model_dirs=[...]``, ``overwrite=True``...).
         progress: called as ``progress(keys_done, keys_total, bytes_done)`` after each key.
+        planned: called once as ``planned(keys_total, bytes_total)`` when planning (and hashing
+            the inputs) is done, right before the first key is merged: what an ETA needs.
         cancel: a ``threading.Event`` or a callable returning True to stop; checked between
             keys. A cancelled merge raises :class:`~lib_mecha.errors.MergeCancelled` and
             leaves no file.
@@ -117,6 +119,8 @@ def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progre
         else:
             sink = FileSink(output, p.keys, _metadata(p, text, hashes), overwrite=opts.overwrite)
         try:
+            if planned is not None:
+                planned(len(p.keys), p.output_bytes)
             written = execute(p, sink, device=device, compute_dtype=opts.torch_compute_dtype,
                               threads=int(opts.threads), budget_bytes=int(opts.memory_budget_mb) << 20,
                               progress=progress, cancel=cancel, torch_threads=int(opts.torch_threads))

@@ -93,8 +93,9 @@ class MergeOptions:
                              choices=("fp16", "bf16", "fp32", KEEP), flags=("--dtype", "--output-dtype"))
     threads: int = _opt(2, "worker threads: keys merged at once, or all of them on one key too big to share the "
                            "memory budget with another of its size; 0 merges on the calling thread")
-    torch_threads: int = _opt(1, "torch intra-op threads during the merge (restored afterwards); 0 leaves "
-                                 "torch's setting alone. The worker threads already merge keys in parallel")
+    torch_threads: int = _opt(1, "torch intra-op threads on each of the merge's own threads (other threads "
+                                 "keep theirs); 0 leaves torch's setting alone. The worker threads already "
+                                 "merge keys in parallel")
     memory_budget_mb: int = _opt(512, "upper bound for tensors in flight, in MiB; large elementwise keys "
                                       "are merged in chunks to stay inside it, and a whole-tensor key larger "
                                       "than it runs alone; besides it, one finished key per thread may wait "

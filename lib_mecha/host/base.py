@@ -142,7 +142,7 @@ class Host(Protocol):
     # model (a hot-load streams a recipe's merge into the running model: lib_mecha.live)
     def current_model(self) -> Optional[LoadedModel]: ...
     def hot_load(self, recipe: Any, ident: MergeIdentity, options: Any, *, progress: Any = None,
-                 cancel: Any = None, wait: float = 0.0) -> Any: ...     # -> lib_mecha.live.LiveReport
+                 planned: Any = None, cancel: Any = None, wait: float = 0.0) -> Any: ...  # -> LiveReport
     def restore(self, wait: float = 0.0) -> Any: ...                     # -> LiveReport | None
     def hot_loaded(self) -> Optional[MergeIdentity]: ...
     def loaded_merge(self) -> Any: ...                  # LoadedMerge (ident, recipe, options) | None
@@ -151,6 +151,7 @@ class Host(Protocol):
     def pin_seeds(self, recipe: Any) -> Any: ...        # concrete seeds for fresh-seed methods
 
     # generation
+    def samplers(self) -> List[str]: ...  # the names the host's own sampler dropdown offers
     def generate(self, params: PreviewParams,
                  extra_infotext: Optional[Dict[str, str]] = None) -> List[Tuple[Any, str]]: ...
     def compare(self, params: PreviewParams, wait: float = 0.0) -> Any: ...  # -> host.compare.Comparison

@@ -103,7 +103,7 @@ class HotLoading:
         return pin_seeds(recipe, self._live.seeds)
 
     # --- hot-load ---------------------------------------------------------------------------
-    def hot_load(self, recipe, ident: MergeIdentity, options, *, progress=None, cancel=None,
+    def hot_load(self, recipe, ident: MergeIdentity, options, *, progress=None, planned=None, cancel=None,
                  wait: float = 0.0) -> LiveReport:
         """Stream ``recipe``'s merge into the running model as ``ident`` (see the module docstring).
 
@@ -113,14 +113,14 @@ class HotLoading:
         says so).
         """
         self.recipes.remember(ident)
-        return self.run_exclusive(self._by_user, self._hot_load_locked, recipe, ident, options, progress, cancel,
-                                  job="hot-load", wait=wait)
+        return self.run_exclusive(self._by_user, self._hot_load_locked, recipe, ident, options, progress, planned,
+                                  cancel, job="hot-load", wait=wait)
 
     def hot_load_within(self, recipe, ident: MergeIdentity, options) -> LiveReport:
         """:meth:`hot_load` for code running inside the host's generation, which holds the host's
         lock and runs on its model thread already (X/Y/Z plot cells). The host's Interrupt stops it."""
         self.recipes.remember(ident)
-        return self._hot_load_locked(recipe, ident, options, None, None)
+        return self._hot_load_locked(recipe, ident, options, None, None, None)
 
     def check_hot_load(self, recipe, options, what: str) -> None:
         """Raise the error a hot-load of ``recipe`` would raise before writing anything (a missing
@@ -144,7 +144,7 @@ class HotLoading:
             grid.drop("a merge was loaded or restored since")
         return locked(*args)
 
-    def _hot_load_locked(self, recipe, ident, options, progress, cancel) -> LiveReport:
+    def _hot_load_locked(self, recipe, ident, options, progress, planned, cancel) -> LiveReport:
         # no reference to the old model may live across the host's load: it could not free it
         loaded_first = self._pending_label(self._live_model())
         model = self._load_selection(loaded_first) if loaded_first is not None else self._live_model()
@@ -153,7 +153,7 @@ class HotLoading:
         target = LiveTarget(self._model_view(model))
         try:
             report = stream_merge(target, self._live, recipe, options, ident, progress=progress,
-                                  cancel=StopFlag(cancel, self.interrupted))
+                                  planned=planned, cancel=StopFlag(cancel, self.interrupted))
         except NotRestored as exc:
             target = model = None
             traceback.clear_frames(exc.__traceback__)   # the frames hold the replaced model

@@ -150,12 +150,14 @@ class MergeJobs:
         self.host.recipes.remember(ident)
         if target == HOT_LOAD:
             job.phase = "merging into the loaded model"
-            report = self.host.hot_load(node, ident, options, progress=job.progress, cancel=job.cancel, wait=600.0)
+            report = self.host.hot_load(node, ident, options, progress=job.progress, planned=job.planned,
+                                        cancel=job.cancel, wait=600.0)
             info: Dict[str, Any] = {"hot_loaded": _ident_dict(ident), **report.as_dict()}
         else:
             Path(output).parent.mkdir(parents=True, exist_ok=True)  # validated inside the save folder
             with PeakMemory() as peak:
-                result = lib_mecha.merge(node, str(output), options=options, progress=job.progress, cancel=job.cancel)
+                result = lib_mecha.merge(node, str(output), options=options, progress=job.progress,
+                                         planned=job.planned, cancel=job.cancel)
             self.host.run_exclusive(self.host.refresh_checkpoints, job="refresh", wait=600.0)
             info = {"path": str(result.path or output), "keys_total": len(result.keys), "keys_merged": len(result.keys),
                     "seconds": round(result.seconds, 3), "peak_extra_mb": peak.extra_mb}

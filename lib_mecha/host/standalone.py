@@ -145,7 +145,8 @@ class StandaloneHost:
     def current_model(self) -> Optional[LoadedModel]:
         return None
 
-    def hot_load(self, recipe, ident: MergeIdentity, options, *, progress=None, cancel=None, wait: float = 0.0):
+    def hot_load(self, recipe, ident: MergeIdentity, options, *, progress=None, planned=None, cancel=None,
+                 wait: float = 0.0):
         raise HostError("hot-loading needs a WebUI", "save the merge to a file instead")
 
     def restore(self, wait: float = 0.0) -> None:
@@ -163,6 +164,9 @@ class StandaloneHost:
     def pin_seeds(self, recipe):
         """Saves keep their null seeds: nothing is hot-loaded here that a save must reproduce."""
         return recipe
+
+    def samplers(self) -> List[str]:
+        return []  # no previews without a WebUI
 
     def generate(self, params: PreviewParams, extra_infotext=None, wait: float = 0.0):
         raise HostError("previews need a WebUI", "run the extension inside A1111 or Forge")

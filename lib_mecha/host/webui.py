@@ -240,6 +240,16 @@ class WebUIHost(HotLoading):
                 setattr(cls, name, [None] * len(cache))
 
     # --- generation -----------------------------------------------------------------------
+    def samplers(self) -> List[str]:
+        """The sampler names of the host's txt2img dropdown: ``visible_sampler_names()`` of
+        modules/sd_samplers.py (A1111 1.6+, Forge), which leaves out the ones hidden in the
+        settings; older hosts only have ``all_samplers``."""
+        sd_samplers = m("sd_samplers")
+        visible = getattr(sd_samplers, "visible_sampler_names", None)
+        if visible is not None:
+            return list(visible())
+        return [s.name for s in getattr(sd_samplers, "all_samplers", [])]
+
     def generate(self, params: PreviewParams, extra_infotext: Optional[Dict[str, str]] = None,
                  wait: float = 0.0) -> List[Tuple[Any, str]]:
         """txt2img through the host's own processing; the infotext carries ``Mecha recipe`` while

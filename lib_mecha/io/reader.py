@@ -131,11 +131,12 @@ class SafetensorsFile(TensorSource):
         return buffer.view(info.dtype)
 
     def view_range(self, key: str, start_elem: int = 0, end_elem: Optional[int] = None) -> Optional[torch.Tensor]:
-        """Elements ``[start_elem, end_elem)`` of ``key`` as a read-only 1-D view of the file's pages.
+        """Elements ``[start_elem, end_elem)`` of ``key`` as a 1-D view of the file's pages.
 
         No bytes are copied: for callers that convert the values anyway (into another dtype or
-        onto another device) and must not write into or keep the view. None when the range
-        cannot be mapped here; ``read_range`` then gives the same values.
+        onto another device) or only read them. The view is private copy-on-write memory:
+        writing into it copies the page touched for this process and never changes the file.
+        None when the range cannot be mapped here; ``read_range`` then gives the same values.
         """
         info = self.info(key)
         end_elem = info.numel if end_elem is None else end_elem

@@ -137,8 +137,8 @@ class SafetensorsWriter:
         self._fd = fd
         self._lock = threading.Lock()
         # One positional write at a time: concurrent writes to one file queue on the inode's lock
-        # in the kernel, where the waiter spins (measured: a seventh of a merge's CPU time with two
-        # merging threads); here it sleeps and leaves the core to the other thread's arithmetic.
+        # in the kernel, where the waiter spins and takes the core from the other threads'
+        # arithmetic; here it sleeps.
         self._write_lock = threading.Lock()
         self._coverage = {key: _Coverage() for key in layout}
         self._committed = False

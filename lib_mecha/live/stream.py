@@ -59,9 +59,10 @@ class LiveReport:
 
 
 def stream_merge(target: LiveTarget, state: LiveState, recipe, options, ident, *,
-                 progress: Optional[ProgressFn] = None, cancel=None) -> LiveReport:
+                 progress: Optional[ProgressFn] = None, planned=None, cancel=None) -> LiveReport:
     """Write ``recipe``'s merge into the model behind ``target``; ``state`` describes what the
-    model holds before and is updated to what it holds after.
+    model holds before and is updated to what it holds after. ``progress`` and ``planned`` are
+    called as by :func:`lib_mecha.merge`, for the keys that are merged again.
 
     Raises:
         HostError: the merge does not fit the model (nothing written).
@@ -79,6 +80,8 @@ def stream_merge(target: LiveTarget, state: LiveState, recipe, options, ident, *
         stale = [k for k in state.fingerprints if k not in table.routes]   # merged before, not by this recipe
         report.warnings = _warnings(plan, table.unmapped)
         if changed:
+            if planned is not None:
+                planned(len(changed), sum(k.nbytes for k in changed))
             if progress is not None:
                 progress(0, len(changed), 0)
             _write_keys(target, state, plan, changed, table.routes, progress, cancel)

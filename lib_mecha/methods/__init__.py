@@ -6,8 +6,10 @@ from . import (cosine, crossover, dare, ema, geometric, masks, slicing, spectral
                ties)
 from .registry import (all_methods, bind, build, builder_for, merge_method, merge_space_of, register, resolve,
                        unregister)
-from .spec import DELTA, PARAM, SAME, WEIGHT, Bool, CurrentKey, Float, Int, MethodSpec, Param, Str, Tensor
+from .spec import (DELTA, PARAM, SAME, WEIGHT, Bool, CurrentKey, Float, Int, KeyWorkspace, MethodSpec, Param, Str,
+                   Tensor)
 from .user_files import load_method_files
+from ..workspace import Workspace, ranges
 
 BUILTIN_FAMILIES = ("linear", "logistics", "geometric", "masks", "cosine", "ties", "dare", "spectral", "crossover",
                     "slicing", "ema", "supermerger")
@@ -22,5 +24,5 @@ def describe_all():
 __all__ = [
     "all_methods", "bind", "build", "builder_for", "merge_method", "merge_space_of", "register", "resolve",
     "unregister", "describe_all", "load_method_files", "DELTA", "PARAM", "SAME", "WEIGHT", "Bool", "CurrentKey",
-    "Float", "Int", "MethodSpec", "Param", "Str", "Tensor",
+    "Float", "Int", "KeyWorkspace", "MethodSpec", "Param", "Str", "Tensor", "Workspace", "ranges",
 ]

@@ -12,8 +12,8 @@ as ``(P, R, C)``:
 * ``P``, the leading dimensions, get complex FFTs of the transposed spectrum.
 
 Three passes, each over blocks that stay in the core's cache and spread over the threads the
-engine grants (:mod:`lib_mecha.workers`; blocks are fixed by the shape, so the result does not
-depend on the thread count): rows → (basis, real FFT) → transposed spectrum; rows of the
+engine grants (:class:`lib_mecha.workspace.Workspace`; blocks are fixed by the shape, so the
+result does not depend on the thread count): rows → (basis, real FFT) → transposed spectrum; rows of the
 transposed spectrum → (FFTs, ·W, inverse FFTs) → spectrum; spectrum rows → (inverse real FFT,
 basis) → output rows.
 
@@ -33,8 +33,8 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
-from .. import workers
-from ..workers import Scratch
+from ..memory import Scratch
+from ..workspace import Workspace, ranges
 
 # Trailing dimensions with at most this many elements in all are mixed by a real basis (a
 # C × C matrix product: 2·C multiply-adds per element and direction) instead of FFT'd.
@@ -150,9 +150,8 @@ class TiledMatrix:
 @functools.lru_cache(maxsize=64)
 def batches_slowly(length: int) -> bool:
     """Whether MKL runs a batch of complex FFTs of this length slower than one at a time: long
-    lengths with a large prime factor. Measured (fft + ifft, ns per element, batch of 16 vs
-    one): 49408 = 2^8·193: 36 vs 19; 12352 = 2^6·193: 27 vs 20; 49664 = 2^9·97: 37 vs 15;
-    but 4099 (prime): 34 vs 117, 49152 = 2^14·3: 8 vs 36."""
+    lengths with a large prime factor (49408 = 2^8·193, 49664 = 2^9·97), but not primes (4099)
+    nor lengths of small factors (49152 = 2^14·3), which batch faster (bench/README.md)."""
     factor, largest, rest = 2, 1, length
     while factor * factor <= rest:
         while rest % factor == 0:
@@ -184,7 +183,7 @@ class PassSizes:
 
 
 def filter_difference(a: torch.Tensor, b: torch.Tensor, layout: Layout, basis: Optional[torch.Tensor],
-                      weights: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+                      weights: Callable[[int, int], torch.Tensor], work: Workspace) -> torch.Tensor:
     """``a + ifftn(W · fftn(b - a))``, computed on ``layout`` (``a``'s shape, float32 or float64).
 
     ``weights(start, end)`` gives ``W`` for the rows ``start:end`` of the transposed spectrum,
@@ -192,14 +191,14 @@ def filter_difference(a: torch.Tensor, b: torch.Tensor, layout: Layout, basis: O
     ``k``, its columns the leading dimensions' frequencies (flattened in their order). It is
     called from the granted threads too. ``basis`` is the ``C × C`` basis of
     :func:`layout_basis` in ``a``'s dtype (None when ``C = 1``)."""
-    return SpectrumPasses(a, b, layout, basis, weights).run()
+    return SpectrumPasses(a, b, layout, basis, weights, work).run()
 
 
 class SpectrumPasses:
     """One call of :func:`filter_difference`: its buffers and its three passes."""
 
-    def __init__(self, a, b, layout: Layout, basis: Optional[torch.Tensor], weights: Callable):
-        self.layout, self.basis, self.weights = layout, basis, weights
+    def __init__(self, a, b, layout: Layout, basis: Optional[torch.Tensor], weights: Callable, work: Workspace):
+        self.layout, self.basis, self.weights, self.work = layout, basis, weights, work
         P, R, C, H = layout.P, layout.R, layout.C, layout.H
         self.a, self.b = a.reshape(P, R, C), b.reshape(P, R, C)
         self.complex_dtype = torch.complex128 if a.dtype == torch.float64 else torch.complex64
@@ -207,29 +206,29 @@ class SpectrumPasses:
         # spectrum of the rows: transposed (C·H × P, tiles of a row block) after pass 1, back to
         # P × C·H (tiles of a pass-2 block) after pass 2
         shapes = {"transposed": (C * H, P, self.sizes.rows), "spectrum": (P, C * H, self.sizes.spectrum_rows)}
-        # key-sized: lent by the engine during a merge (fresh memory faults its pages in: about
-        # 4-5 ns per element of a conv weight for the two), and counted in crossover's estimate
+        # key-sized: lent by the engine during a merge (fresh memory faults its pages in), and
+        # counted in crossover's estimate
         self.transposed, self.spectrum = (
-            TiledMatrix(workers.empty(TiledMatrix.numel(*shape), self.complex_dtype, a.device), *shape)
+            TiledMatrix(work.empty(TiledMatrix.numel(*shape), self.complex_dtype, a.device), *shape)
             for shape in shapes.values())
-        self.out = workers.empty(P * R * C, a.dtype, a.device).view(P, R, C)
+        self.out = work.empty(P * R * C, a.dtype, a.device).view(P, R, C)
         self.lead = [size for _, size in layout.lead]
 
     def run(self) -> torch.Tensor:
         layout, sizes = self.layout, self.sizes
-        row_spans = workers.ranges(layout.P, sizes.rows)
-        workers.for_each_range(row_spans, self.forward_rows, self.scratch)
-        workers.for_each_range(workers.ranges(layout.C * layout.H, sizes.spectrum_rows), self.filter_spectrum_rows,
-                               self.scratch)
-        workers.for_each_range(row_spans, self.inverse_rows, self.scratch)
+        row_spans = ranges(layout.P, sizes.rows)
+        self.work.for_each_range(row_spans, self.forward_rows, self.scratch)
+        self.work.for_each_range(ranges(layout.C * layout.H, sizes.spectrum_rows), self.filter_spectrum_rows,
+                                 self.scratch)
+        self.work.for_each_range(row_spans, self.inverse_rows, self.scratch)
         return self.out.view(layout.shape)
 
     def scratch(self) -> Scratch:
         """A thread's buffers for one pass. ``torch.get_num_threads`` first: until torch has set up
-        a thread (which its parallel ops do too), MKL runs that thread's FFTs on every core
-        (measured: two such threads ran their FFTs 3x slower than one thread alone)."""
+        a thread (which its parallel ops do too), MKL runs that thread's FFTs on every core, and
+        two such threads slow each other down."""
         torch.get_num_threads()
-        return Scratch(self.a)
+        return self.work.scratch(self.a)
 
     def forward_rows(self, start: int, end: int, scratch: Scratch) -> None:
         """Rows ``start:end`` of ``b - a`` → basis → real FFT → a tile of the transposed spectrum."""

@@ -10,8 +10,7 @@ its zeros are +0.0 and its NaNs one NaN (torch's unstable sort leaves the sign o
 payload of a NaN to chance: equal values either way).
 
 Sorting key-sized tensors is what made this slow: torch's sort streams key-sized index arrays
-through memory (100-170 ns per element for floats, 25-40 for 16/32-bit integers on the bench
-machine). So:
+through memory, and float keys cost several times as much as 16/32-bit integer ones. So:
 
 * Values that are all fp16 numbers have 16-bit order keys: checkpoints are stored in fp16 (or
   bf16, whose bits order the same way), and the engine hands such inputs over as they are
@@ -37,9 +36,9 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .. import workers
-from ..workers import Scratch
-from .ties import kth_smallest_magnitude
+from ..memory import Scratch
+from ..workspace import Workspace, ranges
+from ._trim import kth_smallest_magnitude
 
 Runs = List[Tuple[int, int]]
 
@@ -121,9 +120,9 @@ class _HalfScan:
     weights a method gets as they are: see ``stored_dtype`` in spec.py); float32 inputs are
     checked for being float16 numbers."""
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor):
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, work: Workspace):
         self.dtype = a.dtype if a.dtype in INF_BITS else torch.float16
-        self.spans = workers.ranges(a.numel(), SPAN)
+        self.spans = ranges(a.numel(), SPAN)
         self.a_ok = self.b_ok = True
         a_counts = []                                     # each thread's counts of A's bit patterns
         b_counts = {}                                     # span start -> counts of B's bit patterns
@@ -131,7 +130,7 @@ class _HalfScan:
         def make_state() -> Tuple[Scratch, torch.Tensor]:
             counts = torch.zeros(KEYS, dtype=torch.int64, device=a.device)
             a_counts.append(counts)
-            return Scratch(a), counts
+            return work.scratch(a), counts
 
         def scan(start: int, end: int, state: Tuple[Scratch, torch.Tensor]) -> None:
             scratch, counts = state
@@ -144,7 +143,7 @@ class _HalfScan:
             if self.b_ok:
                 b_counts[start] = torch.bincount(scratch.get("b", end - start, torch.int32), minlength=KEYS)
 
-        workers.for_each_range(self.spans, scan, make_state)
+        work.for_each_range(self.spans, scan, make_state)
         if self.a_ok:
             self.a_counts = _in_key_order(_sum(a_counts))
             self.a_ok = not _counts_nan(self.a_counts, self.dtype)
@@ -209,7 +208,7 @@ class _SortedA:
         """``sort(A).abs().kthvalue(k)`` for 1 <= k <= n (NaN counts as the largest)."""
         raise NotImplementedError
 
-    def values(self, lo: int, hi: int) -> torch.Tensor:
+    def values(self, lo: int, hi: int, work: Workspace) -> torch.Tensor:
         """``sort(A)[lo:hi]`` (a 16-bit float type or float32)."""
         raise NotImplementedError
 
@@ -242,7 +241,7 @@ class _HalfSortedA(_SortedA):
         m = int(torch.searchsorted(torch.cumsum(by_magnitude, 0), k))
         return float(self.bin_values[OFFSET + m])
 
-    def values(self, lo: int, hi: int) -> torch.Tensor:
+    def values(self, lo: int, hi: int, work: Workspace) -> torch.Tensor:
         """Read out in chunks: a marker at the first rank of each bin, a running sum of the markers
         gives each rank's bin, and the bin gives the value."""
         present = torch.nonzero(self.counts).squeeze(1)
@@ -261,18 +260,18 @@ class _HalfSortedA(_SortedA):
             torch.cumsum(marks, 0, out=marks)
             torch.index_select(values, 0, marks, out=out[start:end])
 
-        workers.for_each_range(workers.ranges(hi - lo, 4 * CHUNK), read_out, lambda: Scratch(out))
+        work.for_each_range(ranges(hi - lo, 4 * CHUNK), read_out, lambda: work.scratch(out))
         return out
 
 
 class _FloatSortedA(_SortedA):
     """``sort(A)`` of any float32 values: a stable 32-bit integer sort of their order keys."""
 
-    def __init__(self, a: torch.Tensor):
-        self.a = a
+    def __init__(self, a: torch.Tensor, work: Workspace):
+        self.a, self.work = a, work
         self.n = a.numel()
-        keys = workers.empty(self.n, torch.int32, a.device)
-        _keys_of(a, keys)
+        keys = work.empty(self.n, torch.int32, a.device)
+        _keys_of(a, keys, work)
         keys = torch.sort(keys).values
         self.not_nan = int(torch.searchsorted(keys, INT32_MAX))  # NaNs have the largest key
         self.sorted = _floats_of_keys_(keys)
@@ -288,18 +287,18 @@ class _FloatSortedA(_SortedA):
         return self._search(value, right=True)
 
     def kth_magnitude(self, k: int) -> float:
-        return float(kth_smallest_magnitude(self.a, k))
+        return float(kth_smallest_magnitude(self.a, k, self.work))
 
-    def values(self, lo: int, hi: int) -> torch.Tensor:
+    def values(self, lo: int, hi: int, work: Workspace) -> torch.Tensor:
         return self.sorted[lo:hi]
 
 
-def _keys_of(x: torch.Tensor, keys: torch.Tensor) -> None:
+def _keys_of(x: torch.Tensor, keys: torch.Tensor, work: Workspace) -> None:
     """32-bit order keys of ``x`` into ``keys``, slice by slice."""
     def body(start: int, end: int, scratch: Scratch) -> None:
         _float_keys_into(x[start:end], keys[start:end], scratch.get("sign32", end - start, torch.int32))
 
-    workers.for_each_range(workers.ranges(x.numel(), CHUNK), body, lambda: Scratch(x))
+    work.for_each_range(ranges(x.numel(), CHUNK), body, lambda: work.scratch(x))
 
 
 # --------------------------------------------------------------------------- the band
@@ -341,7 +340,7 @@ def _key_segments(counts: torch.Tensor, runs: Runs) -> List[Tuple[int, int]]:
 
 
 def _place_by_half_keys(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scan: _HalfScan, runs: Runs,
-                        source: torch.Tensor, lo: int) -> None:
+                        source: torch.Tensor, lo: int, work: Workspace) -> None:
     """``result`` = A, with ``source[r - lo]`` at B's rank r for r in the runs: chunk by chunk.
 
     Only the entries of B whose keys can reach the runs get ranks: after a chunk is sorted they
@@ -383,7 +382,7 @@ def _place_by_half_keys(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor, 
                     _place_segment(out, keys[q0:q1], order[q0:q1], b0 - OFFSET, next_rank, rank_bounds, source,
                                    steps, scratch)
 
-    workers.for_each_range(scan.spans, place, lambda: Scratch(a))
+    work.for_each_range(scan.spans, place, lambda: work.scratch(a))
 
 
 def _place_segment(out: torch.Tensor, keys: torch.Tensor, order: torch.Tensor, first_key: int,
@@ -411,14 +410,15 @@ def _place_segment(out: torch.Tensor, keys: torch.Tensor, order: torch.Tensor, f
             out.scatter_(0, order[p0:p1], values)
 
 
-def _b_order(b: torch.Tensor) -> torch.Tensor:
+def _b_order(b: torch.Tensor, work: Workspace) -> torch.Tensor:
     """B's stable ascending order (int64), from its 32-bit order keys."""
-    keys = workers.empty(b.numel(), torch.int32, b.device)
-    _keys_of(b, keys)
+    keys = work.empty(b.numel(), torch.int32, b.device)
+    _keys_of(b, keys, work)
     return torch.sort(keys, stable=True).indices
 
 
-def _place_by_order(result: torch.Tensor, order: torch.Tensor, runs: Runs, source: torch.Tensor, lo: int) -> None:
+def _place_by_order(result: torch.Tensor, order: torch.Tensor, runs: Runs, source: torch.Tensor, lo: int,
+                    work: Workspace) -> None:
     """``result[order[r]] = source[r - lo]`` for r in the runs."""
     pieces = [(r0 + s, min(r0 + s + CHUNK, r1)) for r0, r1 in runs for s in range(0, r1 - r0, CHUNK)]
 
@@ -426,33 +426,33 @@ def _place_by_order(result: torch.Tensor, order: torch.Tensor, runs: Runs, sourc
         r0, r1 = pieces[index]
         result.scatter_(0, order[r0:r1], source[r0 - lo:r1 - lo].to(result.dtype))
 
-    workers.for_each_range([(i, i + 1) for i in range(len(pieces))], place)
+    work.for_each_range([(i, i + 1) for i in range(len(pieces))], place)
 
 
 # --------------------------------------------------------------------------- all together
 
-def transfer(a: torch.Tensor, b: torch.Tensor, start: int, end: int, inverted: bool) -> torch.Tensor:
+def transfer(a: torch.Tensor, b: torch.Tensor, start: int, end: int, inverted: bool, work: Workspace) -> torch.Tensor:
     """The rearranged A of ``top_k_tensor_sum`` for 1-D ``a`` and ``b`` of equal size (fewer than
     2^31 elements) and one dtype, float32, float16 or bfloat16: the band is the ranks of the
     ``start``-th to ``end``-th smallest magnitudes of A (their complement when inverted), as
     :func:`band_runs` says. The result has A's dtype."""
     a, b = a.contiguous(), b.contiguous()
     # below SMALL elements the 64 K-bin tables of the 16-bit keys cost more than sorting
-    scan = _HalfScan(a, b) if a.numel() >= SMALL else None
+    scan = _HalfScan(a, b, work) if a.numel() >= SMALL else None
     if a.dtype != torch.float32 and not (scan is not None and scan.a_ok and scan.b_ok):
         # 16-bit values that are few or hold NaNs: as float32 (exact, and back)
-        return transfer(a.float(), b.float(), start, end, inverted).to(a.dtype)
+        return transfer(a.float(), b.float(), start, end, inverted, work).to(a.dtype)
     # A's sort first: its 4 bytes per element stay while B's sort holds 28
-    sorted_a = _HalfSortedA(scan.a_counts, scan.dtype) if scan is not None and scan.a_ok else _FloatSortedA(a)
+    sorted_a = _HalfSortedA(scan.a_counts, scan.dtype) if scan is not None and scan.a_ok else _FloatSortedA(a, work)
     runs = band_runs(sorted_a, start, end, inverted)
     if not runs:
         return a.clone()
     lo, hi = runs[0][0], runs[-1][1]
     if scan is not None and scan.b_ok:
-        result = workers.empty_like(a)
-        _place_by_half_keys(result, a, b, scan, runs, sorted_a.values(lo, hi), lo)
+        result = work.empty_like(a)
+        _place_by_half_keys(result, a, b, scan, runs, sorted_a.values(lo, hi, work), lo, work)
     else:
-        order = _b_order(b)
+        order = _b_order(b, work)
         result = a.clone()
-        _place_by_order(result, order, runs, sorted_a.values(lo, hi), lo)
+        _place_by_order(result, order, runs, sorted_a.values(lo, hi, work), lo, work)
     return result

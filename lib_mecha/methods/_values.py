@@ -1,5 +1,5 @@
 """Small helpers shared by the method families: scalar parameters that may arrive as tensors,
-and running a whole-tensor method on 0-dim inputs."""
+running a whole-tensor method on 0-dim inputs, and the slices whole-tensor methods loop over."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,19 @@ import math
 import torch
 
 from ..errors import ParameterError
+from ..workspace import ranges
+
+# The elementwise work of whole-tensor methods runs over slices of this many elements, with
+# reused buffers: key-sized temporaries would each fault their pages in and stream through
+# memory. Smaller slices make the threads queue for the GIL between small ops, larger ones
+# no longer fit in a core's cache (bench/README.md has the measurements behind the choice).
+SLICE_ELEMENTS = 1 << 18
+
+
+def slices(n: int, row: int = 1):
+    """``(start, end)`` ranges of at most SLICE_ELEMENTS covering ``n`` elements, each a whole
+    number of ``row``-long rows."""
+    return ranges(n, SLICE_ELEMENTS, row)
 
 
 def scalar(method: str, name: str, value) -> float:
@@ -51,7 +64,7 @@ def at_least_1d(*tensors):
 
 
 def largest_magnitude(t: torch.Tensor) -> float:
-    """``max |t|`` of a non-empty tensor, NaN if it holds a NaN; one ``aminmax`` pass (measured: a
-    fifth of ``vector_norm(t, inf)``'s cost)."""
+    """``max |t|`` of a non-empty tensor, NaN if it holds a NaN; one ``aminmax`` pass (a fraction
+    of ``vector_norm(t, inf)``'s cost)."""
     low, high = torch.aminmax(t)
     return float(torch.maximum(low.neg(), high))

@@ -11,7 +11,8 @@ and 4 the roles of low and high frequencies swap.
 By linearity ``(1 - F)·Â + F·B̂ = Â + F·(B - A)^``: only the difference is transformed. On the
 CPU that runs in cache-sized passes of one-dimensional transforms (:mod:`._fft_passes`, which
 also says why ``irfftn`` itself is avoided); the filter of each key is kept for the next key of
-the same shape and parameters. Other devices use ``rfftn``/``irfftn``.
+the same shape and parameters (by each thread, until the merge ends). Other devices use
+``rfftn``/``irfftn``.
 """
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .. import workers
+from ..workspace import Workspace
 from ._fft_passes import Layout, filter_difference, layout_basis, layout_of
 from ._values import is_close, scalar
 from .registry import merge_method
-from .spec import SAME, Float, Tensor
+from .spec import SAME, Float, KeyWorkspace, Tensor
 
 # Each thread keeps the filters of its last keys, up to this many and this many bytes.
 FILTERS_KEPT = 4
@@ -138,9 +139,11 @@ class LayoutSquares:
         return squares.reshape(end - start, self.layout.P)
 
 
-class FilterStore(threading.local):
-    """This thread's filters of its last keys, by shape, alpha, tilt and device (keys of one
-    shape run one after another: the engine merges the biggest first)."""
+class FilterStore:
+    """A thread's filters of its last keys, by shape, alpha, tilt and device (keys of one shape
+    run one after another: the engine merges the biggest first). Each thread of a merge has
+    its own (``work.per_thread(FilterStore)``): a filter's memory is reused for the next one
+    while no other thread can be reading it."""
 
     def __init__(self):
         self.filters: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
@@ -169,13 +172,6 @@ class FilterStore(threading.local):
         self.filters[key] = weights
 
 
-_filters = FilterStore()
-
-
-@workers.at_merge_end
-def _release_filters() -> None:
-    """The calling thread's filters go when its merge ends."""
-    _filters.filters.clear()
 _layout_parts: "OrderedDict[tuple, tuple]" = OrderedDict()
 _layout_parts_lock = threading.Lock()
 
@@ -216,20 +212,23 @@ def transform_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
     return torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
 
 
-def transformed_crossover(a: torch.Tensor, b: torch.Tensor, alpha: float, tilt: float) -> torch.Tensor:
+def transformed_crossover(a: torch.Tensor, b: torch.Tensor, alpha: float, tilt: float,
+                          work: Workspace) -> torch.Tensor:
     """The crossover of a tensor with two or more dimensions longer than 1, on the CPU."""
     dtype = transform_dtype(a, b)
     layout, basis, squares = layout_parts(a.shape, dtype, a.device)
     key = (tuple(a.shape), alpha, tilt, str(a.device))
-    kept = _filters.get(key)
+    filters = work.per_thread(FilterStore)
+    kept = filters.get(key)
     if kept is not None:
-        out = filter_difference(a.to(dtype), b.to(dtype), layout, basis, lambda start, end: kept[start:end])
+        out = filter_difference(a.to(dtype), b.to(dtype), layout, basis, lambda start, end: kept[start:end], work)
     else:
-        room = _filters.room_for(layout.C * layout.H * layout.P, a.device)
+        room = filters.room_for(layout.C * layout.H * layout.P, a.device)
         weights = room.view(layout.C * layout.H, layout.P) if room is not None else None
-        out = filter_difference(a.to(dtype), b.to(dtype), layout, basis, filter_blocks(squares, alpha, tilt, weights))
+        out = filter_difference(a.to(dtype), b.to(dtype), layout, basis, filter_blocks(squares, alpha, tilt, weights),
+                                work)
         if weights is not None:
-            _filters.keep(key, weights)
+            filters.keep(key, weights)
     return out.to(a.dtype)
 
 
@@ -269,7 +268,8 @@ def crossover(a=Tensor(SAME), b=Tensor(SAME),
                           help="Share of the spectrum taken from B, starting at the highest frequencies."),
               tilt=Float(0.0, soft_minimum=0.0, soft_maximum=1.0, per_key=True,
                          help="0 is a hard cut between A's and B's frequencies; toward 1 it blurs into a "
-                              "plain weighted sum.")):
+                              "plain weighted sum."),
+              work=KeyWorkspace()):
     alpha = scalar("crossover", "alpha", alpha)
     tilt = scalar("crossover", "tilt", tilt)
     if alpha == 0:
@@ -282,4 +282,4 @@ def crossover(a=Tensor(SAME), b=Tensor(SAME),
         return whole_tensor_crossover(a, b, alpha, tilt)
     if not layout_of(a.shape).lead:
         return single_axis_crossover(a, b, alpha, tilt)
-    return transformed_crossover(a, b, alpha, tilt)
+    return transformed_crossover(a, b, alpha, tilt, work)

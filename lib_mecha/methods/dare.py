@@ -11,13 +11,13 @@ from typing import List
 
 import torch
 
-from .. import workers
-from ..workers import Scratch
-from ._values import as_tensor_like, is_close, largest_magnitude, scalar
+from ..memory import Scratch
+from ..workspace import Workspace
+from ._values import as_tensor_like, is_close, largest_magnitude, scalar, slices
 from .registry import merge_method
 from .seeding import Draws
-from .spec import DELTA, Bool, CurrentKey, Float, Int, Tensor
-from .ties import APPLY_MEDIAN, COS_EPS, FTOL, MAXITER, MEDIAN_EPS, VOTE_SGN, k_param, slices, ties_extended
+from .spec import DELTA, Bool, CurrentKey, Float, Int, KeyWorkspace, Tensor
+from .ties import APPLY_MEDIAN, COS_EPS, FTOL, MAXITER, MEDIAN_EPS, VOTE_SGN, k_param, ties_extended
 
 PROBABILITY_HELP = "Chance that each entry of a difference is dropped; 0.9 keeps one entry in ten."
 
@@ -26,14 +26,14 @@ def _kept_(shifted_draws: torch.Tensor, limit, out: torch.Tensor) -> torch.Tenso
     """1 where the draw is below the keep-probability, else 0, as floats in ``out``, from the
     draws plus one (:meth:`.Draws.shifted_uniform`) and ``limit`` = 1 + keep-probability (a
     number or a tensor). A comparison written straight into a float tensor costs as little as
-    a float op, a fifth of a bool mask or ``heaviside`` (measured, one core: 0.22 against 0.55 ns
-    per element). A keep-probability outside [0, 1] needs no clamping: the draws are in [1, 2),
+    a float op, a fraction of a bool mask or ``heaviside``. A keep-probability outside [0, 1]
+    needs no clamping: the draws are in [1, 2),
     so a limit of 2 and more always keeps and one of 1 and less never does."""
     return torch.lt(shifted_draws, limit, out=out)
 
 
-# elements; larger deltas take magnitude ranks from a histogram (measured per element, one
-# core: sorting 142 ns and the histogram 8 ns at 1 M elements; 117 and 39 ns at 64 K)
+# elements; larger deltas take magnitude ranks from a histogram, which costs a fraction of
+# sorting them
 EXACT_RANKS_UP_TO = 1 << 16
 CROWDED_BIN_SHARE = 0.01       # ...unless one of its bins holds more than this share of the elements
 # The histogram's bins are the float16 values: |delta|/max|delta| in [0, 1] converted to float16
@@ -62,13 +62,13 @@ class CenteredRanks:
     each range's ranks are looked up from those when asked, so no key-sized float tensor of
     ranks exists."""
 
-    def __init__(self, delta: torch.Tensor):
+    def __init__(self, delta: torch.Tensor, work: Workspace):
         self.flat = delta.reshape(-1)
         n = self.n = self.flat.numel()
         self.exact = None
         spans = slices(n)
         tops = {}
-        workers.for_each_range(spans, lambda start, end, _: tops.__setitem__(
+        work.for_each_range(spans, lambda start, end, _: tops.__setitem__(
             start, largest_magnitude(self.flat[start:end])))
         top = max(tops.values(), default=0.0)
         if n <= EXACT_RANKS_UP_TO or not math.isfinite(top) or top <= 0:
@@ -77,11 +77,11 @@ class CenteredRanks:
         self.scale = 1 / top
         # each element's bin is kept (2 bytes per element) for the lookups: binning again would
         # cost three more passes per element
-        self.bins = workers.empty(n, torch.int16, self.flat.device)
+        self.bins = work.empty(n, torch.int16, self.flat.device)
         counted = {}
-        workers.for_each_range(spans, lambda start, end, scratch: counted.__setitem__(
+        work.for_each_range(spans, lambda start, end, scratch: counted.__setitem__(
             start, torch.bincount(self._bins(start, end, scratch), minlength=HALF_ONE_BITS + 1)),
-            lambda: Scratch(self.flat))
+            lambda: work.scratch(self.flat))
         counts = sum(counted[start] for start, _ in spans)
         if int(counts.max()) > CROWDED_BIN_SHARE * n:
             self.exact = _exact_rank_fraction(self.flat.abs())
@@ -111,12 +111,12 @@ class CenteredRanks:
         return torch.index_select(table, 0, index, out=scratch.get("ranks", end - start, table.dtype))
 
 
-def centered_rank_fraction(magnitudes: torch.Tensor) -> torch.Tensor:
+def centered_rank_fraction(magnitudes: torch.Tensor, work: Workspace) -> torch.Tensor:
     """:class:`CenteredRanks` of a 1-D tensor of magnitudes, whole."""
-    ranks = CenteredRanks(magnitudes)
+    ranks = CenteredRanks(magnitudes, work)
     out = torch.empty_like(ranks.flat)
-    workers.for_each_range(slices(ranks.n), lambda start, end, scratch: out[start:end].copy_(
-        ranks.range(start, end, scratch)), lambda: Scratch(out))
+    work.for_each_range(slices(ranks.n), lambda start, end, scratch: out[start:end].copy_(
+        ranks.range(start, end, scratch)), lambda: work.scratch(out))
     return out
 
 
@@ -139,20 +139,20 @@ def ties_sum_with_dropout(
                          help="Inverted name kept from sd-mecha: false (default) scales by Model Stock's factor."),
         cos_eps=COS_EPS, apply_median=APPLY_MEDIAN, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL,
         seed=Int(None, nullable=True, help="Random seed; the same seed gives the same result."),
-        key=CurrentKey()):
+        key=CurrentKey(), work=KeyWorkspace()):
     if is_close(probability, 1.0):
         return torch.zeros_like(deltas[0])
     if deltas[0].numel() == 0:
         return deltas[0].clone()
     della = scalar("ties_sum_with_dropout", "della_eps", della_eps)
     draws = Draws(None if seed is None or seed < 0 else seed, key, "dare", fresh_when_none=False)
-    dropped: List[torch.Tensor] = [drop(d, probability, della, draws.child(i)) for i, d in enumerate(deltas)]
+    dropped: List[torch.Tensor] = [drop(d, probability, della, draws.child(i), work) for i, d in enumerate(deltas)]
     keep_rate = as_tensor_like(1 - probability, deltas[0]) if rescale else None
     return ties_extended(dropped, scalar("ties_sum_with_dropout", "k", k), vote_sgn, apply_stock,
-                         apply_median, cos_eps, eps, maxiter, ftol, divisor=keep_rate)
+                         apply_median, cos_eps, eps, maxiter, ftol, work, divisor=keep_rate)
 
 
-def drop(delta: torch.Tensor, probability, della_eps: float, draws: Draws) -> torch.Tensor:
+def drop(delta: torch.Tensor, probability, della_eps: float, draws: Draws, work: Workspace) -> torch.Tensor:
     """``delta`` with each entry kept where its uniform draw falls below its keep-probability
     (``1 - probability``, with DELLA's rank shift when ``della_eps`` is not 0) and 0 elsewhere.
 
@@ -160,12 +160,12 @@ def drop(delta: torch.Tensor, probability, della_eps: float, draws: Draws) -> to
     by 1 and the others by 0 (:func:`_kept_`), which costs a fraction of a ``where``.
     """
     flat = delta.reshape(-1)
-    out = workers.empty_like(flat)
+    out = work.empty_like(flat)
     keep = 1 - probability
     keep_flat = as_tensor_like(keep, delta).expand(delta.shape).reshape(-1) if isinstance(keep, torch.Tensor) else None
     # 1 + keep-probability, at least in float32: the draws' resolution is 2^-23
     limit_dtype = torch.promote_types(flat.dtype, torch.float32)
-    ranks = CenteredRanks(flat) if della_eps != 0 else None
+    ranks = CenteredRanks(flat, work) if della_eps != 0 else None
     limit_by_bin = None
     if ranks is not None and ranks.exact is None and keep_flat is None:
         # DELLA's keep-probability of each bin, with the same float operations as per element below
@@ -187,7 +187,7 @@ def drop(delta: torch.Tensor, probability, della_eps: float, draws: Draws) -> to
             limit = 1 + float(keep)
         torch.mul(flat[start:end], _kept_(shifted, limit, scratch.get("kept", size)), out=out[start:end])
 
-    workers.for_each_range(slices(flat.numel()), drop_range, lambda: Scratch(flat))
+    work.for_each_range(slices(flat.numel()), drop_range, lambda: work.scratch(flat))
     return out.view(delta.shape)
 
 
@@ -240,7 +240,7 @@ def dropout(*deltas,
             overlap_emphasis=Float(0.0, minimum=0.0, maximum=1.0,
                                    help="Blends the overlap distribution toward a binomial one."),
             seed=Int(None, nullable=True, help="Random seed; null draws a new one every merge."),
-            key=CurrentKey()):
+            key=CurrentKey(), work=KeyWorkspace()):
     first = deltas[0]
     if first.numel() == 0:
         return first.clone()
@@ -257,7 +257,7 @@ def dropout(*deltas,
         rescalar = (1.0 - probability) ** rescale
         rescalar = rescalar if math.isfinite(rescalar) else 1.0
     flat = [d.reshape(-1) for d in deltas]
-    out = workers.empty_like(flat[0])
+    out = work.empty_like(flat[0])
 
     def drop_range(start: int, end: int, scratch: Scratch) -> None:
         size = end - start
@@ -281,6 +281,6 @@ def dropout(*deltas,
                 coverage.add_(kept)
         torch.div(total, coverage.clamp_(min=1), out=out[start:end]).div_(rescalar)
 
-    workers.for_each_range(slices(out.numel()), drop_range, lambda: Scratch(out))
+    work.for_each_range(slices(out.numel()), drop_range, lambda: work.scratch(out))
     return out.view(first.shape)
 

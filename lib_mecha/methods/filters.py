@@ -13,9 +13,8 @@ uses. A window of width ``s`` covers offsets ``-s//2 .. s-1-s//2`` (centred for 
 * Gaussian (:func:`gaussian_filter`): along every dimension in turn, the weights
   ``w_k ∝ exp(-k²/2σ²)`` for ``k = -r..r``, ``r = int(truncate·σ + 0.5)``, summing to 1.
 
-Speed (ns per element, one thread, SD1.5's shapes, the whole of base + scale·G(M(b - c))):
-12-18 with the separable median, ~370 with the exact one (460-650 in 3x3 convolutions, where
-it takes 81 values; scipy-like stacking and sorting took 2 100-3 200 there).
+The separable median costs a few percent of the exact one, which takes 81 values in a 3x3
+convolution (bench/README.md has the measurements).
 
 A dimension of length 1 changes nothing under either filter and is dropped. The tensor is cut
 into runs of whole rows (rows = indices of dimension 0), one per granted thread at a time;
@@ -45,14 +44,18 @@ import functools
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .. import workers
-from ..workers import Scratch
+from ..memory import Scratch
+from ..workspace import Workspace, ranges
+from ._filter_steps import (BlockSteps, Steps, as_three_dims, blur_long_steps, blur_matrix, buffer, gaussian_weights,
+                            matrix_along_steps, median3_along_steps, median3_steps, median_along_steps,
+                            padded_shape, reflect, reflect_pad_steps, select_steps, sorted_select_steps,
+                            window_halo)
 
-# Sizes, measured on SD1.5 shapes (a larger block costs cache misses, a smaller one Python's
+# Sizes, chosen on SD1.5 shapes (a larger block costs cache misses, a smaller one Python's
 # overhead per step; a run of rows recomputes the r rows either side of it that its blur reads)
 BLOCK_ELEMENTS = 1 << 17        # elements per block of rows (at least one row)
 EXACT_BLOCK_ELEMENTS = 1 << 16  # for the exact median of 81, which keeps ~70 block-sized temporaries
@@ -67,305 +70,17 @@ FOLD_UP_TO = 16                 # a dimension this short is blurred by one n×n 
 KRON_UP_TO = 64                 # trailing short dimensions are blurred by one matrix up to this size
 
 
-# --- reflected borders -------------------------------------------------------------------------
-
-def reflect(positions: torch.Tensor, n: int) -> torch.Tensor:
-    """Where positions on a length-n axis fall under half-sample reflection (period 2n)."""
-    positions = positions % (2 * n)
-    return torch.where(positions >= n, 2 * n - 1 - positions, positions)
-
-
-def window_halo(size: int) -> Tuple[int, int]:
-    """How many neighbours a width-``size`` window reaches before and after its element."""
-    return size // 2, size - 1 - size // 2
-
-
-# --- Gaussian weights as matrices ----------------------------------------------------------------
-
-def gaussian_weights(sigma: float, truncate: float = 4.0) -> List[float]:
-    """w_k = exp(-k²/2σ²) / Σ exp(-j²/2σ²) for k = -r..r, r = int(truncate·σ + 0.5)."""
-    radius = int(truncate * sigma + 0.5)
-    weights = [math.exp(-0.5 * (k / sigma) ** 2) for k in range(-radius, radius + 1)]
-    total = sum(weights)
-    return [w / total for w in weights]
-
-
-def blur_matrix(weights: Sequence[float], n: int, start: int, stop: int, dtype=torch.float32,
-                device=None) -> Tuple[torch.Tensor, int, int]:
-    """The blur of outputs ``start..stop-1`` of a length-n axis as a matrix on inputs ``lo..hi-1``:
-    out[i] = Σ_j W[i - start, j - lo]·x[j], reflected borders folded in. Returns (W, lo, hi)."""
-    radius = len(weights) // 2
-    sources = reflect(torch.arange(start, stop)[:, None] + torch.arange(-radius, radius + 1)[None, :], n)
-    lo, hi = int(sources.min()), int(sources.max()) + 1
-    taps = torch.tensor(weights, dtype=torch.float64).expand(sources.shape)
-    matrix = torch.zeros(stop - start, hi - lo, dtype=torch.float64).scatter_add_(1, sources - lo, taps)
-    return matrix.to(dtype=dtype, device=device), lo, hi
-
-
-# --- selection networks (exact and general medians) ------------------------------------------------
-
-@dataclass(frozen=True)
-class Network:
-    """Straight-line code selecting one rank of ``inputs`` values: value ``inputs + i`` is
-    ``ops[i][0]`` (``torch.minimum`` or ``torch.maximum``) of values ``ops[i][1]`` and ``ops[i][2]``;
-    the last value (or input ``result`` when there are no ops) is the answer."""
-    inputs: int
-    ops: Tuple[Tuple[Callable, int, int], ...]
-    result: int
-
-
-def batcher_pairs(n: int) -> List[Tuple[int, int]]:
-    """Batcher's odd-even merge sort of n wires (a power of two) as compare-exchange pairs (i, j),
-    i < j, the smaller value going to i. Depth first (each half sorted before the merge): the
-    values a stretch of the network works on stay few, and in cache."""
-    pairs: List[Tuple[int, int]] = []
-
-    def merge(first: int, last: int, stride: int) -> None:  # wires first..last, every stride-th
-        if 2 * stride < last - first:
-            merge(first, last, 2 * stride)
-            merge(first + stride, last, 2 * stride)
-            pairs.extend((i, i + stride) for i in range(first + stride, last - stride, 2 * stride))
-        else:
-            pairs.append((first, first + stride))
-
-    def sort(first: int, last: int) -> None:
-        if first < last:
-            middle = (first + last) // 2
-            sort(first, middle)
-            sort(middle + 1, last)
-            merge(first, last, 1)
-
-    sort(0, n - 1)
-    return pairs
-
-
-@functools.lru_cache(maxsize=None)
-def selection_network(count: int, rank: int) -> Network:
-    """The ``rank``-th smallest (from 0) of ``count`` values: Batcher's network on the next power of
-    two of wires (the extra ones -inf below and +inf above, resolved while building), keeping only
-    the min/max operations the output depends on. Of the padding choices tried, the shortest."""
-    wires = 1 << max(count - 1, 0).bit_length()
-    candidates = {0, wires - count, min(max(wires // 2 - rank, 0), wires - count)}
-    return min((_pruned_network(count, rank, low, wires) for low in sorted(candidates)), key=lambda n: len(n.ops))
-
-
-def _pruned_network(count: int, rank: int, low: int, wires: int) -> Network:
-    below, above = "below", "above"  # the padding wires' constant values, -inf and +inf
-    state = [below] * low + list(range(count)) + [above] * (wires - count - low)
-    definitions: Dict[int, Tuple[Callable, int, int]] = {}
-    for i, j in batcher_pairs(wires):
-        a, b = state[i], state[j]
-        if a == below or b == above:  # already in order
-            continue
-        if a == above or b == below:  # in reverse order: the pair swaps, nothing to compute
-            state[i], state[j] = b, a
-            continue
-        smaller, larger = count + len(definitions), count + len(definitions) + 1
-        definitions[smaller], definitions[larger] = (torch.minimum, a, b), (torch.maximum, a, b)
-        state[i], state[j] = smaller, larger
-    result = state[low + rank]
-    needed, pending = set(), [result]
-    while pending:
-        value = pending.pop()
-        if value in definitions and value not in needed:
-            needed.add(value)
-            pending.extend(definitions[value][1:])
-    order = sorted(needed)  # definitions come after their arguments
-    renumber = {old: count + new for new, old in enumerate(order)}
-    renumber.update((i, i) for i in range(count))
-    ops = tuple((definitions[v][0], renumber[definitions[v][1]], renumber[definitions[v][2]]) for v in order)
-    return Network(count, ops, renumber[result])
-
-
-@functools.lru_cache(maxsize=None)
-def selection_program(count: int, rank: int) -> Tuple[Tuple[Tuple[Callable, int, int, int], ...], int, int]:
-    """:func:`selection_network` with its values assigned to registers: ``(op, a, b, destination)``
-    steps over registers 0..count-1 (the inputs), ``count..count+temporaries-1`` (reused once
-    their last reader has run: the ops are elementwise, so a destination may be an argument) and
-    -1 (the output). Returns (steps, temporaries, the input that is the answer when there are no steps)."""
-    network = selection_network(count, rank)
-    last_read = {}
-    for step, (_, a, b) in enumerate(network.ops):
-        last_read[a] = last_read[b] = step
-    register = {i: i for i in range(count)}
-    free: List[int] = []
-    temporaries = 0
-    steps = []
-    for step, (op, a, b) in enumerate(network.ops):
-        arguments = register[a], register[b]
-        for value in (a, b):
-            if last_read[value] == step and value >= count:
-                free.append(register.pop(value))
-        if step == len(network.ops) - 1:
-            destination = -1
-        elif free:
-            destination = free.pop()
-        else:
-            destination = count + temporaries
-            temporaries += 1
-        register[count + step] = destination
-        steps.append((op, *arguments, destination))
-    return tuple(steps), temporaries, network.result
-
-
-Steps = List[Callable[[], object]]
-
-
-def run(steps: Steps) -> None:
-    for step in steps:
-        step()
-
-
-def buffer(scratch: Scratch, name, shape: Sequence[int]) -> torch.Tensor:
-    """Scratch buffer ``name`` viewed as ``shape``."""
-    return scratch.get(name, math.prod(shape)).view(tuple(shape))
-
-
-def select_steps(values: Sequence[torch.Tensor], rank: int, out: torch.Tensor, scratch: Scratch) -> Steps:
-    """Steps making out the rank-th smallest of ``values`` elementwise (tensors of out's shape,
-    views or not), through temporaries from ``scratch``."""
-    steps, temporaries, answer = selection_program(len(values), rank)
-    if not steps:
-        return [functools.partial(out.copy_, values[answer])]
-    registers = list(values) + [buffer(scratch, ("select", i), out.shape) for i in range(temporaries)] + [out]
-    return [functools.partial(op, registers[a], registers[b], out=registers[d]) for op, a, b, d in steps]
-
-
-def select(values: Sequence[torch.Tensor], rank: int, out: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-    """out = the rank-th smallest of ``values`` elementwise, at once."""
-    run(select_steps(values, rank, out, scratch))
-    return out
-
-
-def sorted_select_steps(values: Sequence[torch.Tensor], rank: int, out: torch.Tensor, scratch: Scratch) -> Steps:
-    """Like :func:`select_steps`, by copying the values side by side and selecting along them
-    (``kthvalue``): faster than a network for hundreds of values."""
-    stacked = buffer(scratch, "stacked", tuple(out.shape) + (len(values),))
-    indices = scratch.get("stacked-indices", out.numel(), torch.long).view(out.shape)
-    return [functools.partial(torch.stack, list(values), -1, out=stacked),
-            functools.partial(torch.kthvalue, stacked, rank + 1, -1, out=(out, indices))]
-
-
-def median3_steps(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, out: torch.Tensor,
-                  low: torch.Tensor, high: torch.Tensor) -> Steps:
-    """out = median(a, b, c) = b clamped to [min(a, c), max(a, c)], through the buffers low and high.
-    out may be b itself (then a and c may overlap it: they are read before it is written)."""
-    return [functools.partial(torch.minimum, a, c, out=low), functools.partial(torch.maximum, a, c, out=high),
-            functools.partial(torch.clamp, b, low, high, out=out)]
-
-
-# --- the steps of a block ------------------------------------------------------------------------
-# Each function returns the steps (calls to run in order) that do its job on fixed tensors: a
-# block's steps are made once per block shape and run for every block of that shape.
-
-def as_three_dims(block: torch.Tensor, dim: int) -> torch.Tensor:
-    """A contiguous block viewed as (before dim, dim, after dim)."""
-    shape = block.shape
-    return block.view(math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:]))
-
-
-def median3_along_steps(block: torch.Tensor, dim: int, scratch: Scratch) -> Steps:
-    """The median of 3 along ``dim``, in place. The end elements keep their values (with reflected
-    borders their windows are x₀, x₀, x₁ and x_{n-2}, x_{n-1}, x_{n-1})."""
-    view = as_three_dims(block, dim)
-    outer, n, inner = view.shape
-    if n < 3:
-        return []
-    low, high = (buffer(scratch, name, (outer, n - 2, inner)) for name in ("median-low", "median-high"))
-    return median3_steps(view[:, :-2], view[:, 1:-1], view[:, 2:], view[:, 1:-1], low, high)
-
-
-def median_along_steps(block: torch.Tensor, dim: int, size: int, out: torch.Tensor, scratch: Scratch) -> Steps:
-    """The median of ``size`` neighbours along ``dim`` (any size), into out."""
-    halos = [window_halo(size) if p == dim else (0, 0) for p in range(block.dim())]
-    padded = buffer(scratch, "median-padded", padded_shape(block.shape, halos))
-    n = block.shape[dim]
-    views = [padded.narrow(dim, k, n) for k in range(size)]
-    return reflect_pad_steps(block, halos, padded) + select_steps(views, size // 2, out, scratch)
-
-
-def padded_shape(shape: Sequence[int], halos: Sequence[Tuple[int, int]]) -> Tuple[int, ...]:
-    return tuple(n + before + after for n, (before, after) in zip(shape, halos))
-
-
-def reflect_pad_steps(block: torch.Tensor, halos: Sequence[Tuple[int, int]], out: torch.Tensor) -> Steps:
-    """out = ``block`` extended by ``halos[d] = (before, after)`` reflected elements along each
-    dimension d. The borders are copied one dimension after the other, each across the borders
-    already made, which fills the corners too."""
-    inner = out[tuple(slice(before, before + n) for n, (before, _) in zip(block.shape, halos))]
-    steps = [functools.partial(inner.copy_, block)]
-    for dim, (n, (before, after)) in enumerate(zip(block.shape, halos)):
-        for position in itertools.chain(range(-before, 0), range(n, n + after)):
-            source = int(reflect(torch.tensor(position), n))
-            target = out.narrow(dim, before + position, 1)
-            steps.append(functools.partial(target.copy_, out.narrow(dim, before + source, 1)))
-    return steps
-
-
-def blur_long_steps(block: torch.Tensor, dim: int, weights: Sequence[float], edges, out: torch.Tensor,
-                    scratch: Scratch) -> Steps:
-    """The blur along a long ``dim`` into out: a weighted sum of shifted views of the flat block
-    (wrong only within r of the ends of the dimension), then those ends redone by ``edges``, the
-    two (matrix, lo, hi) of :func:`blur_matrix` for the first and last r positions."""
-    src, dst = as_three_dims(block, dim), as_three_dims(out, dim)
-    outer, n, inner = src.shape
-    radius = len(weights) // 2
-    flat = block.view(-1)
-    span = flat.numel() - 2 * radius * inner
-    middle = out.view(-1)[radius * inner: radius * inner + span]
-    steps = [functools.partial(torch.mul, flat[:span], weights[0], out=middle)]
-    steps += [functools.partial(middle.add_, flat[k * inner: k * inner + span], alpha=weights[k])
-              for k in range(1, len(weights))]
-    for side, ((matrix, lo, hi), start) in enumerate(zip(edges, (0, n - radius))):
-        edge = buffer(scratch, ("blur-edge", side), (outer, radius, inner))
-        steps += matrix_along_steps(matrix, src[:, lo:hi, :], edge)
-        steps.append(functools.partial(dst[:, start:start + radius, :].copy_, edge))
-    return steps
-
-
-def matrix_along_steps(matrix: torch.Tensor, view: torch.Tensor, out: torch.Tensor) -> Steps:
-    """out[o] = matrix @ view[o] for every o of an (outer, k, inner) view."""
-    if view.shape[2] == 1:
-        return [functools.partial(torch.matmul, view[:, :, 0], matrix.t(), out=out[:, :, 0])]
-    return [functools.partial(torch.matmul, matrix, view, out=out)]
-
-
-# --- the whole filter -------------------------------------------------------------------------------
-
-@dataclass
-class BlockSteps:
-    """The steps of one block shape: the difference of the loaded rows goes into ``difference``
-    (the rows' own layout), ``steps`` leave the block in ``result``, and :meth:`write` puts it
-    into the output rows in their own layout."""
-    difference: torch.Tensor
-    steps: Steps
-    result: torch.Tensor
-    layout: Tuple[int, ...]
-    short_blur: Optional[torch.Tensor]
-
-    def run(self, b_rows: torch.Tensor, c_rows: Optional[torch.Tensor], out: torch.Tensor) -> None:
-        if c_rows is None:
-            self.difference.copy_(b_rows)
-        else:
-            torch.sub(b_rows, c_rows, out=self.difference)
-        run(self.steps)
-        self.write(out)
-
-    def write(self, out: torch.Tensor) -> None:
-        if self.short_blur is not None:  # one product back from the block layout to the rows' own
-            width = self.short_blur.shape[0]
-            torch.matmul(self.result.view(width, -1).t(), self.short_blur.t(), out=out.view(-1, width))
-        else:
-            native = [self.result.shape[self.layout.index(d)] for d in range(len(self.layout))]
-            out.view(native).permute(self.layout).copy_(self.result)
-
-
-class Workspace:
+class BlockBuffers:
     """One thread's buffers, and the steps made for each block shape (on those buffers)."""
 
-    def __init__(self, like: torch.Tensor):
-        self.scratch = Scratch(like)
+    def __init__(self, scratch: Scratch):
+        self.scratch = scratch
         self.blocks: Dict[int, BlockSteps] = {}
+
+    def release(self) -> None:
+        """The steps refer to the buffers: they go first, then the buffers go back."""
+        self.blocks.clear()
+        self.scratch.release()
 
 
 @dataclass
@@ -454,19 +169,19 @@ class Smoothing:
 
     # one block of rows: difference, median, blur within the rows
 
-    def smooth_rows(self, b, c, start: int, stop: int, out: torch.Tensor, workspace: Workspace) -> None:
+    def smooth_rows(self, b, c, start: int, stop: int, out: torch.Tensor, buffers: BlockBuffers) -> None:
         """out (stop - start, row elements) = rows start..stop-1 of M(b - c) blurred along every
         dimension but the rows."""
         count = stop - start
-        if count not in workspace.blocks:
-            workspace.blocks[count] = self.block_steps(count, workspace.scratch)
+        if count not in buffers.blocks:
+            buffers.blocks[count] = self.block_steps(count, buffers.scratch)
         before, after = self.median_halo
         first, last = start - before, stop + after
         if first >= 0 and last <= self.rows:
             index = slice(first, last)
         else:  # reflected rows
             index = reflect(torch.arange(first, last, device=b.device), self.rows)
-        workspace.blocks[count].run(b[index], c[index] if c is not None else None, out)
+        buffers.blocks[count].run(b[index], c[index] if c is not None else None, out)
 
     def block_steps(self, count: int, scratch: Scratch) -> BlockSteps:
         before, after = self.median_halo
@@ -550,15 +265,15 @@ class Smoothing:
 
     # a run of rows: blocks of them smoothed into a window, blurred along the rows from there
 
-    def smooth_chunk(self, b, c, start: int, stop: int, output: "Output", workspace: Workspace) -> None:
+    def smooth_chunk(self, b, c, start: int, stop: int, output: "Output", buffers: BlockBuffers) -> None:
         """Rows start..stop-1 of the result. The smoothed rows a blur reaches beyond the chunk are
         computed here too (again by the neighbouring chunk): every chunk is independent."""
-        width, step, scratch = self.row_elements, self.block_rows, workspace.scratch
+        width, step, scratch = self.row_elements, self.block_rows, buffers.scratch
         if not self.blurs_rows:
             for first in range(start, stop, step):
                 last = min(first + step, stop)
                 rows = buffer(scratch, "rows", (last - first, width))
-                self.smooth_rows(b, c, first, last, rows, workspace)
+                self.smooth_rows(b, c, first, last, rows, buffers)
                 output.write(first, last, rows)
             return
         low, high = max(start - self.radius, 0), min(stop + self.radius, self.rows)
@@ -570,7 +285,7 @@ class Smoothing:
             matrix, lo, hi = self.row_blur_matrix(first, last)
             while ready < hi:
                 end = min(ready + step, high)
-                self.smooth_rows(b, c, ready, end, window[ready - low:end - low], workspace)
+                self.smooth_rows(b, c, ready, end, window[ready - low:end - low], buffers)
                 ready = end
             output.blur_into(first, last, matrix, window[lo - low:hi - low], scratch)
 
@@ -613,11 +328,13 @@ def chunk_rows(plan: Smoothing) -> int:
 
 def add_smoothed_difference(base: Optional[torch.Tensor], scale, b: torch.Tensor, c: Optional[torch.Tensor],
                             median_size: int = 3, sigma: float = 1.0, exact_median: bool = False,
-                            truncate: float = 4.0) -> torch.Tensor:
+                            truncate: float = 4.0, *, work: Optional[Workspace] = None) -> torch.Tensor:
     """base + scale·G_σ(M(b - c)), M the exact or separable median of width ``median_size`` (1:
     none), G_σ the Gaussian blur (σ = 0: none). ``base`` and ``c`` may be None (zero); ``scale``
-    is a number or a tensor broadcastable to b."""
-    out = workers.empty_like(b)  # contiguous, whatever b's layout
+    is a number or a tensor broadcastable to b. ``work``: the merge's workspace (default: one
+    that lends nothing)."""
+    work = work or Workspace()
+    out = work.empty_like(b)  # contiguous, whatever b's layout
     if b.numel() == 0:
         return out
     shape = tuple(n for n in b.shape if n > 1) or (1,)
@@ -634,11 +351,11 @@ def add_smoothed_difference(base: Optional[torch.Tensor], scale, b: torch.Tensor
         scale = scale.to(dtype=b.dtype, device=b.device).expand(b.shape).reshape(rows, width)
     output = Output(out.view(rows, width), base.reshape(rows, width) if base is not None else None, scale)
 
-    def chunk(start: int, stop: int, workspace: Workspace) -> None:
-        plan.smooth_chunk(*inputs, start // width, stop // width, output, workspace)
+    def chunk(start: int, stop: int, buffers: BlockBuffers) -> None:
+        plan.smooth_chunk(*inputs, start // width, stop // width, output, buffers)
 
-    spans = workers.ranges(rows * width, chunk_rows(plan) * width, width)
-    workers.for_each_range(spans, chunk, lambda: Workspace(b))
+    spans = ranges(rows * width, chunk_rows(plan) * width, width)
+    work.for_each_range(spans, chunk, lambda: BlockBuffers(work.scratch(b)))
     return out
 
 

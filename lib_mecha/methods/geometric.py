@@ -12,24 +12,23 @@ import math
 
 import torch
 
-from .. import workers
-from ..workers import Scratch
-from ._values import as_tensor_like, largest_magnitude
+from ..memory import Scratch
+from ..workspace import ranges
+from ._values import as_tensor_like, largest_magnitude, slices
 from .registry import merge_method
-from .spec import SAME, Float, Tensor
+from .spec import SAME, Float, KeyWorkspace, Tensor
 
-SLICE_ELEMENTS = 1 << 18  # see ties.py: slices of this size stay in cache between the steps
 BLOCK_ELEMENTS = 1 << 16  # elementwise methods with many steps: a dozen buffers of this size stay in cache
 
 
 @merge_method(returns=SAME, label="Perpendicular component", category="geometric",
               help="The part of B at right angles to A (B minus its projection on A, whole tensor).",
               notes=("When A is all zeros or the result is not finite, the result is zeros, as in sd-mecha.",))
-def perpendicular_component(a=Tensor(SAME), b=Tensor(SAME)):
+def perpendicular_component(a=Tensor(SAME), b=Tensor(SAME), work=KeyWorkspace()):
     if a.numel() == 0:
         return a.clone()
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)
-    spans = workers.ranges(flat_a.numel(), SLICE_ELEMENTS)
+    spans = slices(flat_a.numel())
     # a·a and a·b in float64, so that large norms neither overflow nor lose the small projection;
     # one partial sum per slice, added in slice order (the same result on any number of threads)
     partial = {}
@@ -39,19 +38,19 @@ def perpendicular_component(a=Tensor(SAME), b=Tensor(SAME)):
         y = scratch.get("b", end - start, torch.float64).copy_(flat_b[start:end])
         partial[start] = torch.stack([torch.dot(x, x), torch.dot(x, y)])
 
-    workers.for_each_range(spans, dots, lambda: Scratch(a))
+    work.for_each_range(spans, dots, lambda: work.scratch(a))
     squared_norm, dot = sum(partial[start] for start, _ in spans).tolist()
     projection = dot / squared_norm if squared_norm > 0 else math.nan
     if not math.isfinite(projection):
         return torch.zeros_like(a)
-    result = workers.empty_like(flat_a)
+    result = work.empty_like(flat_a)
     finite = {}
 
     def subtract_projection(start: int, end: int, _) -> None:
         out = torch.mul(flat_a[start:end], -projection, out=result[start:end]).add_(flat_b[start:end])
         finite[start] = math.isfinite(largest_magnitude(out))  # NaN and inf propagate
 
-    workers.for_each_range(spans, subtract_projection)
+    work.for_each_range(spans, subtract_projection)
     if not all(finite.values()):
         return torch.zeros_like(a)
     return result.view(a.shape)
@@ -85,19 +84,20 @@ def geometric_sum(a=Tensor(SAME), b=Tensor(SAME),
                    "in opposite log-directions; elsewhere keeps A.")
 def multiply_quotient(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
                       alpha=Float(1.0, soft_minimum=0.0, soft_maximum=2.0, per_key=True,
-                                  help="Strength of the quotient; 0 keeps A.")):
+                                  help="Strength of the quotient; 0 keeps A."),
+                      work=KeyWorkspace()):
     a, b, c = (t.contiguous() for t in torch.broadcast_tensors(a, b, c))
     alpha = as_tensor_like(alpha, a)
     alpha = float(alpha) if alpha.numel() == 1 else alpha.expand(a.shape).reshape(-1)
     flat = [t.reshape(-1) for t in (a, b, c)]
-    out = workers.empty_like(flat[0])
-    # block by block: the dozen steps below stay in the core's cache (measured on a 1 M-element
-    # slice: 20 ns per element with whole-slice temporaries, each a fresh allocation)
-    workers.for_each_range(workers.ranges(out.numel(), BLOCK_ELEMENTS),
-                           lambda start, end, scratch: _multiply_quotient_block(
-                               *(t[start:end] for t in flat), alpha if isinstance(alpha, float) else alpha[start:end],
-                               out[start:end], scratch),
-                           lambda: Scratch(out))
+    out = work.empty_like(flat[0])
+    # block by block: the dozen steps below stay in the core's cache (with whole-slice
+    # temporaries, each a fresh allocation, the method costs several times as much)
+    work.for_each_range(ranges(out.numel(), BLOCK_ELEMENTS),
+                        lambda start, end, scratch: _multiply_quotient_block(
+                            *(t[start:end] for t in flat), alpha if isinstance(alpha, float) else alpha[start:end],
+                            out[start:end], scratch),
+                        lambda: work.scratch(out))
     return out.view(a.shape)
 
 

@@ -9,9 +9,8 @@ in, or the merge device (on little-endian machines, which all of torch's are).
 
 Uniform draws come from numpy's SFC64, whose raw output is fixed across numpy versions: each
 64-bit word gives two floats, 23 random mantissa bits each under the exponent of 1.0, so a
-draw ``1 + u`` in [1, 2) costs a bit operation instead of a conversion (0.9 ns per element
-against 2.4 for torch's Mersenne Twister ``uniform_``, measured on one core). Normal draws use
-torch's generator.
+draw ``1 + u`` in [1, 2) costs a bit operation instead of a conversion (a fraction of torch's
+Mersenne Twister ``uniform_``). Normal draws use torch's generator.
 
 ``seed=None`` keeps sd-mecha's meaning: fresh, unreproducible randomness. The UI always
 passes an explicit seed, so recipes it writes are reproducible.
@@ -49,9 +48,9 @@ def key_generator(seed: Optional[int], key: Optional[str], stream: str = "", *,
 
 
 # Element-wise draws come in blocks of this many elements, each block from its own generator:
-# as many as a method's slice (ties.SLICE_ELEMENTS), so a slice seeds one generator. Seeding
-# is Python work that holds the GIL while the other thread waits: with blocks of 64 K, a DARE
-# merge of four SD1.5 models used 1.6 of the 2 cores.
+# as many as a method's slice (_values.SLICE_ELEMENTS), so a slice seeds one generator. Seeding
+# is Python work that holds the GIL while the other threads wait: smaller blocks leave cores
+# idle in a merge.
 DRAW_BLOCK = 1 << 18
 _MASK64 = (1 << 64) - 1
 

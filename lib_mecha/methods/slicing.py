@@ -14,7 +14,7 @@ import torch
 from ._rank_transfer import transfer
 from ._values import scalar
 from .registry import merge_method
-from .spec import SAME, Float, Tensor
+from .spec import SAME, Float, KeyWorkspace, Tensor
 
 _WIDTH_HELP = "Size of the region taken from B, as a fraction of the whole (negative widths extend backwards)."
 _OFFSET_HELP = "Where the region starts, as a fraction of the whole; it wraps around past 1."
@@ -86,7 +86,8 @@ def top_k_tensor_sum(a=Tensor(SAME), b=Tensor(SAME),
                      width=Float(1.0, soft_minimum=0.0, soft_maximum=1.0, per_key=True,
                                  help="Size of the magnitude band that is rearranged, as a fraction of all values."),
                      offset=Float(0.0, soft_minimum=0.0, soft_maximum=1.0, per_key=True,
-                                  help="Where the band starts, from the smallest magnitudes; wraps past 1.")):
+                                  help="Where the band starts, from the smallest magnitudes; wraps past 1."),
+                     work=KeyWorkspace()):
     """Entry i takes ``sort(A)[rank_B(i)]`` where that rank's magnitude lies in the band (the
     ``start``-th to ``end``-th smallest magnitudes of A, or outside them when the region wraps),
     and keeps ``A[i]`` elsewhere; ``rank_B`` is B's stable ascending order (NaN last)."""
@@ -100,5 +101,6 @@ def top_k_tensor_sum(a=Tensor(SAME), b=Tensor(SAME),
         a, b = a.to(dtype), b.to(dtype)
     fast = (a.dtype in (torch.float32, torch.float16, torch.bfloat16) and a.device.type == b.device.type == "cpu"
             and a.numel() < 1 << 31)
-    rearrange = transfer if fast else _rearranged_by_sorting
-    return rearrange(a.flatten(), b.flatten(), start, end, inverted).reshape(a.shape)
+    if not fast:
+        return _rearranged_by_sorting(a.flatten(), b.flatten(), start, end, inverted).reshape(a.shape)
+    return transfer(a.flatten(), b.flatten(), start, end, inverted, work).reshape(a.shape)

@@ -1,4 +1,4 @@
-"""How a merge method describes itself.
+"""How a merge method describes itself, and what it receives from the engine.
 
 A method is a plain function whose parameters carry descriptors as their defaults::
 
@@ -11,29 +11,51 @@ The descriptors are the single source for the UI's widgets, the .mecha writer (w
 parameters are positional, which keyword-only, what the defaults are), validation of the
 values a recipe gives, and ``python -m lib_mecha methods``.
 
-Contract for the function itself:
+What the function receives, and what it may do with it (this is the whole contract; the
+README's section on custom methods points here):
 
-* it is called once per output key (or once per chunk of a key, for ``elementwise`` methods)
+* It is called once per output key (or once per slice of a key, for ``elementwise`` methods)
   with tensors for :class:`Tensor` parameters and Python scalars for the others; parameters
-  marked ``per_key`` may also receive a tensor (a mask) or a per-key scalar;
-* tensors arrive on the merge device in the compute dtype; the function never moves them;
-* it must not modify its inputs in place: the engine may share one input between consumers.
+  marked ``per_key`` may also receive a tensor (a mask) or a per-key scalar.
+* Tensors arrive on the merge device in the compute dtype; the function never moves them.
+* It must not modify its inputs in place: the engine may share one input between consumers.
+  (Writing into an input never crashes and never changes a file on disk, but it may change
+  what another method of the recipe sees.)
+* ``CurrentKey()`` as a parameter's default: the engine passes the output key being merged.
+* ``KeyWorkspace()`` as a parameter's default (keyword-only, or the last parameter): the
+  engine passes the key's :class:`~lib_mecha.workspace.Workspace`, the memory and threads it
+  lends the method: ``work.empty(numel, dtype)`` / ``work.empty_like(t)`` for key-sized
+  results and temporaries (reused from earlier keys, so no fresh pages are faulted in),
+  ``work.scratch(like)`` for a loop's per-thread buffers, ``work.for_each_range(spans, body,
+  make_state)`` for loops over the threads granted to the key, and ``work.per_thread(factory)``
+  for caches. Called directly, outside a merge, the default is a workspace that lends
+  nothing (``torch.empty``, one thread).
+* **Nothing lent survives its key.** Memory from the workspace is taken back when the key
+  has been written (scratch buffers when their loop ends), and the next key gets it. The
+  result may be such memory; anything else the method keeps after returning (in a cache, a
+  global) must be memory it allocated itself. A buffer that something still refers to when it
+  comes back is not reused, and under ``MECHA_STRICT_MEMORY=1`` (set by the test suite) the
+  merge fails with :class:`~lib_mecha.errors.LentMemoryKept`, so a method that breaks the
+  rule fails its tests.
+* ``temporaries=N``: the method holds N key-sized buffers besides its arguments and result
+  (in compute-dtype elements per output element); the engine's memory estimate counts them.
 
-An ``elementwise`` method declared with ``accumulates=True`` (a sum such as ``n_average``)
-gets two exceptions: its first argument is a buffer of its own in the compute dtype, which it
-may write its result into and return; and its other tensor arguments may arrive in the
-narrower float dtype they are stored in (float16, bfloat16), straight from the file's pages,
-so torch converts them on the fly instead of the engine first copying each one into a
-compute-dtype buffer. Type promotion computes in the first argument's dtype, and widening
-float16/bfloat16 is exact, so the results are bitwise those of the plain contract.
+Two promises let the engine skip copies of the inputs:
 
-A method declared with ``stored_dtype=True`` (one that only moves values, such as
-``top_k_tensor_sum``) gets the second exception for all its tensor arguments: those read
-straight from a file may arrive in their stored float16/bfloat16, as read-only views of the
-file's pages, and the others in the compute dtype. It may return its result in any of its
-arguments' dtypes, as a new tensor; the engine widens it for the next method. Results must
-be those of the plain contract, which holds when the method computes nothing that widening
-would change (moving values, comparing them).
+* ``elementwise=True, accumulates=True`` (a sum such as ``n_average``): the first argument is
+  a buffer of the method's own in the compute dtype, which it may write its result into and
+  return; the other tensor arguments may arrive in the narrower float dtype they are stored
+  in (float16, bfloat16), straight from the file's pages, so torch converts them on the fly
+  instead of the engine first copying each one into a compute-dtype buffer. Type promotion
+  computes in the first argument's dtype, and widening float16/bfloat16 is exact, so the
+  results are bitwise those of the plain contract.
+* ``stored_dtype=True`` (a method that only moves values, such as ``top_k_tensor_sum``): all
+  tensor arguments read straight from a file may arrive in their stored float16/bfloat16, as
+  views of the file's pages (private to the merge: writing into them changes nothing on
+  disk), and the others in the compute dtype. It may return its result in any of its
+  arguments' dtypes, as a new tensor; the engine widens it for the next method. Results must
+  be those of the plain contract, which holds when the method computes nothing that widening
+  would change (moving values, comparing them).
 """
 from __future__ import annotations
 
@@ -43,6 +65,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..errors import ParameterError
+from ..workspace import Workspace
 
 WEIGHT = "weight"
 DELTA = "delta"
@@ -192,6 +215,13 @@ def CurrentKey() -> Param:
     return Param("key", default=None)
 
 
+def KeyWorkspace() -> Workspace:
+    """The engine passes the key's :class:`~lib_mecha.workspace.Workspace`: the memory and threads
+    it lends the method (see the module docstring). The default, for direct calls outside a
+    merge, lends nothing and grants nothing."""
+    return Workspace()
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """Everything known about one merge method. Built by :func:`merge_method`."""
@@ -224,6 +254,8 @@ class MethodSpec:
     output_architecture: Optional[Callable] = None
     # the sd-mecha meaning of a parameter that users would misread (reference §8.2)
     notes: Tuple[str, ...] = field(default=())
+    # the parameter (default ``KeyWorkspace()``) the engine passes the key's Workspace to
+    workspace: Optional[str] = None
 
     @property
     def positional(self) -> Tuple[Param, ...]:
@@ -298,7 +330,14 @@ def make_spec(func: Callable, *, name: Optional[str] = None, returns: str = SAME
     """Read a function's signature into a :class:`MethodSpec`; reject bad signatures at once."""
     ident = name or func.__name__
     params = []
+    workspace = None
     for p in inspect.signature(func).parameters.values():
+        if isinstance(p.default, Workspace):
+            workspace = _workspace_parameter(ident, p, workspace)
+            continue
+        if workspace is not None and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            raise TypeError(f"merge method {ident}: the KeyWorkspace() parameter {workspace!r} must be "
+                            "keyword-only or the last parameter")
         if p.kind is inspect.Parameter.VAR_POSITIONAL:
             desc = varargs or Tensor(SAME)
             params.append(_named(desc, p.name, variadic=True))
@@ -307,7 +346,8 @@ def make_spec(func: Callable, *, name: Optional[str] = None, returns: str = SAME
             raise TypeError(f"merge method {ident}: **{p.name} is not allowed; declare each parameter")
         if not isinstance(p.default, Param):
             raise TypeError(f"merge method {ident}: parameter {p.name!r} needs a descriptor "
-                            "(Tensor(), Float(), Int(), Bool(), Str() or CurrentKey()) as its default")
+                            "(Tensor(), Float(), Int(), Bool(), Str(), CurrentKey() or KeyWorkspace()) "
+                            "as its default")
         kw_only = p.kind is inspect.Parameter.KEYWORD_ONLY
         params.append(_named(p.default, p.name, keyword_only=kw_only))
     _validate(ident, params, returns)
@@ -321,7 +361,15 @@ def make_spec(func: Callable, *, name: Optional[str] = None, returns: str = SAME
     fresh_seed = options.get("fresh_seed")
     if fresh_seed is not None and not any(p.name == fresh_seed and p.kind == "int" and p.nullable for p in params):
         raise TypeError(f"merge method {ident}: fresh_seed={fresh_seed!r} must name a nullable Int parameter")
-    return MethodSpec(ident, func, tuple(params), returns, **options)
+    return MethodSpec(ident, func, tuple(params), returns, workspace=workspace, **options)
+
+
+def _workspace_parameter(ident: str, p: inspect.Parameter, seen: Optional[str]) -> str:
+    if seen is not None:
+        raise TypeError(f"merge method {ident}: one KeyWorkspace() parameter is enough, got {seen!r} and {p.name!r}")
+    if p.kind not in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+        raise TypeError(f"merge method {ident}: KeyWorkspace() parameter {p.name!r} must be a named parameter")
+    return p.name
 
 
 def _named(desc: Param, name: str, **flags) -> Param:

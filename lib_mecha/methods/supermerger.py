@@ -24,16 +24,13 @@ from __future__ import annotations
 
 import torch
 
-from .. import workers
-from ..workers import Scratch
-from ._values import as_tensor_like, at_least_1d, is_close, scalar
+from ..memory import Scratch
+from ._rows import row_cosine
+from ._values import as_tensor_like, at_least_1d, is_close, scalar, slices
 from .filters import add_smoothed_difference
 from .registry import merge_method
 from .seeding import Draws
-from .spec import SAME, Bool, CurrentKey, Float, Int, Tensor
-from .ties import row_cosine
-
-SLICE_ELEMENTS = 1 << 18  # see ties.py: slices of this size stay in cache between the steps
+from .spec import SAME, Bool, CurrentKey, Float, Int, KeyWorkspace, Tensor
 SUPERMERGER_SKIPPED = ("to_out", "proj_out", "norm")
 _SKIP_HELP = "Like SuperMerger, leave keys whose name contains to_out, proj_out or norm unchanged."
 
@@ -81,8 +78,9 @@ def smooth_add_difference(a=Tensor(SAME), b=Tensor(SAME), c=Tensor(SAME),
                                                     "neighbourhood (81 values in a 3x3 convolution): exactly "
                                                     "SuperMerger's result, but about 30 times slower than the "
                                                     "separable median used otherwise (minutes instead of "
-                                                    "seconds for an SD1.5 model).")):
-    return add_smoothed_difference(a, alpha, b, c, median_size, sigma, exact_median)
+                                                    "seconds for an SD1.5 model)."),
+                          work=KeyWorkspace()):
+    return add_smoothed_difference(a, alpha, b, c, median_size, sigma, exact_median, work=work)
 
 
 @merge_method(returns=SAME, label="Extract (dis)similar features", category="supermerger",
@@ -94,7 +92,8 @@ def extract_features(a=Tensor(SAME, help="the common base"), b=Tensor(SAME), c=T
                      beta=Float(0.0, minimum=0.0, maximum=1.0, per_key=True,
                                 help="0 extracts similar features, 1 dissimilar ones, 0.5 both by half."),
                      gamma=Float(1.0, minimum=0.0, soft_maximum=10.0, per_key=True,
-                                 help="Selectivity: high values count only very similar rows as similar.")):
+                                 help="Selectivity: high values count only very similar rows as similar."),
+                     work=KeyWorkspace()):
     if a.numel() == 0:
         return a.clone()
     (a1, b1, c1), restore = at_least_1d(a, b, c)
@@ -102,7 +101,7 @@ def extract_features(a=Tensor(SAME, help="the common base"), b=Tensor(SAME), c=T
     beta_t, alpha_t = as_tensor_like(beta, a1), as_tensor_like(alpha, a1)
     width = a1.shape[-1]
     flat = [t.reshape(-1, width) for t in (a1, b1, c1)]
-    out = workers.empty_like(flat[0])
+    out = work.empty_like(flat[0])
 
     def extract(start: int, end: int, scratch: Scratch) -> None:  # whole rows: the cosine is per row
         rows = slice(start // width, end // width)
@@ -114,7 +113,7 @@ def extract_features(a=Tensor(SAME, help="the common base"), b=Tensor(SAME), c=T
         selection = torch.lerp(similar, 1 - similar, beta_t)
         torch.add(base, delta_b.lerp_(delta_c, alpha_t).mul_(selection), out=out[rows])
 
-    workers.for_each_range(workers.ranges(out.numel(), SLICE_ELEMENTS, width), extract, lambda: Scratch(a1))
+    work.for_each_range(slices(out.numel(), width), extract, lambda: work.scratch(a1))
     return restore(out.view(a1.shape))
 
 
@@ -126,21 +125,21 @@ def add_noise(a=Tensor(SAME),
                           help="Standard deviation of the noise, in weight units (SD weights are ~0.01-0.1)."),
               *, skip_out_and_norm=Bool(True, label="Skip out and norm layers", help=_SKIP_HELP),
               seed=Int(None, nullable=True, help="Random seed; the same seed gives the same noise."),
-              key=CurrentKey()):
+              key=CurrentKey(), work=KeyWorkspace()):
     if _skipped(key, skip_out_and_norm) or is_close(alpha, 0.0) or a.numel() == 0:
         return a
     draws = Draws(seed, key, "noise")
     flat = a.reshape(-1)
     scale = as_tensor_like(alpha, a)
     scale = scale.expand(a.shape).reshape(-1) if scale.numel() > 1 else scale.reshape(())
-    out = workers.empty_like(flat)
+    out = work.empty_like(flat)
 
     def noisy(start: int, end: int, scratch: Scratch) -> None:
         noise = draws.normal(scratch.get("noise", end - start, torch.float32, "cpu"), start)
         part = scale[start:end] if scale.dim() else scale
         torch.addcmul(flat[start:end], noise.to(device=a.device, dtype=a.dtype), part, out=out[start:end])
 
-    workers.for_each_range(workers.ranges(flat.numel(), SLICE_ELEMENTS), noisy, lambda: Scratch(a))
+    work.for_each_range(slices(flat.numel()), noisy, lambda: work.scratch(a))
     return out.view(a.shape)
 
 

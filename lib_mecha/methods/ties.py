@@ -4,23 +4,27 @@ Identifiers, parameter names, defaults and meanings are sd-mecha's (reference §
 recipes travel between the two libraries, including ``ties_sum_extended``'s inverted
 ``apply_stock`` flag (its label and help say what it really does).
 
-Speed and memory: nothing here stacks the inputs or makes key-sized temporaries. After the
-per-delta trim thresholds (one selection pass each), all the work runs slice by slice over
-reused buffers, in float arithmetic, and writes straight into the one key-sized result; the
-geometric median iterates on the points' Gram matrix instead of on the tensors.
+Memory: nothing here stacks the inputs or makes key-sized temporaries. After the per-delta
+trim thresholds (one selection pass each, :mod:`._trim`), all the work runs slice by slice
+over reused buffers, in float arithmetic (torch's bool-producing ops cost several times a
+float op), and writes straight into the one key-sized result; row statistics are in
+:mod:`._rows`, the geometric median in :mod:`._median`.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
-from .. import workers
-from ..workers import Scratch
-from ._values import at_least_1d, finite_or_zero_, scalar
+from ..memory import Scratch
+from ..workspace import Workspace
+from ._median import weiszfeld
+from ._rows import mean_consecutive_cosine, stock_factor_
+from ._trim import TrimmedSlices
+from ._values import at_least_1d, finite_or_zero_, scalar, slices
 from .registry import merge_method
-from .spec import DELTA, SAME, Bool, Float, Int, Tensor
+from .spec import DELTA, SAME, Bool, Float, Int, KeyWorkspace, Tensor
 
 NON_FINITE_NOTE = ("An element where some difference is NaN or infinite comes out 0 (with the geometric median, "
                    "such entries are left out instead).")
@@ -43,131 +47,6 @@ FTOL = Float(1e-20, minimum=0.0, label="Median tolerance",
 APPLY_MEDIAN = Bool(False, label="Geometric median",
                     help="Combine the agreeing differences by their geometric median instead of their mean "
                          "(ignores the Model Stock setting).")
-
-
-SAMPLED_SELECTION_ABOVE = 1 << 17  # elements; below this kthvalue on the whole tensor is as fast
-# The elementwise work of these whole-tensor methods runs over slices of this many elements with
-# reused buffers: key-sized temporaries would each fault their pages in and stream through
-# memory, and torch's bool-producing ops (comparisons, where, masked_fill) cost 5-30x a float
-# op, so the slices use float arithmetic only. The size is a compromise measured on the bench
-# machine (TIES of three 29.5 M-element deltas, ns per element on one / two granted threads):
-# 16 K: 14.1 / 18.2 (the threads queue for the GIL between small ops), 64 K: 10.4 / 8.8,
-# 256 K: 11.3 / 6.8, 1 M: 12.8 / 6.7 (the buffers no longer fit in the core's cache).
-SLICE_ELEMENTS = 1 << 18
-
-
-def slices(n: int, row: int = 1):
-    """``(start, end)`` ranges covering ``n`` elements, each a whole number of ``row``-long rows."""
-    return workers.ranges(n, SLICE_ELEMENTS, row)
-
-
-def kth_smallest_magnitude(values: torch.Tensor, rank: int) -> torch.Tensor:
-    """Exactly ``values.abs().kthvalue(rank)`` of a 1-D tensor, found faster for large tensors: a
-    strided sample brackets the answer, one pass over slices counts the entries below the bracket
-    and keeps those inside it, and only those are selected from."""
-    n = values.numel()
-    if n <= SAMPLED_SELECTION_ABOVE:
-        return values.abs().kthvalue(rank).values
-    sample = values[::max(8, n // 65536)].abs()  # at most 65536 values, at most 1/8 of them
-    m = sample.numel()
-    q = rank / n
-    margin = 4 * math.sqrt(m * q * (1 - q)) + 16
-    low = sample.kthvalue(max(1, int(q * m - margin))).values
-    high = sample.kthvalue(min(m, int(q * m + margin) + 1)).values
-    # a value shared by many entries (sparse deltas: 0) brackets itself: counting is enough
-    single = bool(low == high)
-    zero_bracket = single and bool(low == 0)
-    counted = {}  # slice start -> (entries below the bracket, entries inside it or their count)
-
-    def count(start: int, end: int, scratch: Scratch) -> None:
-        size = end - start
-        if zero_bracket:  # nothing is below 0 in magnitude (NaN counts as neither)
-            counted[start] = 0, size - _count_nonzero(values[start:end], scratch)
-            return
-        # comparisons into floats (1 or 0; NaN is neither below nor inside), summed exactly: a
-        # slice has far fewer than 2^24 entries. A bool mask and count_nonzero cost 3x as much.
-        a = torch.abs(values[start:end], out=scratch.get("magnitude", size))
-        below = torch.lt(a, low, out=scratch.get("below", size))
-        inside = torch.le(a, high, out=scratch.get("inside", size)).sub_(below)
-        counted[start] = int(below.sum()), (int(inside.sum()) if single else _selected(a, inside.bool()))
-
-    workers.for_each_range(slices(n), count, lambda: Scratch(values))
-    below = sum(c for c, _ in counted.values())
-    if single:
-        if below < rank <= below + sum(c for _, c in counted.values()):
-            return low
-    else:
-        band = torch.cat([counted[start][1] for start in sorted(counted)])
-        if below < rank <= below + band.numel():
-            return band.kthvalue(rank - below).values
-    return values.abs().kthvalue(rank).values  # the sample misled us: select from everything
-
-
-def _selected(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``values[mask]`` (a bool mask), a new tensor. On the CPU numpy's boolean indexing does it:
-    torch's goes through ``nonzero`` (measured at 256 K elements, 1% selected: 0.28 against
-    0.86 ns per element). numpy has no bfloat16."""
-    if values.device.type != "cpu" or values.dtype == torch.bfloat16:
-        return values[mask]
-    return torch.from_numpy(values.numpy()[mask.numpy()])
-
-
-def _count_nonzero(values: torch.Tensor, scratch: Scratch) -> int:
-    """``count_nonzero`` of a float slice (NaN counts, ±0 does not): a comparison into floats and
-    their sum, exact for a slice (far fewer than 2^24 entries). Measured at 256 K elements: 0.27
-    ns per element, against 1.26 for ``count_nonzero`` on floats."""
-    return int(torch.ne(values, 0, out=scratch.get("nonzero", values.numel(), values.dtype)).sum())
-
-
-def trim_threshold(delta: torch.Tensor, k: float) -> Optional[torch.Tensor]:
-    """The smallest magnitude TIES keeps: the ``max(int((1-k)·n), 1)``-th smallest ``|delta|``;
-    None when everything is kept: that is the smallest one (k = 1), or 0 (a sparse delta, such
-    as one after DARE's dropout)."""
-    rank = max(int((1 - k) * delta.numel()), 1)
-    if rank == 1:
-        return None
-    flat = delta.flatten()
-    if flat.dtype not in (torch.float32, torch.float64):
-        flat = flat.float()
-    threshold = kth_smallest_magnitude(flat, rank)
-    return None if threshold == 0 else threshold.to(delta.dtype)
-
-
-def _shrink_below(threshold: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[float]:
-    """hardshrink's ``lambd`` that keeps exactly the entries with ``|x| >= threshold``: it keeps
-    ``|x| > lambd``, so lambd is the representable number just below the threshold."""
-    if threshold is None:
-        return None
-    t = threshold.to(dtype)
-    return float(torch.nextafter(t, torch.full_like(t, -math.inf)))
-
-
-class TrimmedSlices:
-    """The trimmed deltas of TIES, one slice at a time: entries below each delta's threshold are 0.
-
-    Slices are read-only (without trimming they are the deltas themselves). Non-finite entries
-    pass through, so the element they sit in comes out non-finite (and TIES then makes it 0);
-    ``finite_only`` zeroes them instead, for the geometric median, whose distances span the
-    whole tensor.
-    """
-
-    def __init__(self, deltas: Sequence[torch.Tensor], k: float):
-        self.flat = [d.reshape(-1) for d in deltas]
-        self.lambdas = [_shrink_below(trim_threshold(d, k), d.dtype) for d in deltas]
-
-    def get(self, i: int, start: int, end: int, scratch: Scratch, finite_only: bool = False) -> torch.Tensor:
-        source, lambd = self.flat[i][start:end], self.lambdas[i]
-        if lambd is None and not finite_only:
-            return source
-        out = scratch.get(("trimmed", i), end - start)
-        if finite_only:
-            source = torch.nan_to_num(source, nan=0.0, posinf=0.0, neginf=0.0, out=out)
-        if lambd is not None:
-            torch.ops.aten.hardshrink.out(source, lambd, out=out)
-        return out
-
-    def all(self, start: int, end: int, scratch: Scratch, finite_only: bool = False) -> List[torch.Tensor]:
-        return [self.get(i, start, end, scratch, finite_only) for i in range(len(self.flat))]
 
 
 def sum_into(out: torch.Tensor, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -234,8 +113,8 @@ class SignElection:
         return finite_or_zero_(mean) if zero_non_finite else mean
 
 
-def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, stock_eps: Optional[float] = None,
-                divisor=None) -> torch.Tensor:
+def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, work: Workspace, *,
+                stock_eps: Optional[float] = None, divisor=None) -> torch.Tensor:
     """Trim, elect and average, one slice at a time. With ``stock_eps`` each row is then scaled by
     Model Stock's factor from the mean cosine between consecutive filtered deltas (rows are kept
     whole; a factor that is not finite gives 0), and with ``divisor`` (a number, or a tensor of the
@@ -244,8 +123,8 @@ def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, sto
     first = deltas[0]
     shape, n = first.shape, first.numel()
     row = shape[-1] if stock_eps is not None else 1
-    trimmed = TrimmedSlices(deltas, k)
-    mean = workers.empty(n, first.dtype, first.device)
+    trimmed = TrimmedSlices(deltas, k, work)
+    mean = work.empty(n, first.dtype, first.device)
     divide = _slicer(divisor, first)
 
     def reduce(start: int, end: int, scratch: Scratch) -> None:
@@ -265,7 +144,7 @@ def ties_reduce(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, *, sto
         if divide is not None:
             out.div_(divide(start, end))
 
-    workers.for_each_range(slices(n, row), reduce, lambda: Scratch(first))
+    work.for_each_range(slices(n, row), reduce, lambda: work.scratch(first))
     return mean.view(shape)
 
 
@@ -281,11 +160,11 @@ def _slicer(value, like: torch.Tensor):
     return lambda start, end: flat[start:end]
 
 
-def filtered_deltas(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool):
+def filtered_deltas(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool, work: Workspace):
     """A function ``(start, end, scratch) -> [filtered slice of each delta]``: TIES's agreeing
     entries, the rest 0 (for the geometric median, which needs them twice). Non-finite entries
     count as 0."""
-    trimmed = TrimmedSlices(deltas, k)
+    trimmed = TrimmedSlices(deltas, k, work)
 
     def get(start: int, end: int, scratch: Scratch):
         kept = [scratch.get(("kept", i), end - start) for i in range(len(deltas))]
@@ -302,100 +181,16 @@ def filtered_deltas(deltas: Sequence[torch.Tensor], k: float, vote_sgn: bool):
     return get
 
 
-# Rows at most this long (a conv weight's kernel width: 3) are summed by adding their columns:
-# torch's reductions over a few elements per row cost 3-15x as much (measured, rows of 3).
-SHORT_ROW = 16
-
-
-def _row_sums(t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """The sums of ``t``'s rows (its last dimension), into ``out``."""
-    width = t.shape[-1]
-    if width > SHORT_ROW or width < 2:
-        return torch.sum(t, dim=-1, out=out)
-    torch.add(t[..., 0], t[..., 1], out=out)
-    for column in range(2, width):
-        out.add_(t[..., column])
-    return out
-
-
-class _RowBuffers:
-    """Named buffers for the row statistics below, from a loop's Scratch: a fresh product of a
-    slice's size faults its pages in every time (measured, Model Stock on rows of 3: 1.6 ns per
-    element for ``x * y`` against 0.4 into a reused buffer)."""
-
-    def __init__(self, like: torch.Tensor, scratch: Optional[Scratch]):
-        self.scratch = scratch if scratch is not None else Scratch(like)
-        self.dtype = like.dtype
-
-    def product(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``x * y``, in a buffer that the next call overwrites."""
-        return torch.mul(x, y, out=self.scratch.get("row product", x.numel(), self.dtype).view(x.shape))
-
-    def rows(self, name, like: torch.Tensor) -> torch.Tensor:
-        """A buffer with one element per row of ``like``."""
-        return self.scratch.get(("row", name), like[..., 0].numel(), self.dtype).view(like.shape[:-1])
-
-
-# The smallest normal float32. MKL's square root takes a slow path for 0 (and subnormals):
-# measured, 2.4 ns per element for mostly-zero rows (a sparse delta after TIES's trim or DARE's
-# dropout) against 0.23 for others.
-_TINY = torch.finfo(torch.float32).tiny
-
-
-def _row_norms(x: torch.Tensor, eps: float, buffers: _RowBuffers, name="norm") -> torch.Tensor:
-    out = buffers.rows(name, x)
-    if x.shape[-1] > SHORT_ROW:
-        norms = torch.linalg.vector_norm(x, dim=-1, out=out)
-    else:
-        squares = _row_sums(buffers.product(x, x), out)
-        if 2 * math.sqrt(_TINY) <= eps:  # raising sums below _TINY to it leaves max(√sum, eps) as it was
-            squares.clamp_(min=_TINY)
-        norms = squares.sqrt_()
-    return norms.clamp_(min=eps)
-
-
-def row_cosine(x: torch.Tensor, y: torch.Tensor, eps: float, scratch: Optional[Scratch] = None) -> torch.Tensor:
-    """torch's cosine_similarity along the last dimension, in buffers of ``scratch`` (a loop's;
-    fresh ones without it)."""
-    buffers = _RowBuffers(x, scratch)
-    norms = torch.mul(_row_norms(x, eps, buffers, "x"), _row_norms(y, eps, buffers, "y"), out=buffers.rows("xy", x))
-    return _row_sums(buffers.product(x, y), buffers.rows("cosine", x)).div_(norms)
-
-
-def mean_consecutive_cosine(rows: Sequence[torch.Tensor], eps: float,
-                            scratch: Optional[Scratch] = None) -> torch.Tensor:
-    """The mean of :func:`row_cosine` over consecutive pairs (rows[0], rows[1]), (rows[1], rows[2])...;
-    each tensor's row norms are computed once. The result is a buffer of ``scratch``."""
-    buffers = _RowBuffers(rows[0], scratch)
-    norms = [_row_norms(x, eps, buffers, ("norm", i)) for i, x in enumerate(rows)]
-    total = buffers.rows("mean cosine", rows[0])
-    both = buffers.rows("norm product", rows[0])
-    for i, (x, y, norm_x, norm_y) in enumerate(zip(rows, rows[1:], norms, norms[1:])):
-        cosine = _row_sums(buffers.product(x, y), total if i == 0 else buffers.rows("cosine", x))
-        cosine.div_(torch.mul(norm_x, norm_y, out=both))
-        if i > 0:
-            total.add_(cosine)
-    return total.div_(len(rows) - 1)
-
-
-def stock_factor_(cos_mean: torch.Tensor, n: int, scratch: Scratch) -> torch.Tensor:
-    """Model Stock's ``t = n·cosθ / (1 + (n-1)·cosθ)`` in place of ``cos_mean`` (n ≥ 2), shaped to
-    broadcast per row."""
-    denominator = torch.mul(cos_mean, n - 1, out=scratch.get("stock denominator", cos_mean.numel(),
-                                                             cos_mean.dtype).view(cos_mean.shape)).add_(1)
-    return cos_mean.mul_(n).div_(denominator).unsqueeze(-1)
-
-
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES", category="ties",
               help="TIES-merging: trim each difference to its largest entries, elect a sign per element, "
                    "and average the differences that agree with it.",
               notes=(NON_FINITE_NOTE,))
-def ties_sum(*models, k=k_param(1.0), vote_sgn=VOTE_SGN):
+def ties_sum(*models, k=k_param(1.0), vote_sgn=VOTE_SGN, work=KeyWorkspace()):
     first = models[0]
     if first.numel() == 0:
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
-    return restore(ties_reduce(deltas, scalar("ties_sum", "k", k), vote_sgn))
+    return restore(ties_reduce(deltas, scalar("ties_sum", "k", k), vote_sgn, work))
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="TIES (extended)", category="ties",
@@ -408,12 +203,14 @@ def ties_sum_extended(*models, k=k_param(0.2), vote_sgn=VOTE_SGN,
                       apply_stock=Bool(False, label="Skip Model Stock scaling",
                                        help="Inverted name kept from sd-mecha: when false (default) the result is "
                                             "scaled by Model Stock's factor; true gives plain TIES."),
-                      apply_median=APPLY_MEDIAN, cos_eps=COS_EPS, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL):
+                      apply_median=APPLY_MEDIAN, cos_eps=COS_EPS, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL,
+                      work=KeyWorkspace()):
     return ties_extended(models, scalar("ties_sum_extended", "k", k), vote_sgn, apply_stock, apply_median,
-                         cos_eps, eps, maxiter, ftol)
+                         cos_eps, eps, maxiter, ftol, work)
 
 
-def ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol, divisor=None):
+def ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, maxiter, ftol, work: Workspace,
+                  divisor=None):
     """ties_sum_extended's work, shared with TIES after DARE/DELLA dropout (which divides the
     result by the keep rate: ``divisor``)."""
     first = models[0]
@@ -421,23 +218,23 @@ def ties_extended(models, k, vote_sgn, apply_stock, apply_median, cos_eps, eps, 
         return first.clone()
     (*deltas,), restore = at_least_1d(*models)
     if apply_median:
-        get = filtered_deltas(deltas, k, vote_sgn)
-        result = finite_or_zero_(weiszfeld(get, len(deltas), deltas[0], eps, maxiter, ftol))
+        get = filtered_deltas(deltas, k, vote_sgn, work)
+        result = finite_or_zero_(weiszfeld(get, len(deltas), deltas[0], eps, maxiter, ftol, work))
         return restore(result if divisor is None else result.div_(divisor))
     stock_eps = None if apply_stock else cos_eps  # apply_stock is inverted, as in sd-mecha
-    return restore(ties_reduce(deltas, k, vote_sgn, stock_eps=stock_eps, divisor=divisor))
+    return restore(ties_reduce(deltas, k, vote_sgn, work, stock_eps=stock_eps, divisor=divisor))
 
 
 @merge_method(returns=DELTA, varargs=Tensor(DELTA), label="Model Stock", category="ties",
               help="Average of the differences, scaled by how well they agree (Model Stock, per row).")
-def model_stock(*deltas, cos_eps=COS_EPS):
+def model_stock(*deltas, cos_eps=COS_EPS, work=KeyWorkspace()):
     first = deltas[0]
     if first.numel() == 0:
         return first.clone()
     (*flat,), restore = at_least_1d(*deltas)
     row = flat[0].shape[-1]
     n = len(flat)
-    total = workers.empty_like(flat[0]).view(-1, row)
+    total = work.empty_like(flat[0]).view(-1, row)
     rows = [d.reshape(-1, row) for d in flat]
 
     def stock(start: int, end: int, scratch: Scratch) -> None:
@@ -448,72 +245,16 @@ def model_stock(*deltas, cos_eps=COS_EPS):
             out.mul_(stock_factor_(mean_consecutive_cosine(part, cos_eps, scratch), n, scratch).div_(n))
         out.nan_to_num_()
 
-    workers.for_each_range(slices(total.numel(), row), stock, lambda: Scratch(first))
+    work.for_each_range(slices(total.numel(), row), stock, lambda: work.scratch(first))
     return restore(total.view(flat[0].shape))
 
 
 @merge_method(returns=SAME, varargs=Tensor(SAME), label="Geometric median", category="ties",
               help="The point with the least total distance to all models (Weiszfeld's algorithm, "
                    "whole-tensor distances); robust to one outlier model.")
-def geometric_median(*models, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL):
+def geometric_median(*models, eps=MEDIAN_EPS, maxiter=MAXITER, ftol=FTOL, work=KeyWorkspace()):
     if models[0].numel() == 0:
         return models[0].clone()
     flat = [m.reshape(-1) for m in models]
-    return weiszfeld(lambda start, end, _: [f[start:end] for f in flat], len(models), models[0], eps, maxiter, ftol)
-
-
-def weiszfeld(points: Callable[[int, int, Scratch], List[torch.Tensor]], count: int, like: torch.Tensor,
-              eps: float, maxiter: int, ftol: float) -> torch.Tensor:
-    """Weiszfeld iterations from the mean: weights 1/max(‖x_i - m‖, eps), until the mean distance
-    changes by at most ``ftol`` of itself; ``points(start, end, scratch)`` gives the points' slices.
-
-    The median is a weighted mean of the points, so every distance follows from their Gram
-    matrix: one pass over the slices computes it (in float64, relative to the first point so
-    that nearly equal models lose no precision), the iterations then work on ``count``×``count``
-    numbers, and a second pass forms the median. Up to ``maxiter`` iterations cost nothing per
-    element."""
-    numel = like.numel()
-    spans = slices(numel)
-    partial = {}  # slice start -> its share of the Gram matrix, summed in slice order below
-
-    def gram_of(start: int, end: int, scratch: Scratch) -> None:
-        part, size = points(start, end, scratch), end - start
-        relative = scratch.get("relative", (count - 1) * size, torch.float64).view(count - 1, size)
-        for p, row in zip(part[1:], relative):
-            torch.sub(p, part[0], out=row)  # in the points' dtype, then widened
-        relative = relative.cpu()
-        partial[start] = relative @ relative.T
-
-    gram = torch.zeros(count, count, dtype=torch.float64)
-    if count > 1:
-        workers.for_each_range(spans, gram_of, lambda: Scratch(like))
-        for start, _ in spans:
-            gram[1:, 1:] += partial[start]
-
-    def distances(weights: torch.Tensor) -> torch.Tensor:
-        weights = weights.to(torch.float64) / weights.sum(dtype=torch.float64)
-        projected = gram @ weights
-        squared = (gram.diagonal() - 2 * projected + weights @ projected).clamp_(min=0)
-        # the stopping test runs in the points' precision, as it would on the tensors themselves
-        return squared.sqrt_().to(like.dtype if like.is_floating_point() else torch.float32)
-
-    weights = torch.ones(count, dtype=torch.float64)
-    current = distances(weights)
-    objective = current.mean()
-    for _ in range(max(0, int(maxiter))):
-        weights = 1 / torch.clamp(current, min=eps)
-        current = distances(weights)
-        previous, objective = objective, current.mean()
-        if abs(previous - objective) <= ftol * objective:
-            break
-    fractions = (weights.to(torch.float64) / weights.sum(dtype=torch.float64)).tolist()
-    median = workers.empty(numel, like.dtype, like.device)
-
-    def combine(start: int, end: int, scratch: Scratch) -> None:
-        part, out = points(start, end, scratch), median[start:end]
-        torch.mul(part[0], fractions[0], out=out)
-        for p, w in zip(part[1:], fractions[1:]):
-            out.add_(p, alpha=w)
-
-    workers.for_each_range(spans, combine, lambda: Scratch(like))
-    return median.view(like.shape)
+    return weiszfeld(lambda start, end, _: [f[start:end] for f in flat], len(models), models[0], eps, maxiter, ftol,
+                     work)

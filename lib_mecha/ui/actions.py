@@ -71,7 +71,8 @@ def start_merge(host, catalog: Catalog, node: RecipeNode, text: str, runner: Job
 
     def run(job: Job):
         job.phase = "merging into the loaded model"
-        report = _call(host.hot_load, node, ident, options, progress=job.progress, cancel=job.cancel)
+        report = _call(host.hot_load, node, ident, options, progress=job.progress, planned=job.planned,
+                       cancel=job.cancel)
         return {"ident": ident, "report": report}
     return runner.start("merge", "merge & load", run)
 
@@ -118,6 +119,30 @@ def save_target(host, name: str, overwrite: bool) -> Path:
     return output_path(name, folder, roots, overwrite=overwrite)
 
 
+def overwrite_question(path: str) -> str:
+    """What the overwrite prompt asks: which file, how large and how old, and that it goes."""
+    from datetime import datetime
+    p = Path(path)
+    try:
+        st = p.stat()
+        about = f" ({format_size(st.st_size)}, last changed {datetime.fromtimestamp(st.st_mtime):%Y-%m-%d %H:%M})"
+    except OSError:
+        about = ""
+    return (f"{p.name} already exists in {p.parent}{about}. Overwrite replaces that file with this merge "
+            "once the merge is complete; the old file cannot be recovered.")
+
+
+def format_size(n: float) -> str:
+    """``812 bytes``, ``1.5 MiB``, ``2.0 GiB``."""
+    if n < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
 def save_recipe(node: RecipeNode, request: SaveRequest, catalog: Catalog, architecture: Optional[str]) -> RecipeNode:
     """The recipe actually saved: the draft's, with the EMA dropped and/or a VAE baked in."""
     if request.prune_ema:
@@ -152,7 +177,8 @@ def start_save(host, catalog: Catalog, node: RecipeNode, request: SaveRequest, a
     def run(job: Job):
         from .. import merge
         os.makedirs(target.parent, exist_ok=True)
-        result = merge(recipe, str(target), options=options, progress=job.progress, cancel=job.cancel)
+        result = merge(recipe, str(target), options=options, progress=job.progress, planned=job.planned,
+                       cancel=job.cancel)
         job.phase = "refreshing the model list"
         try:
             host.run_exclusive(host.refresh_checkpoints, job="refresh", wait=HOST_WAIT)
@@ -242,6 +268,14 @@ def difference_image(a, b) -> Tuple[Any, str]:
     if largest == 0:
         return diff, "difference: none (identical pixels)"
     return diff.point(lambda v: v * 255 // largest), f"difference ×{255 / largest:.1f} (largest {largest} of 255)"
+
+
+def samplers(host) -> List[str]:
+    """The host's sampler names for the preview (none when it has no list)."""
+    try:
+        return list(host.samplers())
+    except MechaError:
+        return []
 
 
 def status_text(host, catalog: Catalog) -> str:

@@ -21,13 +21,17 @@ def js_kw(code: Optional[str]) -> Dict[str, Any]:
 
 
 def job_kw() -> Dict[str, Any]:
-    """Listener keywords for job buttons (merge, save, cancel).
+    """Listener keywords for job buttons (merge, save, cancel) and the listeners following a job.
 
-    gradio 4 runs one event per listener at a time by default, so a second click on Merge would
-    wait in the queue and start a second merge when the first ends; with no limit the click runs
-    at once and the tab's job guard refuses it with a message. gradio 3 has no such limit.
+    gradio's own loading overlay is hidden: it would cover the tab's progress bar. gradio 4 runs
+    one event per listener at a time by default, so a second click on Merge would wait in the
+    queue and start a second merge when the first ends; with no limit the click runs at once and
+    the tab's job guard refuses it with a message. gradio 3 has no such limit.
     """
-    return {"concurrency_limit": None} if gradio_major() >= 4 else {}
+    kw: Dict[str, Any] = {"show_progress": "hidden"}
+    if gradio_major() >= 4:
+        kw["concurrency_limit"] = None
+    return kw
 
 
 def quiet_kw() -> Dict[str, Any]:

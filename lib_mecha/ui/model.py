@@ -151,8 +151,9 @@ def default_value(p: Param) -> ParamValue:
 
 
 def new_step(method: str, previous: Optional[Step] = None) -> Step:
-    """A step of ``method`` with default values; inputs and values of ``previous`` carry over
-    where a parameter of the same name and kind exists."""
+    """A step of ``method`` with default values. Inputs of ``previous`` carry over by name; its
+    values only where the new method's parameter means the same (see :func:`same_meaning`), so
+    add_difference's alpha (a strength, 1 by default) never becomes slerp's (a mix, 0.5)."""
     spec = resolve(method)
     old_inputs = dict(previous.inputs) if previous else {}
     old_extra = previous.extra if previous else ()
@@ -170,19 +171,26 @@ def new_step(method: str, previous: Optional[Step] = None) -> Step:
     params = []
     for p in value_params(spec):
         carried = old_params.get(p.name)
-        if carried is not None and old_spec is not None and _same_kind(old_spec, p):
+        if carried is not None and old_spec is not None and same_meaning(old_spec, p):
             params.append((p.name, carried))
         else:
             params.append((p.name, default_value(p)))
     return Step(method, tuple(inputs), tuple(extra), tuple(params), previous.loras if previous else ())
 
 
-def _same_kind(old_spec: MethodSpec, p: Param) -> bool:
+def same_meaning(old_spec: MethodSpec, p: Param) -> bool:
+    """Whether ``old_spec`` has a parameter that means what ``p`` means: the same name, kind,
+    default, range and choices. Only the wording of the help may differ (weighted_sum's and
+    slerp's alpha: 0 keeps A, 1 gives B), never the scale (add_difference's alpha)."""
     try:
         old = old_spec.param(p.name)
     except ParameterError:
         return False
-    return old.kind == p.kind and old.choices == p.choices
+    return _meaning(old) == _meaning(p)
+
+
+def _meaning(p: Param) -> Param:
+    return replace(p, label="", help="", keyword_only=False)
 
 
 # --- draft -> recipe node ---------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """Extract a LoRA: the difference between a fine-tune (or the current recipe) and its base, saved into
-the host's LoRA folder. The job's progress and outcome show in the shared progress bar and message."""
+the host's LoRA folder. The job's progress, Cancel and outcome show under the Extract button."""
 from __future__ import annotations
 
 from typing import Any, Iterator, List
 
 from ..host.extract import DTYPES, ExtractRequest
 from . import extraction
+from .panel_actions import Feedback, error_text
 from .recipe_io import compile_session
 from .session import Session
 from .widgets import update
@@ -16,6 +17,7 @@ BY_RANK, BY_ENERGY = "rank", "energy"
 class ExtractPanel:
     def __init__(self, ctx):
         self.ctx = ctx
+        self.feedback = Feedback("mecha_extract")
 
     def build(self) -> None:
         import gradio as gr
@@ -48,6 +50,7 @@ class ExtractPanel:
                 self.overwrite = gr.Checkbox(value=False, label="replace an existing file",
                                              elem_id="mecha_extract_overwrite", scale=2)
                 self.run = gr.Button("Extract LoRA", variant="primary", elem_id="mecha_extract_run", scale=1)
+            self.feedback.build()
 
     def inputs(self) -> List[Any]:
         return [self.tuned, self.base, self.by, self.rank, self.energy, self.groups, self.convolutions, self.name,
@@ -64,8 +67,12 @@ class ExtractPanel:
     def on_by(self, by: str) -> List[Any]:
         return [update(visible=by != BY_ENERGY), update(visible=by == BY_ENERGY)]
 
+    def job_outputs(self) -> List[Any]:
+        return [*self.feedback.outputs(), self.ctx.actions.status]
+
     def on_extract(self, session: Session, tuned, base, by, rank, energy, groups, convolutions, name, dtype,
-                   overwrite) -> Iterator[List[Any]]:
+                   overwrite) -> List[Any]:
+        """Start the extraction, or say at once why not (the follower shows its progress)."""
         actions = self.ctx.actions
         try:
             node = self._tuned(session, tuned)
@@ -75,9 +82,14 @@ class ExtractPanel:
                                      overwrite=bool(overwrite))
             job = extraction.start_extract(self.ctx.host, self.ctx.catalog, node, base, request, tuple(groups or ()))
         except Exception as e:
-            yield actions.refused(e)
-            return
-        yield from actions.follow(job, extraction.extract_done_message)
+            return actions.with_status(self.feedback.say(error_text(e), "error"))
+        session.follow("extract", job)
+        return actions.with_status(self.feedback.render(job, ""))
+
+    def follow(self, session: Session) -> Iterator[List[Any]]:
+        actions = self.ctx.actions
+        yield from actions.follow(session, "extract", self.feedback, extraction.extract_done_message,
+                                  actions.with_status)
 
     def _tuned(self, session: Session, label: str):
         if not label or label == extraction.CURRENT_RECIPE:

@@ -10,7 +10,7 @@ from typing import Any, List
 from . import lora_support
 from . import model as m
 from .session import Session
-from .widgets import message_html, update
+from .widgets import kind_of, message_here, message_html, update
 
 MAX_LORAS = 6
 
@@ -26,20 +26,22 @@ class LoraPanel:
             self.rows = []
             for j in range(MAX_LORAS):
                 with gr.Group(visible=False, elem_id=f"mecha_lora_{j}") as group:
+                    # the file on a line of its own: LoRA names are as long as checkpoint names
+                    row = {"group": group,
+                           "file": gr.Dropdown(choices=[], value=None, label=f"LoRA {j + 1}", allow_custom_value=True,
+                                               elem_id=f"mecha_lora_{j}_file")}
                     with gr.Row():
-                        row = {
-                            "group": group,
-                            "file": gr.Dropdown(choices=[], value=None, label=f"LoRA {j + 1}", allow_custom_value=True,
-                                                elem_id=f"mecha_lora_{j}_file", scale=4),
+                        row.update({
                             "strength": gr.Slider(-1.0, 2.0, value=1.0, step=0.05, label="strength",
                                                   elem_id=f"mecha_lora_{j}_strength", scale=3),
                             "blocks": gr.Checkbox(value=False, label="per block", elem_id=f"mecha_lora_{j}_blocks",
                                                   scale=1, min_width=100),
                             "remove": gr.Button("✕", elem_id=f"mecha_lora_{j}_remove", scale=0, min_width=40),
-                        }
+                        })
                 self.rows.append(row)
             with gr.Row():
                 self.add = gr.Button("+ Add LoRA", elem_id="mecha_lora_add", scale=0, min_width=120)
+            self.message = gr.HTML("", elem_id="mecha_lora_message")
             self.warning = gr.HTML("", elem_id="mecha_lora_warning")
 
     def outputs(self) -> List[Any]:
@@ -74,6 +76,10 @@ class LoraPanel:
         out.append(update(interactive=len(step.loras) < len(self.rows)))
         out.append(update(value=self.warnings(session)))
         return out
+
+    def render_message(self, session: Session) -> Any:
+        own = message_here(session, "lora")
+        return update(value=message_html(own, kind_of(own)))
 
     def warnings(self, session: Session) -> str:
         """Unmatched modules (or a LoRA for another model) of the selected step's LoRAs."""

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..arch.layouts import layout_ids, resolve_layout
+from ..arch.layouts import layout_ids, layouts_for, resolve_layout
+from ..errors import MechaError
 from ..methods import resolve
 from . import model as m
-from .panel_recipe import slider_range
-from .session import Session
-from .widgets import keep, update
+from .panel_recipe import shown_number, slider_range
+from .session import Session, check_layout
+from .widgets import keep, kind_of, message_here, message_html, update
 
 _GROUP = re.compile(r"^(.*?)(\d+)$")
 COLUMNS = 3
@@ -85,6 +86,16 @@ def value_range(session: Session, key: Optional[str], pv: m.ParamValue) -> Tuple
     return lo, hi, 0.01 if hi - lo <= 4 else 0.05
 
 
+def applied_preset(pv: m.ParamValue) -> Optional[str]:
+    """The preset whose values the blocks hold (the one applied, until a block is changed)."""
+    from ..arch.presets import presets
+    held = pv.block_map
+    for name, found in presets(pv.config).items():
+        if dict(found.values) == held:
+            return name
+    return None
+
+
 def comma_text(pv: m.ParamValue) -> str:
     layout = resolve_layout(pv.config)
     values = pv.block_map
@@ -101,13 +112,15 @@ class MbwPanel:
         with gr.Accordion("Block weights (MBW)", open=True, elem_id="mecha_mbw_panel"):
             self.hint = gr.Markdown("", elem_id="mecha_mbw_hint")
             with gr.Group(visible=False, elem_id="mecha_mbw_controls") as self.controls:
+                # one row each for what is edited and how: long layout ids and LoRA names stay whole
+                self.target = gr.Dropdown(choices=[], value=None, label="Edit", elem_id="mecha_mbw_target")
                 with gr.Row():
-                    self.target = gr.Dropdown(choices=[], value=None, label="Edit", elem_id="mecha_mbw_target",
-                                              scale=3)
                     self.layout = gr.Dropdown(choices=list(layout_ids()), value=None, label="Layout",
-                                              elem_id="mecha_mbw_layout", scale=2)
+                                              elem_id="mecha_mbw_layout", scale=3, min_width=240)
                     self.preset = gr.Dropdown(choices=[], value=None, label="Preset", elem_id="mecha_mbw_preset",
-                                              scale=2)
+                                              scale=2, min_width=200)
+                # between the layout and the comma list: what is wrong with either shows next to it
+                self.message = gr.HTML("", elem_id="mecha_mbw_message")
                 with gr.Row():
                     self.text = gr.Textbox(value="", label="Values in block order (comma list; empty = default)",
                                            elem_id="mecha_mbw_text", scale=5)
@@ -144,8 +157,28 @@ class MbwPanel:
         key = session.current_target()
         pv = session.target_value()
         label = next((lb for lb, k in targets if k == key), None)
-        return [update(choices=[lb for lb, _ in targets], value=label),
-                update(value=comma_text(pv) if pv is not None and pv.config else "")]
+        if message_here(session, "mbw"):
+            text = keep()  # the list that was refused stays, to be fixed
+        else:
+            text = update(value=comma_text(pv) if pv is not None and pv.config else "")
+        return [update(choices=[lb for lb, _ in targets], value=label), text]
+
+    def render_preset(self, session: Session) -> List[Any]:
+        pv = session.target_value()
+        return [update(value=applied_preset(pv) if pv is not None and pv.config else None)]
+
+    def render_message(self, session: Session) -> Any:
+        """The last edit's error here, else a layout that does not fit the step's models."""
+        own = message_here(session, "mbw")
+        if own:
+            return update(value=message_html(own, kind_of(own)))
+        pv = session.target_value()
+        if pv is not None and pv.config:
+            try:
+                check_layout(pv.config, self.ctx.arch_at(session), session.target_step())
+            except MechaError as e:
+                return update(value=message_html(e.format_message(), "error"))
+        return update(value="")
 
     def outputs(self) -> List[Any]:
         return [self.hint, self.controls, *self.text_outputs(), self.layout, self.preset, *self.titles,
@@ -164,8 +197,11 @@ class MbwPanel:
             return out
         from ..arch.presets import presets
         layout = resolve_layout(pv.config)
-        out.append(update(value=layout.identifier))
-        out.append(update(choices=list(presets(layout.identifier)), value=None))
+        arch = self.ctx.arch_at(session)
+        fitting = list(layouts_for(arch) if arch else layout_ids())
+        out.append(update(choices=fitting + ([] if layout.identifier in fitting else [layout.identifier]),
+                          value=layout.identifier))
+        out.append(update(choices=list(presets(layout.identifier)), value=applied_preset(pv)))
         cols = columns_of(layout.blocks)
         for c in range(COLUMNS):
             out.append(update(value=f"**{column_title(cols[c], layout.blocks)}**" if cols[c] else ""))
@@ -177,7 +213,7 @@ class MbwPanel:
             else:
                 v = values.get(block, pv.value)
                 empty = block not in values
-                out.append(update(visible=True, minimum=lo, maximum=hi, step=step, value=v,
+                out.append(update(visible=True, minimum=lo, maximum=hi, step=step, value=shown_number(v),
                                   label=f"{block}{' (default)' if empty else ''}"))
         return out
 

@@ -6,14 +6,17 @@ method's own description (``MethodSpec``), so a newly registered method gets a f
 """
 from __future__ import annotations
 
+import html
+import math
 from typing import Any, List, Optional, Tuple
 
 from ..methods import all_methods, resolve
 from ..methods.spec import Param
 from . import model as m
 from .catalog import step_label
+from .recipe_io import compile_session
 from .session import NONE_CHOICE, Session, builder_methods
-from .widgets import keep, update
+from .widgets import keep, kind_of, message_here, message_html, update
 
 MODE_LABELS = {m.VALUE: "one value", m.BLOCKS: "per block (MBW)", m.PATTERNS: "per key (patterns)"}
 MODE_BY_LABEL = {v: k for k, v in MODE_LABELS.items()}
@@ -61,11 +64,24 @@ def slider_step(p: Param, lo: float, hi: float) -> float:
     return 0.01 if hi - lo <= 10 else round((hi - lo) / 1000, 6)
 
 
+def shown_number(value: Any) -> Any:
+    """A value as a slider's box shows it: at most four decimals (0.9167, not 0.91666…). The
+    exact value stays in the recipe until the slider is moved."""
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value, 4)
+    return value
+
+
 def param_info(p: Param) -> str:
     text = p.help or ""
     if p.minimum is not None or p.maximum is not None:
         text = (text + " " if text else "") + f"(valid: {p.range_text().removeprefix('it must be in ')})"
     return text
+
+
+def step_choice(i: int, step: m.Step) -> str:
+    """The step dropdown's entry: number and method (``2. weighted_sum``)."""
+    return f"{i + 1}. {step.method}"
 
 
 def step_title(i: int, step: m.Step, catalog) -> str:
@@ -89,6 +105,22 @@ def _input_short(v: m.Input, catalog) -> str:
     return "?"
 
 
+# the section of docs/methods.md (shown in the tab as the guide) about each method category
+GUIDE_SECTIONS = {
+    "linear": "Linear: weighted sum, add difference, slerp",
+    "ties": "TIES, DARE, DELLA, Model Stock",
+    "geometric": "Geometric",
+    "cosine": "Cosine and train difference",
+    "masks": "Cosine and train difference",
+    "supermerger": "SuperMerger's modes",
+    "spectral": "Spectral",
+    "lora": "LoRA and LyCORIS",
+    "slicing": "Copy region and logistics",
+    "logistics": "Copy region and logistics",
+}
+GUIDE_ID = "mecha_guide"
+
+
 def method_help(spec) -> str:
     d = spec.describe()
     lines = [f"**{d['label']}** · `{d['name']}` · {d['category']}", "", d["help"] or ""]
@@ -96,6 +128,10 @@ def method_help(spec) -> str:
         lines.append(f"\n*sd-mecha note:* {note}")
     if spec.stochastic:
         lines.append("\n*Random: the seed parameter makes it reproducible.*")
+    section = GUIDE_SECTIONS.get(d["category"])
+    # a link within the page: mecha.js opens the guide below at that section (docs/methods.md)
+    title = f' "{section}"' if section else ""
+    lines.append(f"\n[Guide to the methods{': ' + section if section else ''} ›](#{GUIDE_ID}{title})")
     return "\n".join(lines)
 
 
@@ -110,23 +146,26 @@ class RecipePanel:
         import gradio as gr
         methods = builder_methods()
         with gr.Group(elem_id="mecha_recipe_panel"):
+            # the dropdown picks a step by number and method; the list under it gives every step's
+            # inputs whole, however long the model names (a radio list would do both, but gradio
+            # 4.40's Radio reports its own re-renders as user input)
+            self.steps = gr.Dropdown(choices=[], value=None, label="Step", elem_id="mecha_steps",
+                                     info="The result of the last step is the merge; pick a step to edit it.")
+            self.steps_list = gr.HTML("", elem_id="mecha_steps_list")
             with gr.Row():
-                self.steps = gr.Dropdown(choices=[], value=None, label="Steps", elem_id="mecha_steps",
-                                         info="The result of the last step is the merge; pick a step to edit it.",
-                                         scale=4)
-                self.add_step = gr.Button("+ Add step", elem_id="mecha_step_add", size="sm", scale=1, min_width=90)
-                self.remove_step = gr.Button("Remove step", elem_id="mecha_step_remove", size="sm", scale=1,
-                                             min_width=90)
-                self.refresh = gr.Button("↻ Lists", elem_id="mecha_refresh", size="sm", scale=1, min_width=70)
+                self.add_step = gr.Button("+ Add step", elem_id="mecha_step_add", size="sm", min_width=90)
+                self.remove_step = gr.Button("Remove step", elem_id="mecha_step_remove", size="sm", min_width=90)
+                self.refresh = gr.Button("↻ Lists", elem_id="mecha_refresh", size="sm", min_width=70)
             self.method = gr.Dropdown(choices=methods, value=methods[0] if methods else None, label="Method",
                                       elem_id="mecha_method")
             self.help = gr.Markdown("", elem_id="mecha_method_help")
-            with gr.Row():
-                self.inputs = [gr.Dropdown(choices=[], value=None, label=f"input {k + 1}", allow_custom_value=True,
-                                           elem_id=f"mecha_input_{k}", visible=k < 2)
-                               for k in range(self.n_inputs)]
+            # one input per line: model names of 60 characters and more stay readable
+            self.inputs = [gr.Dropdown(choices=[], value=None, label=f"input {k + 1}", allow_custom_value=True,
+                                       elem_id=f"mecha_input_{k}", visible=k < 2)
+                           for k in range(self.n_inputs)]
             self.extra = gr.Dropdown(choices=[], value=[], multiselect=True, label="models",
                                      elem_id="mecha_inputs_extra", visible=False)
+            self.message = gr.HTML("", elem_id="mecha_step_message")
             self.slots = []
             for j in range(self.n_values):
                 with gr.Group(visible=False, elem_id=f"mecha_param_{j}") as group:
@@ -145,7 +184,7 @@ class RecipePanel:
                                                scale=3),
                             "mode": gr.Dropdown(choices=list(MODE_LABELS.values()), value=MODE_LABELS[m.VALUE],
                                                 label="values", visible=False, elem_id=f"mecha_param_{j}_mode",
-                                                scale=1, min_width=150),
+                                                scale=1, min_width=210),
                         }
                     slot["patterns"] = gr.Textbox(value="", lines=3, label="pattern: value (one per line)",
                                                   placeholder="model.diffusion_model.input_blocks.*: 0.2\n"
@@ -156,14 +195,19 @@ class RecipePanel:
     # --- rendering ---------------------------------------------------------------------------
 
     def step_outputs(self) -> List[Any]:
-        return [self.steps]
+        return [self.steps, self.steps_list]
 
     def render_steps(self, session: Session) -> List[Any]:
-        titles = [step_title(i, s, self.ctx.catalog) for i, s in enumerate(session.draft)]
-        return [update(choices=titles, value=titles[session.selected])]
+        selected = min(session.selected, len(session.draft) - 1)
+        choices = [step_choice(i, s) for i, s in enumerate(session.draft)]
+        rows = "".join(f'<div class="mecha-step{" mecha-step-selected" if i == selected else ""}">'
+                       f'{html.escape(step_title(i, s, self.ctx.catalog))}</div>'
+                       for i, s in enumerate(session.draft))
+        return [update(choices=choices, value=choices[selected]),
+                update(value=f'<div class="mecha-steps">{rows}</div>')]
 
     def outputs(self) -> List[Any]:
-        out = [self.steps, self.method, self.help, *self.inputs, self.extra]
+        out = [*self.step_outputs(), self.method, self.help, *self.inputs, self.extra]
         for slot in self.slots:
             out.extend(slot[k] for k in ("group", "slider", "number", "check", "choice", "text", "mode", "patterns"))
         return out
@@ -189,7 +233,7 @@ class RecipePanel:
                 label = p.label or p.name
                 if p.space == "delta":
                     label += " (a difference)"
-                out.append(update(visible=True, label=label, choices=shown, value=value, info=p.help or None))
+                out.append(update(visible=True, label=label, choices=shown, value=value, info=p.help or ""))
             else:
                 out.append(update(visible=False, value=None))
         var = spec.variadic
@@ -197,7 +241,7 @@ class RecipePanel:
             values = [session.input_label(v, catalog) for v in step.extra]
             shown = choices + [v for v in values if v not in choices]
             label = (var.label or var.name) + (" (differences)" if var.space == "delta" else "")
-            out.append(update(visible=True, label=label, choices=shown, value=values, info=var.help or None))
+            out.append(update(visible=True, label=label, choices=shown, value=values, info=var.help or ""))
         else:
             out.append(update(visible=False, value=[]))
         params = m.value_params(spec)
@@ -221,10 +265,10 @@ class RecipePanel:
         slider = number = check = choice = text = hidden
         if kind == "slider":
             lo, hi = slider_range(p, pv.value)
-            slider = update(visible=True, minimum=lo, maximum=hi, step=slider_step(p, lo, hi), value=pv.value,
-                            label=label, info=info)
+            slider = update(visible=True, minimum=lo, maximum=hi, step=slider_step(p, lo, hi),
+                            value=shown_number(pv.value), label=label, info=info)
         elif kind == "number":
-            number = update(visible=True, value=pv.value, label=label, info=info)
+            number = update(visible=True, value=shown_number(pv.value), label=label, info=info)
         elif kind == "check":
             check = update(visible=True, value=bool(pv.value), label=label, info=info)
         elif kind == "choice":
@@ -238,6 +282,14 @@ class RecipePanel:
         mode = update(visible=p.per_key, value=MODE_LABELS[pv.mode])
         patterns = update(visible=pv.mode == m.PATTERNS, value=pv.patterns)
         return [update(visible=True), slider, number, check, choice, text, mode, patterns]
+
+    def render_message(self, session: Session) -> Any:
+        """The last edit's error, else what is wrong with the recipe (an incomplete one is no error)."""
+        own = message_here(session, "recipe")
+        if own:
+            return update(value=message_html(own, kind_of(own)))
+        problem = compile_session(session).problem
+        return update(value="" if problem.startswith("incomplete") else message_html(problem, "error"))
 
     # --- events ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Any, List, Optional
 
 from .recipe_io import compile_session, load_text
 from .session import Session
-from .widgets import kind_of, message_html, update
+from .widgets import keep, kind_of, message_here, message_html, update
 
 
 def read_upload(value) -> str:
@@ -71,7 +71,13 @@ class TextPanel:
             parts.append(message_html(compiled.problem, "warning" if compiled.problem.startswith("incomplete")
                                       else "error"))
         parts.extend(message_html(w, "warning") for w in compiled.warnings)
-        return [update(value=compiled.text), update(value="".join(parts))]
+        own = message_here(session, "text")
+        if own:
+            parts.insert(0, message_html(own, kind_of(own)))
+        # a recipe that does not compile leaves the last one in the box: the problem is shown,
+        # and what the user had is not wiped out by a half-made edit
+        text = update(value=compiled.text) if compiled.node is not None else keep()
+        return [text, update(value="".join(parts))]
 
     def render_message_only(self, session: Session) -> List[Any]:
         """After a failed paste: the user's text stays in the box for fixing; only the message changes."""

@@ -24,15 +24,26 @@ class Compiled:
 
 
 def compile_session(session: Session) -> Compiled:
-    """The session's recipe node and .mecha text (never raises for a user's mistake)."""
+    """The session's recipe node and .mecha text (never raises for a user's mistake).
+
+    Kept until the draft changes: one edit renders several panels that all need it."""
+    cached = session.compiled
+    if cached is not None and cached[0] is session.draft:
+        return cached[1]
+    compiled = _compile(session.draft)
+    session.compiled = (session.draft, compiled)
+    return compiled
+
+
+def _compile(draft) -> Compiled:
     from ..recipe_text import serialize
     warnings: List[str] = []
-    unused = unused_steps(session.draft)
+    unused = unused_steps(draft)
     if unused:
         warnings.append("not used by the last step, so not merged: "
                         + ", ".join(f"step {i + 1}" for i in unused))
     try:
-        node = to_node(session.draft, lora_support.builder(), warnings.append)
+        node = to_node(draft, lora_support.builder(), warnings.append)
         text = serialize(node)
     except DraftError as e:
         return Compiled(None, "", "incomplete: " + e.format_message(), tuple(warnings))

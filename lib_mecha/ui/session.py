@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import MechaError
 from ..methods import all_methods, resolve
@@ -68,11 +68,25 @@ class Session:
         self.mbw_target: Optional[str] = None   # "p:<step>:<param>" or "l:<step>:<lora>"
         self.text_message = ""
         self.message = ""
+        self.message_at = ""    # the panel whose control the message is about (see tab.py)
         self.warnings: Tuple[str, ...] = ()
         self.pending_save: Optional[dict] = None  # a save waiting for overwrite confirmation
+        self._followed: Dict[str, Any] = {}      # place -> the job its next follower shows
+        self.compiled: Optional[tuple] = None   # (draft, recipe_io.Compiled): compiled once per draft
 
     def __deepcopy__(self, memo):
         return Session(self.draft)
+
+    # --- jobs started from this tab --------------------------------------------------------
+
+    def follow(self, place: str, job) -> None:
+        """Hand ``job`` to the next follower of ``place`` (the listener chained after the button's)."""
+        with self.lock:
+            self._followed[place] = job
+
+    def take_followed(self, place: str):
+        with self.lock:
+            return self._followed.pop(place, None)
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -276,13 +290,21 @@ class Session:
         values = block_values(pv.config, text if "," in (text or "") else (text or "").strip())
         self.set_target_value(replace(pv, blocks=_ordered(pv.config, values)))
 
-    def set_layout(self, layout: str) -> None:
+    def set_layout(self, layout: str, arch: Optional[str] = None) -> None:
+        """Give the edited value the blocks of ``layout``; refused when ``arch`` (the step's
+        models') is known and the layout groups another architecture's keys."""
         pv = self.target_value()
         if pv is None or not layout or layout == pv.config:
             return
         from ..arch.layouts import resolve_layout
+        check_layout(layout, arch, self.target_step())
         blocks = resolve_layout(layout).blocks
         self.set_target_value(replace(pv, config=layout, blocks=tuple((b, pv.value) for b in blocks)))
+
+    def target_step(self) -> Optional[int]:
+        """The step whose value the block weights panel edits."""
+        key = self.current_target()
+        return int(key.split(":")[1]) if key else None
 
     def apply_preset(self, name: str) -> None:
         from ..arch.presets import preset
@@ -311,6 +333,17 @@ class Session:
                         return found
             return None
         return visit(self.selected if index is None else index)
+
+
+def check_layout(layout: str, arch: Optional[str], step: Optional[int]) -> None:
+    """Raise when block layout ``layout`` is not one of architecture ``arch`` (unknown: no check)."""
+    from ..arch.layouts import layouts_for, resolve_layout
+    owner = resolve_layout(layout).architecture
+    if arch and owner != arch:
+        which = f"step {step + 1}'s models are" if step is not None else "the models are"
+        fits = ", ".join(layouts_for(arch)) or "none"
+        raise MechaError(f"block layout {layout} is for {owner} models, but {which} {arch}",
+                         f"choose a layout of {arch} ({fits})")
 
 
 def switch_mode(pv: m.ParamValue, mode: str, layout: Optional[str], arch: Optional[str]) -> m.ParamValue:

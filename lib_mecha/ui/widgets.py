@@ -35,6 +35,11 @@ def message_html(text: str, kind: str = "info") -> str:
     return f'<div class="mecha-msg mecha-msg-{kind}">{html.escape(text)}</div>'
 
 
+def message_here(session, at: str) -> str:
+    """The message of the last edit when it was made in panel ``at`` (else none)."""
+    return session.message if session.message and session.message_at == at else ""
+
+
 def kind_of(text: str) -> str:
     low = text.lower()
     if low.startswith(("warning", "not used", "model not found")):
@@ -54,16 +59,18 @@ class Region:
 
 
 def wire(event: Callable, session_state, fn: Callable, inputs: Sequence[Any], regions: Sequence[Region],
-         **kw) -> None:
+         at: str, **kw) -> None:
     """Attach ``fn(session, *values)`` to ``event``; afterwards render ``regions``.
 
-    The edit runs under the session's lock; a MechaError becomes the session's message.
+    The edit runs under the session's lock; a MechaError becomes the session's message, shown
+    next to the control that was used: in the panel named by ``at``.
     """
     outputs = [o for r in regions for o in r.outputs]
 
     def handler(session, *values):
         with session.lock:
             session.message = ""
+            session.message_at = at
             session.text_message = ""
             try:
                 fn(session, *values)

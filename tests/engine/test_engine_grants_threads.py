@@ -1,4 +1,5 @@
-"""A key that runs alone gets the merge's idle threads (lib_mecha.workers), and results do not change."""
+"""A key that runs alone gets the merge's idle threads (lib_mecha.workspace), and results do not change;
+memory is lent from one pool and comes back after each key (lib_mecha.memory)."""
 from __future__ import annotations
 
 import threading
@@ -10,9 +11,11 @@ from engine_fixtures import save_layer_models
 import lib_mecha as mecha
 import lib_mecha.compose as compose
 import lib_mecha.methods as methods
-from lib_mecha import workers
 from lib_mecha.engine import execute as execute_module
+from lib_mecha.memory import BufferPool
+from lib_mecha.methods import _trim, _values
 from lib_mecha.methods import ties as ties_module
+from lib_mecha.workspace import Workspace, ranges
 from lib_mecha.io.positional import PORTABLE_IO
 
 mapped_reads_only = pytest.mark.skipif(PORTABLE_IO, reason="about reads of mapped file pages, which the "
@@ -47,8 +50,8 @@ RECIPES = {
 def small_slices(monkeypatch):
     """Slices small enough that every loop has many ranges to share out."""
     monkeypatch.setattr(execute_module, "MAX_CHUNK_ELEMENTS", 1 << 16)
-    monkeypatch.setattr(ties_module, "SLICE_ELEMENTS", 1 << 12)
-    monkeypatch.setattr(ties_module, "SAMPLED_SELECTION_ABOVE", 1 << 13)
+    monkeypatch.setattr(_values, "SLICE_ELEMENTS", 1 << 12)
+    monkeypatch.setattr(_trim, "SAMPLED_SELECTION_ABOVE", 1 << 13)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -97,17 +100,18 @@ def test_elementwise_steps_of_a_whole_key_reuse_dead_buffers_without_corrupting_
 
 def test_for_each_range_without_a_grant_runs_in_order_on_the_calling_thread():
     seen = []
-    workers.for_each_range([(0, 2), (2, 5), (5, 6)], lambda s, e, state: seen.append((s, e, state,
-                                                                                   threading.current_thread())),
-                           make_state=lambda: "state")
+    work = Workspace()
+    work.for_each_range([(0, 2), (2, 5), (5, 6)], lambda s, e, state: seen.append((s, e, state,
+                                                                                threading.current_thread())),
+                        make_state=lambda: "state")
     assert [(s, e, st) for s, e, st, _ in seen] == [(0, 2, "state"), (2, 5, "state"), (5, 6, "state")]
     assert {t for *_, t in seen} == {threading.current_thread()}
-    assert workers.thread_count() == 1
+    assert work.threads == 1
 
 
 def test_for_each_range_shares_ranges_once_each_and_gives_each_thread_its_own_state():
     from concurrent.futures import ThreadPoolExecutor
-    spans = workers.ranges(1000, 7)
+    spans = ranges(1000, 7)
     done, states = [], []
     barrier = threading.Barrier(2, timeout=10)  # both threads must take part
 
@@ -121,39 +125,42 @@ def test_for_each_range_shares_ranges_once_each_and_gives_each_thread_its_own_st
             barrier.wait()
         done.append((start, end, state))
 
-    with ThreadPoolExecutor(1) as pool, workers.granted(pool, 1):
-        assert workers.thread_count() == 2
-        workers.for_each_range(spans, body, make_state)
+    with ThreadPoolExecutor(1) as pool:
+        work = Workspace(helpers=pool, helper_count=1)
+        assert work.threads == 2
+        work.for_each_range(spans, body, make_state)
     assert sorted((s, e) for s, e, _ in done) == spans
     assert len(states) == 2 and {id(st) for *_, st in done} == {id(s) for s in states}
 
 
-def test_helpers_do_not_spread_further_and_their_errors_reach_the_caller():
+def test_loops_inside_a_loop_stay_on_their_thread_and_helpers_errors_reach_the_caller():
     from concurrent.futures import ThreadPoolExecutor
-    seen = {}
+    inner = {}
     barrier = threading.Barrier(2, timeout=10)  # both threads must take part
 
-    def body(start, end, _):
-        name = threading.current_thread().name
-        seen.setdefault(name, workers.thread_count())
-        if start < 20:  # the first two ranges: one on each thread
-            barrier.wait()
-            if name.startswith("helper"):
-                raise ValueError(f"range {start} failed")
+    with ThreadPoolExecutor(1, thread_name_prefix="helper") as pool:
+        work = Workspace(helpers=pool, helper_count=1)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="helper") as pool, workers.granted(pool, 1):
+        def body(start, end, _):
+            name = threading.current_thread().name
+            ran = []
+            work.for_each_range(ranges(30, 10), lambda s, e, _: ran.append(threading.current_thread().name))
+            inner.setdefault(name, set()).update(ran)
+            if start < 20:  # the first two ranges: one on each thread
+                barrier.wait()
+                if name.startswith("helper"):
+                    raise ValueError(f"range {start} failed")
+
         with pytest.raises(ValueError, match="range .* failed"):
-            workers.for_each_range(workers.ranges(1000, 10), body)
-    caller = threading.current_thread().name
-    assert seen[caller] == 2
-    assert [count for name, count in seen.items() if name != caller] == [1]
+            work.for_each_range(ranges(1000, 10), body)
+    assert len(inner) == 2 and all(names == {name} for name, names in inner.items())
 
 
 def test_ranges_keep_rows_whole():
-    assert workers.ranges(10, 4) == [(0, 4), (4, 8), (8, 10)]
-    assert workers.ranges(12, 5, row=3) == [(0, 3), (3, 6), (6, 9), (9, 12)]
-    assert workers.ranges(8, 2, row=4) == [(0, 4), (4, 8)]  # a row longer than the step stays whole
-    assert workers.ranges(0, 4) == []
+    assert ranges(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert ranges(12, 5, row=3) == [(0, 3), (3, 6), (6, 9), (9, 12)]
+    assert ranges(8, 2, row=4) == [(0, 4), (4, 8)]  # a row longer than the step stays whole
+    assert ranges(0, 4) == []
 
 
 MIB = 1 << 20
@@ -163,73 +170,82 @@ def _storage(t):
     return t.untyped_storage().data_ptr()
 
 
-def test_key_buffers_lend_memory_again_in_any_dtype_and_down_to_half_its_size():
-    buffers = execute_module.KeyBuffers()
-    first = buffers.take(MIB, torch.float32)  # 4 MiB
-    assert first.shape == (MIB,) and first.dtype == torch.float32
-    assert _storage(buffers.take(MIB, torch.float32)) != _storage(first)  # lent out already: fresh memory
-    buffers.give([first])
-    again = buffers.take(MIB, torch.float16)  # 2 MiB: half of it
-    assert _storage(again) == _storage(first) and again.shape == (MIB,) and again.dtype == torch.float16
-    buffers.give([again])
-    assert _storage(buffers.take(MIB // 4, torch.float32)) != _storage(first)  # 1 MiB is not worth 4
-    assert _storage(buffers.take(2 * MIB, torch.float32)) != _storage(first)  # 8 MiB does not fit
+def test_the_pool_lends_memory_again_in_any_dtype_and_down_to_half_its_size():
+    pool = BufferPool()
+    work = Workspace(pool=pool)
+    first, other = work.empty(4 * MIB, torch.float32), work.empty(4 * MIB, torch.float32)  # 16 MiB each
+    assert first.shape == (4 * MIB,) and first.dtype == torch.float32
+    lent = {_storage(first), _storage(other)}
+    assert len(lent) == 2  # the first is lent out already: fresh memory for the other
+    del first, other
+    work.close()
+    again = work.empty(4 * MIB, torch.float16)  # 8 MiB: half of it
+    assert again.shape == (4 * MIB,) and again.dtype == torch.float16 and _storage(again) in lent
+    del again
+    work.close()
+    assert _storage(work.empty(MIB, torch.float32)) not in lent  # 4 MiB: a key-sized buffer is not worth it
+    assert _storage(work.empty(8 * MIB, torch.float32)) not in lent  # 32 MiB does not fit
 
 
-def test_key_buffers_lend_the_smallest_fitting_buffer_and_leave_small_requests_to_the_allocator():
-    buffers = execute_module.KeyBuffers()
-    big, small = buffers.take(4 * MIB, torch.uint8), buffers.take(2 * MIB, torch.uint8)
-    buffers.give([big, small])
-    assert _storage(buffers.take(2 * MIB, torch.uint8)) == _storage(small)
-    tiny = buffers.take(1000, torch.float32)  # below MIN_POOLED: a plain tensor, not lent
-    buffers.give([tiny])
-    assert _storage(buffers.take(3 * MIB, torch.uint8)) == _storage(big)
+def test_the_pool_lends_a_slice_sized_buffer_to_any_smaller_request():
+    pool = BufferPool()
+    slice_sized = pool.take(4 * MIB)
+    pool.give(slice_sized, "a test")
+    assert _storage(pool.take(100_000)) == _storage(slice_sized)  # up to INTERCHANGEABLE: any request
 
 
-def test_key_buffers_keep_what_is_lent_and_waiting_within_the_limit():
-    buffers = execute_module.KeyBuffers()
-    buffers.limit(6 * MIB)
-    big, small = buffers.take(4 * MIB, torch.uint8), buffers.take(2 * MIB, torch.uint8)
-    buffers.give([big, small])  # 6 MiB waiting: within the limit
-    assert _storage(buffers.take(4 * MIB, torch.uint8)) == _storage(big)
-    buffers.give([buffers.take(4 * MIB, torch.uint8)])
-    buffers.limit(5 * MIB)  # the largest waiting buffer goes
-    assert _storage(buffers.take(4 * MIB, torch.uint8)) != _storage(big)
+def test_the_pool_lends_the_smallest_fitting_buffer_and_leaves_small_requests_to_the_allocator():
+    pool = BufferPool()
+    big, small = pool.take(4 * MIB), pool.take(2 * MIB)
+    pool.give(big, "a test")
+    pool.give(small, "a test")
+    assert _storage(pool.take(2 * MIB)) == _storage(small)
+    tiny = pool.take(1000)  # below SMALLEST: a plain tensor, not lent
+    pool.give(tiny, "a test")
+    assert _storage(pool.take(3 * MIB)) == _storage(big)
+
+
+def test_the_pool_keeps_what_is_lent_and_waiting_within_the_limit():
+    pool = BufferPool()
+    pool.limit(6 * MIB)
+    big, small = pool.take(4 * MIB), pool.take(2 * MIB)
+    big_storage = _storage(big)
+    pool.give(big, "a test")
+    pool.give(small, "a test")  # 6 MiB waiting: within the limit
+    again = pool.take(4 * MIB)
+    assert _storage(again) == big_storage
+    pool.give(again, "a test")
+    pool.limit(5 * MIB)  # the largest waiting buffer goes
+    assert _storage(pool.take(4 * MIB)) != big_storage
     # lending goes on past the limit; what comes back then does not wait
-    over = [buffers.take(4 * MIB, torch.uint8) for _ in range(2)]  # 12 MiB lent in all
-    buffers.give(over)
-    assert _storage(buffers.take(4 * MIB, torch.uint8)) not in {_storage(t) for t in over}
+    over = [pool.take(4 * MIB) for _ in range(2)]  # 12 MiB lent in all
+    over_storages = {_storage(t) for t in over}
+    for t in over:
+        pool.give(t, "a test")
+    assert _storage(pool.take(4 * MIB)) not in over_storages
 
 
-def test_key_buffers_forget_a_buffer_that_is_kept_and_copy_a_kept_view_of_a_larger_one():
-    buffers = execute_module.KeyBuffers()
-    kept = buffers.take(MIB, torch.float32)
-    assert buffers.fitted(kept) is kept  # the whole buffer: kept as it is
-    buffers.give([kept], kept=_storage(kept))
-    assert _storage(buffers.take(MIB, torch.float32)) != _storage(kept)  # it belongs to the sink now
-    larger = buffers.take(2 * MIB, torch.float32)
-    buffers.give([larger])
-    view = buffers.take(MIB, torch.float32)
-    assert _storage(view) == _storage(larger)
-    view.fill_(3.0)
-    fitted = buffers.fitted(view)
-    assert _storage(fitted) != _storage(view) and torch.equal(fitted, view)
+def test_memory_a_sink_keeps_is_forgotten_and_never_lent_again():
+    pool = BufferPool()
+    kept = pool.take(4 * MIB)
+    pool.forget(kept)
+    pool.give(kept, "a test")  # no longer the pool's: ignored
+    assert _storage(pool.take(4 * MIB)) != _storage(kept)
 
 
-def test_methods_take_key_sized_memory_from_the_engine_while_it_lends():
-    taken = []
-
-    def take(numel, dtype):
-        taken.append((numel, dtype))
-        return torch.zeros(numel, dtype=dtype)
-
-    assert workers.empty(10, torch.float32, "cpu").shape == (10,)  # no lender: torch.empty
-    with workers.lending(take):
-        t = workers.empty_like(torch.ones(2, 3, dtype=torch.float16))
-        assert t.shape == (2, 3) and t.dtype == torch.float16
-        assert workers.empty(4, torch.float32, "meta").device.type == "meta"  # other devices: not lent
-    assert taken == [(6, torch.float16)]
-    assert workers.empty(10, torch.float32, "cpu").shape == (10,) and len(taken) == 1
+def test_methods_take_key_sized_memory_from_their_workspace():
+    pool = BufferPool()
+    work = Workspace(pool=pool)
+    t = work.empty_like(torch.ones(512, 256, dtype=torch.float16))
+    assert t.shape == (512, 256) and t.dtype == torch.float16
+    assert work.empty(4, torch.float32, "meta").device.type == "meta"  # other devices: not lent
+    storage = _storage(t)
+    del t
+    work.close()
+    assert _storage(work.empty(512 * 256, torch.float16)) == storage  # given back, lent again
+    # the default workspace of a direct call lends nothing
+    plain = Workspace()
+    assert plain.empty(10, torch.float32).shape == (10,) and plain.threads == 1
 
 
 @mapped_reads_only
@@ -244,7 +260,7 @@ def test_keys_of_one_size_after_the_first_need_no_new_memory(tmp_path, monkeypat
     def counting(allocate):
         def allocate_and_count(*args, **kwargs):
             tensor = allocate(*args, **kwargs)
-            if tensor.numel() * tensor.element_size() >= execute_module.KeyBuffers.MIN_POOLED:
+            if tensor.numel() * tensor.element_size() >= MIB:
                 made.append(tensor.shape)
             return tensor
         return allocate_and_count
@@ -281,7 +297,7 @@ def test_a_state_dict_keeps_its_tensors_while_buffers_are_handed_on(models_dir, 
     t = [load_file(str(models_dir / f"m{i}.safetensors")) for i in range(3)]
     for key in t[0]:
         base, tb, tc = (x[key].float() for x in (t[0], t[1], t[2]))
-        merged = ties_module.ties_reduce([tb - base, tc - base], 0.5, False)
+        merged = ties_module.ties_reduce([tb - base, tc - base], 0.5, False, Workspace())
         expected = torch.add(base, merged, alpha=0.8).to(got[key].dtype)  # add_difference's rounding
         assert torch.equal(got[key], expected), key
     assert len({got[k].data_ptr() for k in got}) == len(got)

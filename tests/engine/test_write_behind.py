@@ -1,4 +1,4 @@
-"""Whole keys are written to a file on a writer thread while the workers go on (engine.execute.WriteBehind)."""
+"""Whole keys are written to a file on a writer thread while the workers go on (engine.writer.WriteBehind)."""
 from __future__ import annotations
 
 import threading

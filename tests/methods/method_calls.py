@@ -1,5 +1,6 @@
 """Calling a method's raw function the way the engine does: every parameter the test does not
-give gets its declared default, and the current key is passed where the method asks for it."""
+give gets its declared default, and the current key (and a workspace, when the test gives one)
+is passed where the method asks for it."""
 from __future__ import annotations
 
 import lib_mecha.methods as methods
@@ -11,8 +12,9 @@ def builder(name: str):
     return methods.builder_for(methods.resolve(name))
 
 
-def raw(name_or_builder, *args, key: str = TEST_KEY, **kwargs):
-    """Run the raw function of a method (``builder.spec.apply``) with defaults filled in."""
+def raw(name_or_builder, *args, key: str = TEST_KEY, workspace=None, **kwargs):
+    """Run the raw function of a method (``builder.spec.apply``) with defaults filled in;
+    ``workspace``: the Workspace to pass (default: the method's own, which lends nothing)."""
     spec = builder(name_or_builder).spec if isinstance(name_or_builder, str) else name_or_builder.spec
     call_kwargs = {}
     fixed = [p for p in spec.positional if not p.variadic]
@@ -27,6 +29,8 @@ def raw(name_or_builder, *args, key: str = TEST_KEY, **kwargs):
         call_kwargs[p.name] = kwargs.pop(p.name, p.default)
     if spec.key_param is not None:
         call_kwargs[spec.key_param.name] = key
+    if workspace is not None and spec.workspace is not None:
+        call_kwargs[spec.workspace] = workspace
     if kwargs:
         raise TypeError(f"{spec.name} has no parameter(s) {sorted(kwargs)}")
     return spec.apply(*positional, **call_kwargs)

@@ -10,6 +10,7 @@ import torch
 
 from lib_mecha.methods import _fft_passes, crossover
 from lib_mecha.methods._fft_passes import batches_slowly, fft_along, layout_of, real_fourier_basis
+from lib_mecha.workspace import ThreadCaches, Workspace
 from method_calls import raw
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -78,40 +79,47 @@ def test_transposed_passes_equal_rfftn_and_irfftn(shape, dtype):
     assert torch.allclose(result, expected, atol=1e-5 if dtype == torch.float32 else 1e-12)
 
 
+def _kept_filters(work):
+    """The filters a workspace's caches keep for this thread."""
+    return work.per_thread(crossover.FilterStore).filters
+
+
 @pytest.fixture
-def empty_filter_store(monkeypatch):
-    monkeypatch.setattr(crossover, "_filters", crossover.FilterStore())
-    return crossover._filters
+def merge_workspace():
+    """A workspace whose caches last across calls, as those of one merge do."""
+    return Workspace(caches=ThreadCaches())
 
 
-def test_kept_filters_serve_only_their_own_shape_alpha_and_tilt(empty_filter_store, monkeypatch):
+def test_kept_filters_serve_only_their_own_shape_alpha_and_tilt(merge_workspace, monkeypatch):
     monkeypatch.setattr(crossover, "FILTERS_KEPT", 2)  # evictions, and memory reused between filters
     calls = [((20, 30), 0.3, 0.0), ((20, 30), 0.4, 0.0), ((20, 30), 0.4, 0.5), ((30, 20), 0.4, 0.5),
              ((20, 30, 1), 0.4, 0.5), ((20, 30), 0.3, 0.0), ((20, 30), 0.4, 0.5), ((20, 15, 2), 0.4, 0.5)]
     for shape, alpha, tilt in calls:
         a, b = _rand(*shape, seed=3, dtype=torch.float32), _rand(*shape, seed=4, dtype=torch.float32)
-        result = raw("crossover", a, b, alpha=alpha, tilt=tilt)
-        with monkeypatch.context() as fresh:
-            fresh.setattr(crossover, "_filters", crossover.FilterStore())
-            assert torch.equal(result, raw("crossover", a, b, alpha=alpha, tilt=tilt)), (shape, alpha, tilt)
+        result = raw("crossover", a, b, alpha=alpha, tilt=tilt, workspace=merge_workspace)
+        fresh = raw("crossover", a, b, alpha=alpha, tilt=tilt, workspace=Workspace(caches=ThreadCaches()))
+        assert torch.equal(result, fresh), (shape, alpha, tilt)
+    assert len(_kept_filters(merge_workspace)) == 2
 
 
-def test_a_kept_filter_is_not_computed_again(empty_filter_store, monkeypatch):
+def test_a_kept_filter_is_not_computed_again(merge_workspace, monkeypatch):
     built = []
     original = crossover.filter_blocks
     monkeypatch.setattr(crossover, "filter_blocks", lambda *args: built.append(args[1:3]) or original(*args))
     a, b = _rand(16, 12, 3, 3, seed=1, dtype=torch.float32), _rand(16, 12, 3, 3, seed=2, dtype=torch.float32)
-    first = raw("crossover", a, b, alpha=0.3)
-    assert torch.equal(raw("crossover", a, b, alpha=0.3), first)
-    raw("crossover", a, b, alpha=0.6)
+    first = raw("crossover", a, b, alpha=0.3, workspace=merge_workspace)
+    assert torch.equal(raw("crossover", a, b, alpha=0.3, workspace=merge_workspace), first)
+    raw("crossover", a, b, alpha=0.6, workspace=merge_workspace)
     assert built == [(0.3, 0.0), (0.6, 0.0)]
+    raw("crossover", a, b, alpha=0.3)  # a direct call without a merge's workspace keeps nothing
+    assert built == [(0.3, 0.0), (0.6, 0.0), (0.3, 0.0)]
 
 
-def test_big_filters_are_not_kept(empty_filter_store, monkeypatch):
+def test_big_filters_are_not_kept(merge_workspace, monkeypatch):
     monkeypatch.setattr(crossover, "FILTER_CACHE_BYTES", 1000)
     a, b = _rand(30, 40, seed=1, dtype=torch.float32), _rand(30, 40, seed=2, dtype=torch.float32)
-    raw("crossover", a, b, alpha=0.3)
-    assert not empty_filter_store.filters
+    raw("crossover", a, b, alpha=0.3, workspace=merge_workspace)
+    assert not _kept_filters(merge_workspace)
 
 
 def test_batches_of_long_transforms_with_a_large_prime_factor_run_one_by_one():
@@ -160,6 +168,7 @@ def test_the_callers_cached_filters_go_when_its_merge_ends(tmp_path):
     """With threads=0 the calling thread merges the keys itself, and in a WebUI it lives on:
     crossover's per-thread caches must not keep key-sized memory after the merge."""
     import dataclasses
+    import weakref
 
     from safetensors.torch import save_file
 
@@ -168,11 +177,11 @@ def test_the_callers_cached_filters_go_when_its_merge_ends(tmp_path):
     g = torch.Generator().manual_seed(2)
     for name in "ab":
         save_file({"w": torch.randn(64, 48, 3, 3, generator=g)}, str(tmp_path / f"{name}.safetensors"))
-    spec, seen = resolve("crossover"), []
+    spec, kept = resolve("crossover"), []
 
-    def spying(*args, **kwargs):
-        result = spec.func(*args, **kwargs)
-        seen.append(len(crossover._filters.filters))
+    def spying(*args, work, **kwargs):
+        result = spec.func(*args, work=work, **kwargs)
+        kept.extend(weakref.ref(f) for f in _kept_filters(work).values())
         return result
 
     register(dataclasses.replace(spec, func=spying), replace=True)
@@ -181,24 +190,23 @@ def test_the_callers_cached_filters_go_when_its_merge_ends(tmp_path):
                     threads=0)
     finally:
         register(spec, replace=True)
-    assert seen and seen[0] >= 1  # the merge did cache on this thread
-    assert not crossover._filters.filters
+    assert kept  # the merge did cache on this thread
+    assert all(ref() is None for ref in kept)
 
 
-def test_the_spectra_are_memory_lent_by_the_engine():
-    """Key-sized spectra come from the lender (the engine's reused memory during a merge), and the
-    result is the same as with fresh memory."""
-    from lib_mecha import workers
+def test_the_spectra_are_memory_lent_by_the_workspace():
+    """Key-sized spectra come from the workspace (the engine's reused memory during a merge), and
+    the result is the same as with fresh memory."""
     g = torch.Generator().manual_seed(5)
     a, b = torch.randn(40, 24, 3, 3, generator=g), torch.randn(40, 24, 3, 3, generator=g)
     fresh = crossover.crossover.spec.func(a, b, alpha=0.4, tilt=0.3)
     lent = []
 
-    def lend(numel, dtype):
-        lent.append(dtype)
-        return torch.full((numel,), float("nan"), dtype=dtype)  # garbage that must be overwritten
+    class Lending(Workspace):
+        def empty(self, numel, dtype, device=None):
+            lent.append(dtype)
+            return torch.full((numel,), float("nan"), dtype=dtype)  # garbage that must be overwritten
 
-    with workers.lending(lend):
-        result = crossover.crossover.spec.func(a, b, alpha=0.4, tilt=0.3)
+    result = crossover.crossover.spec.func(a, b, alpha=0.4, tilt=0.3, work=Lending())
     assert lent.count(torch.complex64) == 2
     assert torch.equal(result, fresh)

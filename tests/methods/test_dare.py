@@ -75,15 +75,16 @@ def test_dropout_unseeded_draws_fresh_randomness_like_sd_mecha():
 
 def test_della_ranks_are_estimated_from_a_histogram_for_large_deltas(monkeypatch):
     import lib_mecha.methods.dare as dare
+    from lib_mecha.workspace import Workspace
     g = torch.Generator().manual_seed(3)
     magnitudes = torch.randn(50_000, generator=g).abs()
-    exact = dare.centered_rank_fraction(magnitudes)
+    exact = dare.centered_rank_fraction(magnitudes, Workspace())
     monkeypatch.setattr(dare, "EXACT_RANKS_UP_TO", 1000)
-    estimated = dare.centered_rank_fraction(magnitudes)
+    estimated = dare.centered_rank_fraction(magnitudes, Workspace())
     assert not torch.equal(estimated, exact) and float((estimated - exact).abs().max()) < 1e-3
     assert float(exact.min()) == pytest.approx(-0.5, abs=1e-4) and float(exact.max()) == pytest.approx(0.5, abs=1e-4)
     crowded = torch.cat([torch.zeros(49_990), torch.full((10,), 1e6)])  # one bin would hold everything
-    assert torch.equal(dare.centered_rank_fraction(crowded), dare._exact_rank_fraction(crowded))
+    assert torch.equal(dare.centered_rank_fraction(crowded, Workspace()), dare._exact_rank_fraction(crowded))
 
 
 def test_della_keep_probabilities_by_bin_are_those_computed_per_element(monkeypatch):
@@ -91,23 +92,24 @@ def test_della_keep_probabilities_by_bin_are_those_computed_per_element(monkeypa
     per-element probability (a one-element tensor takes that path) must give the same bits."""
     import lib_mecha.methods.dare as dare
     from lib_mecha.methods.seeding import Draws
+    from lib_mecha.workspace import Workspace
     monkeypatch.setattr(dare, "EXACT_RANKS_UP_TO", 1000)
     g = torch.Generator().manual_seed(8)
     delta = torch.randn(20_000, generator=g)
-    by_bin = dare.drop(delta, 0.7, 0.15, Draws(4, "k"))
-    per_element = dare.drop(delta, torch.tensor(0.7), 0.15, Draws(4, "k"))
+    by_bin = dare.drop(delta, 0.7, 0.15, Draws(4, "k"), Workspace())
+    per_element = dare.drop(delta, torch.tensor(0.7), 0.15, Draws(4, "k"), Workspace())
     assert torch.equal(by_bin, per_element)
     assert 0.2 < float(torch.count_nonzero(by_bin)) / delta.numel() < 0.4
 
 
 @pytest.mark.parametrize("della_eps", [0.0, 0.2])
 def test_dare_draws_do_not_depend_on_the_slice_size(della_eps, monkeypatch):
-    import lib_mecha.methods.ties as ties
+    import lib_mecha.methods._values as values
     g = torch.Generator().manual_seed(3)
     deltas = [torch.randn(41, 13, generator=g) for _ in range(3)]
     run = lambda: raw("ties_sum_with_dropout", *deltas, probability=0.6, della_eps=della_eps, k=0.7, seed=5)
     whole = run()
-    monkeypatch.setattr(ties, "SLICE_ELEMENTS", 16)
+    monkeypatch.setattr(values, "SLICE_ELEMENTS", 16)
     assert torch.equal(run(), whole)
     kept = torch.count_nonzero(whole) / whole.numel()
     assert 0.2 < float(kept) < 0.9  # something was dropped, something kept
@@ -117,8 +119,8 @@ def test_dare_draws_do_not_depend_on_the_slice_size(della_eps, monkeypatch):
 def test_rescaling_divides_by_the_keep_rate_per_element_in_every_mode(apply_stock, apply_median, monkeypatch):
     """The keep rate may be a per-key mask: the rescaled result is the plain one divided by it
     (in slices of two rows, so each slice must divide by its own part of the mask)."""
-    from lib_mecha.methods import ties as ties_module
-    monkeypatch.setattr(ties_module, "SLICE_ELEMENTS", 10)
+    from lib_mecha.methods import _values
+    monkeypatch.setattr(_values, "SLICE_ELEMENTS", 10)
     g = torch.Generator().manual_seed(4)
     deltas = [torch.randn(6, 5, generator=g) for _ in range(3)]
     probability = torch.rand(6, 5, generator=g) * 0.8

@@ -1,4 +1,4 @@
-"""The median and Gaussian filters of smooth_add_difference (lib_mecha/methods/filters.py):
+"""The median and Gaussian filters of smooth_add_difference (lib_mecha/methods/filters.py and its parts):
 the separable median against a brute-force reference, the exact median and the blur against
 scipy.ndimage, the selection networks against kthvalue, and the blocks, chunks and threads
 that must not change any result."""
@@ -7,10 +7,12 @@ import itertools
 import pytest
 import torch
 
+import lib_mecha.methods._filter_steps as steps
 import lib_mecha.methods.filters as filters
-from lib_mecha.methods.filters import (add_smoothed_difference, gaussian_filter, median_filter,
-                                       select, selection_network, separable_median_filter)
-from lib_mecha.workers import Scratch
+from lib_mecha.memory import Scratch
+from lib_mecha.methods._filter_steps import select
+from lib_mecha.methods._networks import selection_network
+from lib_mecha.methods.filters import add_smoothed_difference, gaussian_filter, median_filter, separable_median_filter
 
 # dims of length 1, 2, 3, 4 and longer ones; 1-D, 2-D, 3-D and 4-D
 SHAPES = [(1,), (2,), (3,), (4,), (9,), (2, 3), (3, 4), (5, 1), (1, 6), (4, 3, 2), (6, 1, 4),
@@ -90,14 +92,14 @@ def test_gaussian_truncate_and_float32_are_scipys(ndimage):
 
 
 def test_gaussian_weights_and_matrix_with_reflection():
-    weights = filters.gaussian_weights(1.0)
+    weights = steps.gaussian_weights(1.0)
     assert len(weights) == 9 and abs(sum(weights) - 1) < 1e-15 and weights == weights[::-1]
     # a length-2 axis: every tap lands on x0 or x1 (reflection repeats); each row sums to 1
-    matrix, lo, hi = filters.blur_matrix(weights, 2, 0, 2, torch.float64)
+    matrix, lo, hi = steps.blur_matrix(weights, 2, 0, 2, torch.float64)
     assert (lo, hi) == (0, 2) and torch.allclose(matrix.sum(1), torch.ones(2, dtype=torch.float64))
     assert torch.allclose(matrix[0, 0], torch.tensor(sum(weights[k] for k in (0, 3, 4, 7, 8)), dtype=torch.float64))
     # an inner block reads exactly radius rows either side
-    matrix, lo, hi = filters.blur_matrix(weights, 100, 10, 20, torch.float64)
+    matrix, lo, hi = steps.blur_matrix(weights, 100, 10, 20, torch.float64)
     assert (lo, hi) == (6, 24) and torch.equal(matrix[0, :9], torch.tensor(weights, dtype=torch.float64))
 
 
@@ -113,7 +115,7 @@ def test_selection_networks_pick_the_right_rank(count):
         select(list(values), rank, out, scratch)
         assert torch.equal(out, expected), rank
         out = torch.empty(400)  # the way for hundreds of values
-        filters.run(filters.sorted_select_steps(list(values), rank, out, scratch))
+        steps.run(steps.sorted_select_steps(list(values), rank, out, scratch))
         assert torch.equal(out, expected), rank
 
 

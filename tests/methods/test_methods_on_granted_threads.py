@@ -1,5 +1,5 @@
-"""Whole-tensor methods spread their slice loops over the threads the engine grants
-(lib_mecha.workers), and the tensors they return do not change."""
+"""Whole-tensor methods spread their slice loops over the threads the engine grants them in their
+workspace (lib_mecha.workspace), and the tensors they return do not change."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from lib_mecha import workers
-from lib_mecha.methods import _fft_passes, cosine, dare, filters, geometric, seeding, supermerger, ties
+from lib_mecha.memory import BufferPool, Scratch
+from lib_mecha.methods import _fft_passes, _trim, _values, dare, filters, seeding
+from lib_mecha.workspace import Workspace
 from method_calls import raw
 
 # name -> (number of inputs, keyword arguments)
@@ -38,9 +39,8 @@ CASES = {**{name: (name, *spec) for name, spec in LOOPING_METHODS.items()}, **VA
 
 @pytest.fixture
 def small_slices(monkeypatch):
-    for module in (ties, geometric, cosine, supermerger):
-        monkeypatch.setattr(module, "SLICE_ELEMENTS", 1 << 10)
-    monkeypatch.setattr(ties, "SAMPLED_SELECTION_ABOVE", 1 << 11)
+    monkeypatch.setattr(_values, "SLICE_ELEMENTS", 1 << 10)
+    monkeypatch.setattr(_trim, "SAMPLED_SELECTION_ABOVE", 1 << 11)
     monkeypatch.setattr(dare, "EXACT_RANKS_UP_TO", 1 << 11)  # DELLA's histogram ranks
     monkeypatch.setattr(seeding, "DRAW_BLOCK", 1 << 9)
     monkeypatch.setattr(filters, "CHUNK_MIN_ROWS", 8)  # smooth_add_difference: runs of rows
@@ -54,8 +54,11 @@ def test_granted_threads_change_nothing(case, small_slices, loop_threads):
     inputs = [torch.randn(96, 40, 3, generator=g) for _ in range(count)]
     alone = raw(name, *inputs, **kwargs)
     helpers = loop_threads
-    with ThreadPoolExecutor(1, thread_name_prefix="granted") as pool, workers.granted(pool, 1):
-        shared = raw(name, *inputs, **kwargs)
+    with ThreadPoolExecutor(1, thread_name_prefix="granted") as pool:
+        work = Workspace(pool=BufferPool(), helpers=pool, helper_count=1)
+        shared = raw(name, *inputs, workspace=work, **kwargs)
+        shared = shared.clone()  # the workspace's memory goes back to its pool
+        work.close()
     assert any(n.startswith("granted") for n in helpers), f"{name} never used the granted thread"
     assert torch.equal(shared, alone)
 
@@ -104,8 +107,8 @@ def test_uniform_draws_are_23_bit_fractions_spread_evenly_and_one_below_the_shif
 def test_della_histogram_ranks_by_range_equal_the_whole(small_slices):
     g = torch.Generator().manual_seed(3)
     delta = torch.randn(20_000, generator=g)
-    ranks = dare.CenteredRanks(delta)
+    ranks = dare.CenteredRanks(delta, Workspace())
     assert ranks.exact is None  # the histogram path
-    scratch = workers.Scratch(delta)
-    whole = dare.centered_rank_fraction(delta.abs())
+    scratch = Scratch(delta)
+    whole = dare.centered_rank_fraction(delta.abs(), Workspace())
     assert torch.equal(ranks.range(5000, 9000, scratch), whole[5000:9000])

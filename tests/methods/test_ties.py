@@ -107,22 +107,24 @@ def test_single_model_calls_return_the_model_itself(name):
 
 
 def test_trim_threshold_is_exact_on_large_and_sparse_deltas(monkeypatch):
-    import lib_mecha.methods.ties as ties
+    import lib_mecha.methods._trim as trim
+    from lib_mecha.workspace import Workspace
     g = torch.Generator().manual_seed(4)
     dense = torch.randn(300_000, generator=g)
     sparse = dense * (torch.rand(300_000, generator=g) < 0.1)  # 90% zeros, like a DARE-dropped delta
     sparse[::1000] = math.nan  # NaN is neither below nor at the 0 bracket
     sparse[1::1000] = 1.0
     sparse[2::1000] = -0.0  # at the 0 bracket (its sign bit is set)
-    monkeypatch.setattr(ties, "SAMPLED_SELECTION_ABOVE", 1000)
+    monkeypatch.setattr(trim, "SAMPLED_SELECTION_ABOVE", 1000)
+    work = Workspace()
     for delta in (dense, sparse, sparse.double()):
         for k in (0.05, 0.2, 0.5, 0.85, 0.95):
             rank = max(int((1 - k) * delta.numel()), 1)
             expected = delta.abs().kthvalue(rank).values
-            assert ties.kth_smallest_magnitude(delta, rank) == expected
+            assert trim.kth_smallest_magnitude(delta, rank, work) == expected
             # a threshold of 0 keeps everything, as no threshold does (k = 1)
-            assert ties.trim_threshold(delta, k) == (None if expected == 0 else expected)
-    assert ties.trim_threshold(sparse, 0.5) is None and ties.trim_threshold(sparse, 0.05) is not None
+            assert trim.trim_threshold(delta, k, work) == (None if expected == 0 else expected)
+    assert trim.trim_threshold(sparse, 0.5, work) is None and trim.trim_threshold(sparse, 0.05, work) is not None
 
 
 SLICED_CASES = [
@@ -135,12 +137,12 @@ SLICED_CASES = [
 @pytest.mark.parametrize("name, kwargs", SLICED_CASES, ids=[f"{n}-{k}" for n, k in SLICED_CASES])
 @pytest.mark.parametrize("shape", [(37, 11), (301,), (5, 4, 3, 3)])
 def test_slice_by_slice_work_gives_the_whole_tensor_result(name, kwargs, shape, monkeypatch):
-    import lib_mecha.methods.ties as ties
+    import lib_mecha.methods._values as values
     g = torch.Generator().manual_seed(9)
     inputs = [torch.randn(shape, generator=g) for _ in range(3)]
     inputs[1].view(-1)[:5] = -inputs[0].view(-1)[:5]  # some ties in the vote
     whole = raw(name, *inputs, **kwargs)
-    monkeypatch.setattr(ties, "SLICE_ELEMENTS", 20)  # many slices, rows kept whole
+    monkeypatch.setattr(values, "SLICE_ELEMENTS", 20)  # many slices, rows kept whole
     sliced = raw(name, *inputs, **kwargs)
     assert sliced.shape == whole.shape
     assert torch.allclose(sliced, whole, atol=1e-6, rtol=1e-6)
@@ -175,7 +177,7 @@ def test_ties_with_model_stock_gives_zero_where_a_difference_is_not_finite(bad, 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 16, 17, 300])
 def test_row_cosine_is_torchs_cosine_similarity_for_short_and_long_rows(width):
-    from lib_mecha.methods.ties import row_cosine
+    from lib_mecha.methods._rows import row_cosine
     g = torch.Generator().manual_seed(width)
     x, y = torch.randn(50, 4, width, generator=g), torch.randn(50, 4, width, generator=g)
     x[0, 0] = 0  # a zero row: eps keeps it finite
@@ -187,7 +189,7 @@ def test_row_cosine_is_torchs_cosine_similarity_for_short_and_long_rows(width):
 def test_short_row_norms_are_the_clamped_root_of_the_sum_of_squares_also_for_zero_and_tiny_rows(eps):
     """Sums below the smallest normal float are raised to it before the root (MKL's root is slow on
     zeros): the norm must still be max(sqrt(sum), eps), exactly."""
-    from lib_mecha.methods.ties import _row_norms, _RowBuffers
+    from lib_mecha.methods._rows import _row_norms, _RowBuffers
     rows = torch.tensor([[0.0, 0.0, 0.0], [1e-30, 0.0, 0.0], [1e-20, -1e-20, 0.0], [3e-19, 0.0, 4e-19],
                          [1e-10, 0.0, 0.0], [3.0, 4.0, 0.0], [float("nan"), 0.0, 0.0]])
     sums = (rows * rows).sum(dim=-1)
@@ -203,8 +205,8 @@ def test_ties_median_counts_a_non_finite_entry_as_zero_in_its_slice_only(bad, mo
     """Slices are filtered first without zeroing non-finite entries, and again with it when they
     have some: without trimming (k = 1, whose threshold a non-finite entry would move), the
     result must be that of zeroing the entry beforehand."""
-    import lib_mecha.methods.ties as ties
-    monkeypatch.setattr(ties, "SLICE_ELEMENTS", 20)
+    import lib_mecha.methods._values as values
+    monkeypatch.setattr(values, "SLICE_ELEMENTS", 20)
     g = torch.Generator().manual_seed(4)
     deltas = [torch.randn(12, 10, generator=g) for _ in range(3)]
     zeroed = [d.clone() for d in deltas]
@@ -218,8 +220,8 @@ def test_ties_median_counts_a_non_finite_entry_as_zero_in_its_slice_only(bad, mo
 def test_the_zero_brackets_count_of_nonzero_entries_is_count_nonzero(dtype):
     """The count that confirms a [0, 0] bracket (sparse deltas) must be exact: NaN, ±inf and
     subnormals count, +0 and -0 do not."""
-    from lib_mecha.methods.ties import _count_nonzero
-    from lib_mecha.workers import Scratch
+    from lib_mecha.memory import Scratch
+    from lib_mecha.methods._trim import _count_nonzero
     g = torch.Generator().manual_seed(6)
     x = torch.randn(5000, generator=g, dtype=dtype) * (torch.rand(5000, generator=g) < 0.2)
     x[:6] = torch.tensor([math.nan, math.inf, -math.inf, -0.0, 1e-310 if dtype == torch.float64 else 1e-40, -2.0])
@@ -228,7 +230,7 @@ def test_the_zero_brackets_count_of_nonzero_entries_is_count_nonzero(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_selected_entries_are_torchs_boolean_indexing_in_every_dtype(dtype):
-    from lib_mecha.methods.ties import _selected
+    from lib_mecha.methods._trim import _selected
     g = torch.Generator().manual_seed(6)
     values = torch.randn(1000, generator=g).to(dtype)
     mask = torch.rand(1000, generator=g) < 0.1

@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from lib_mecha import workers
 from lib_mecha.methods import _rank_transfer as rt
 from lib_mecha.methods import slicing
 from lib_mecha.methods.slicing import region
+from lib_mecha.workspace import Workspace
 from method_calls import raw
 
 NAN, INF = float("nan"), float("inf")
@@ -47,13 +47,13 @@ def same(x: torch.Tensor, y: torch.Tensor) -> bool:
     return x.shape == y.shape and x.dtype == y.dtype and torch.allclose(x, y, rtol=0, atol=0, equal_nan=True)
 
 
-def ours(a, b, width, offset):
-    return raw("top_k_tensor_sum", a, b, width=width, offset=offset)
+def ours(a, b, width, offset, workspace=None):
+    return raw("top_k_tensor_sum", a, b, width=width, offset=offset, workspace=workspace)
 
 
 @pytest.fixture(autouse=True)
 def one_intra_op_thread():
-    """As in a merge (engine.execute.intra_op_threads): many small ops, no OpenMP team to wake."""
+    """As on a merge's threads (engine/threads.py): many small ops, no OpenMP team to wake."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -211,8 +211,9 @@ def test_granted_threads_change_nothing(kind, small_chunks, loop_threads):
     a, b = KINDS[kind](500, 14), KINDS[kind](500, 15)
     alone = [ours(a, b, w, o) for w, o in BANDS]
     helpers = loop_threads
-    with ThreadPoolExecutor(1, thread_name_prefix="granted") as pool, workers.granted(pool, 1):
-        shared = [ours(a, b, w, o) for w, o in BANDS]
+    with ThreadPoolExecutor(1, thread_name_prefix="granted") as pool:
+        work = Workspace(helpers=pool, helper_count=1)
+        shared = [ours(a, b, w, o, work) for w, o in BANDS]
     assert any(name.startswith("granted") for name in helpers)
     assert all(same(x, y) for x, y in zip(shared, alone))
 

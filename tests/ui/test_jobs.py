@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from lib_mecha.errors import Busy, MergeCancelled, ParameterError
-from lib_mecha.jobs import JobRunner
+from lib_mecha.jobs import Job, JobRunner
 
 
 def test_a_second_job_is_refused_while_one_runs():
@@ -28,6 +28,7 @@ def test_progress_eta_and_fraction():
 
     def work(job):
         assert job.eta() is None
+        job.planned(100, 4000)
         job.progress(25, 100, 1000)
         step.set()
         go_on.wait(30)
@@ -36,6 +37,25 @@ def test_progress_eta_and_fraction():
     assert job.fraction == 0.25 and job.phase == "merging" and job.eta() is not None and job.eta() >= 0
     go_on.set()
     assert job.finished.wait(30) and job.eta() is None
+
+
+def test_the_eta_counts_bytes_from_the_end_of_planning_and_waits_for_a_tenth():
+    job = Job("save", "save x", started=100.0)
+    job.planned(1000, 10_000)
+    job.merging_since = 160.0             # a minute of planning (and hashing) before the first key
+    job.progress(1, 1000, 800)            # the first key is a large one: 8 % of the bytes
+    assert job.eta(now=170.0) is None     # before a tenth of the work: no guess at all
+    job.progress(2, 1000, 2000)           # 20 % of the bytes after 20 s of merging, 0.2 % of the keys
+    assert job.eta(now=180.0) == pytest.approx(80.0)
+    assert job.fraction == pytest.approx(0.2)
+    job.progress(999, 1000, 9999)
+    assert job.eta(now=260.0) == pytest.approx(0.01, abs=0.01)
+
+
+def test_without_a_plan_size_there_is_no_eta():
+    job = Job("merge", "m")
+    job.progress(500, 1000, 10)
+    assert job.eta() is None and job.fraction == 0.5
 
 
 def test_cancel_sets_the_event_the_engine_checks():

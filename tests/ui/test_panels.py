@@ -2,6 +2,7 @@
 and every panel renders exactly one update per output for any method of the catalogue."""
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -101,9 +102,13 @@ def test_a_pasted_value_outside_the_slider_range_widens_it():
 def test_progress_bar_states():
     job = Job("save", "save x")
     assert 'data-state="running"' in progress_html(job) and "planning" in progress_html(job)
-    job.progress(10, 40)
+    job.planned(40, 4000)
+    job.progress(1, 40, 300)
     html = progress_html(job)
-    assert "10/40 keys (25%)" in html and "ETA" in html and "width:25.0%" in html
+    assert "8% (1 of 40 keys)" in html and "left" not in html and "width:7.5%" in html
+    job.progress(10, 40, 1000)
+    html = progress_html(job)
+    assert "25% (10 of 40 keys)" in html and "left" in html and "width:25.0%" in html
     job.error = None
     job.finished.set()
     assert 'data-state="done"' in progress_html(job)
@@ -119,3 +124,31 @@ def test_initial_render_matches_its_outputs(tab):
     s = Session()
     s.draft = (replace(s.draft[0], loras=(m.LoraEntry("lora_style.safetensors"),)),)
     assert len(fn(s)) == len(outputs)
+
+
+def test_every_method_of_the_builder_has_a_section_of_the_guide():
+    from lib_mecha.methods import all_methods
+    from lib_mecha.ui.panel_recipe import GUIDE_SECTIONS, method_help
+    from lib_mecha.ui.tab import ROOT
+    guide = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
+    headings = {line[3:].strip() for line in guide.splitlines() if line.startswith("## ")}
+    assert set(GUIDE_SECTIONS.values()) <= headings
+    built_in = [n for n in builder_methods() if all_methods()[n].func.__module__.startswith("lib_mecha.methods.")]
+    assert "weighted_sum" in built_in and "ties_sum" in built_in
+    for name in built_in:   # not the methods other tests register (README's examples, test helpers)
+        category = all_methods()[name].category
+        assert category in GUIDE_SECTIONS, name
+        assert f'(#mecha_guide "{GUIDE_SECTIONS[category]}")' in method_help(all_methods()[name])
+        assert re.search(rf"`{name}[(`]", guide), name
+
+
+def test_values_carry_over_only_to_a_parameter_of_the_same_meaning():
+    step = m.new_step("weighted_sum").with_param("alpha", m.ParamValue(0.3))
+    assert m.new_step("slerp", step).param("alpha") == m.ParamValue(0.3)        # 0 keeps A, 1 gives B
+    assert m.new_step("add_difference", step).param("alpha") == m.ParamValue(1.0)  # a strength
+    assert m.new_step("geometric_sum", step).param("alpha") == m.ParamValue(0.3)
+
+
+def test_slider_boxes_show_at_most_four_decimals():
+    from lib_mecha.ui.panel_recipe import shown_number
+    assert shown_number(11 / 12) == 0.9167 and shown_number(0.5) == 0.5 and shown_number(3) == 3

@@ -101,16 +101,20 @@ def test_the_tab_merges_and_loads_from_its_buttons(webui, host):
     session = Session()
     session.set_input("a", "model-a.safetensors", ctx.catalog)
     assert ctx.arch_for(session) == "sd1-ldm"
-    first = list(ctx.actions.on_merge(session))[-1]
-    assert "choose a model or an earlier step for input &#x27;b&#x27;" in first[1]["value"]
+    first = ctx.actions.on_merge(session)
+    assert "choose a model or an earlier step for input &#x27;b&#x27;" in first[2]["value"]
+    assert [set(u) for u in list(ctx.actions.follow_merge(session))[-1]] == [{"__type__"}] * 4  # nothing to follow
     session.set_input("b", "model-b.safetensors", ctx.catalog)
-    updates = list(ctx.actions.on_merge(session))
-    progress, message, status = (u["value"] for u in updates[-1][:3])
+    ctx.actions.on_merge(session)
+    updates = list(ctx.actions.follow_merge(session))
+    progress, cancel, message, status = updates[-1]
     ident = host.hot_loaded()
-    assert ident is not None and 'data-state="done"' in progress
-    assert f"loaded {ident.display_name}" in message and f"Loaded: merge {ident.display_name}" in status
-    restored = ctx.actions.on_restore()
-    assert "restored the original checkpoint" in restored[1]["value"] and host.hot_loaded() is None
+    assert ident is not None and 'data-state="done"' in progress["value"] and cancel["visible"] is False
+    assert f"loaded {ident.display_name}" in message["value"]
+    assert f"Loaded: merge {ident.display_name}" in status["value"]
+    first, restored = list(ctx.actions.on_restore())
+    assert "restoring the original checkpoint" in first[2]["value"]
+    assert "restored the original checkpoint" in restored[2]["value"] and host.hot_loaded() is None
 
 
 def test_the_status_line_says_how_many_keys_a_re_merge_recomputed(webui, host):
@@ -177,3 +181,15 @@ def test_the_tab_never_saves_over_an_input(webui, host, tmp_path, name, overwrit
         actions.start_save(host, catalog, node, actions.SaveRequest(name, overwrite=overwrite), "sd1-ldm",
                            runner=JobRunner())
     assert {p.name: p.read_bytes() for p in webui.ckpt_dir.iterdir()} == before
+
+
+
+def test_the_preview_offers_the_hosts_samplers(webui, host):
+    # modules/sd_samplers.py: visible_sampler_names() leaves out what the settings hide
+    from modules import sd_samplers, shared
+    assert host.samplers()[:3] == ["DPM++ 2M", "DPM++ SDE", "Euler a"]
+    shared.opts.data["hide_samplers"] = ["PLMS"]
+    sd_samplers.set_samplers()
+    assert "PLMS" not in host.samplers() and "UniPC" in host.samplers()
+    ctx = __import__("lib_mecha.ui", fromlist=["create_tab"]).create_tab(host).mecha_context
+    assert ctx.actions.sampler_update()["choices"] == host.samplers()

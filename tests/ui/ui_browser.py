@@ -16,6 +16,18 @@ CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable
 TIMEOUT_MS = 60_000
 
 
+def _patient_expect() -> None:
+    """Playwright's expect() waits 5 s by default; the shared test machine can be much slower."""
+    try:
+        from playwright.sync_api import expect
+    except ImportError:  # the browser tests skip without Playwright
+        return
+    expect.set_options(timeout=TIMEOUT_MS)
+
+
+_patient_expect()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -31,6 +43,11 @@ def serve_tab(host):
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
+        # the browser has gone: uvicorn need not wait for connections it may still count as open
+        # (gradio 3's server thread sometimes waited for ever on one)
+        server = getattr(demo, "server", None)
+        if server is not None:
+            server.force_exit = True
         demo.close()
 
 
@@ -45,6 +62,28 @@ def open_page(browser, url: str, dark: bool = False, width: int = 1400, height: 
     # the first render (page load event) has arrived: edits made before it could be overwritten
     expect_value(page, "mecha_steps", re.compile(r"^1\. "))
     return ctx, page
+
+
+# --- the steps: a dropdown (number and method) and the list of titles under it -------------------------
+
+def expect_step(page, title, timeout: int = TIMEOUT_MS) -> None:
+    """The selected step is the one titled ``title`` (``2. weighted_sum(step 1, c)``; a string
+    or a pattern): the dropdown shows its number and method, the list its whole title."""
+    from playwright.sync_api import expect
+    selected = page.locator("#mecha_steps_list .mecha-step-selected")
+    if isinstance(title, re.Pattern):
+        expect(selected).to_have_text(title, timeout=timeout)
+        return
+    expect(selected).to_have_text(title, timeout=timeout)
+    expect_value(page, "mecha_steps", title.split("(", 1)[0], timeout=timeout)
+
+
+def pick_step(page, number: int) -> None:
+    """Select step ``number`` (1, 2...) in the step dropdown."""
+    box = page.locator("#mecha_steps input").first
+    box.click()
+    page.locator(f'[data-testid="dropdown-option"][aria-label^="{number}. "]:visible').first.click()
+    expect_value(page, "mecha_steps", re.compile(rf"^{number}\. "))
 
 
 # --- widgets --------------------------------------------------------------------------------------
@@ -115,16 +154,85 @@ def wait_recipe(page, predicate, timeout: int = TIMEOUT_MS) -> str:
     raise AssertionError(f"the .mecha text never reached the expected state; last text:\n{text}")
 
 
-def progress_state(page) -> str:
-    node = page.locator("#mecha_progress .mecha-progress")
+def progress_state(page, place: str = "mecha") -> str:
+    """The state of the progress bar of ``place`` (``mecha``: Merge & load, ``mecha_save``: Save)."""
+    node = page.locator(f"#{place}_progress .mecha-progress")
     return node.get_attribute("data-state") if node.count() else ""
 
 
-def wait_progress(page, state: str, timeout: int = TIMEOUT_MS) -> None:
-    """Wait until the job ends; fail with the tab's message when it ends otherwise."""
-    ends = ", ".join(f'#mecha_progress .mecha-progress[data-state="{s}"]' for s in ("done", "cancelled", "error"))
+def wait_progress(page, state: str, place: str = "mecha", timeout: int = TIMEOUT_MS) -> None:
+    """Wait until the job of ``place`` ends; fail with its message when it ends otherwise."""
+    ends = ", ".join(f'#{place}_progress .mecha-progress[data-state="{s}"]' for s in ("done", "cancelled", "error"))
     page.wait_for_selector(ends, timeout=timeout)
-    got = progress_state(page)
+    got = progress_state(page, place)
     if got != state:
-        message = page.locator("#mecha_message").first.inner_text()
+        message = page.locator(f"#{place}_message").first.inner_text()
         raise AssertionError(f"the job ended {got!r}, not {state!r}: {message}")
+
+
+# --- what the user sees: cut-off text, covered or far-away feedback ---------------------------------
+
+_CUT_OFF_JS = """(root) => {
+    const measure = document.createElement("canvas").getContext("2d");
+    const shown = (el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== "hidden";
+    const where = (el) => ((el.closest("[id]") || {}).id || "?") + " " + el.tagName.toLowerCase();
+    const out = [];
+    for (const el of root.querySelectorAll("input")) {
+        if (!shown(el) || ["checkbox", "radio", "range", "file", "hidden"].includes(el.type)) continue;
+        const style = getComputedStyle(el);
+        measure.font = style.font;
+        const room = el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+        const need = measure.measureText(el.value || "").width;
+        if (need > room + 1) {
+            out.push(`${where(el)}: "${el.value}" needs ${Math.ceil(need)} px, has ${Math.floor(room)} px`);
+        }
+    }
+    for (const el of root.querySelectorAll("*")) {
+        if (!shown(el) || el.tagName === "TEXTAREA") continue;
+        const own = Array.from(el.childNodes).filter((n) => n.nodeType === 3);
+        const text = own.map((n) => n.textContent).join("").trim();
+        if (!text) continue;
+        for (const box of [el, el.parentElement]) {
+            const style = getComputedStyle(box);
+            if (style.overflowX !== "visible" && box.scrollWidth > box.clientWidth + 1) {
+                out.push(`${where(el)}: "${text}" is cut off (${box.scrollWidth} px in ${box.clientWidth} px)`);
+                break;
+            }
+        }
+    }
+    return out;
+}"""
+
+
+def cut_off(page, selector: str = "#tab_mecha") -> list:
+    """Texts in ``selector`` that do not fit their box (inputs measured against their content width)."""
+    return page.locator(selector).first.evaluate(_CUT_OFF_JS)
+
+
+def seen(page, selector: str, timeout: int = TIMEOUT_MS) -> dict:
+    """How the first element matching ``selector`` looks now, read in one go (the tab re-renders
+    it often): what covers its middle ("" when nothing does), whether its box cuts its content,
+    and its font size in px."""
+    found = page.wait_for_function("""(selector) => {
+        const el = document.querySelector(selector);
+        if (el === null) return null;
+        const r = el.getBoundingClientRect();
+        const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+        const covered = top !== null && (el === top || el.contains(top)) ? ""
+            : (top === null ? "nothing (off screen)" : top.outerHTML.slice(0, 300));
+        const box = el.parentElement;
+        return {covered: covered, fontSize: parseFloat(getComputedStyle(el).fontSize),
+                cut: box.scrollHeight > box.clientHeight + 1 || box.scrollWidth > box.clientWidth + 1};
+    }""", arg=selector, timeout=timeout)
+    return found.json_value()
+
+
+def gap_between(page, first, second) -> float:
+    """Vertical distance in px between two elements' boxes (0 when they overlap vertically);
+    each is a selector or a locator."""
+    a, b = ((page.locator(x) if isinstance(x, str) else x).first.bounding_box() for x in (first, second))
+    if a["y"] + a["height"] < b["y"]:
+        return b["y"] - (a["y"] + a["height"])
+    if b["y"] + b["height"] < a["y"]:
+        return a["y"] - (b["y"] + b["height"])
+    return 0.0

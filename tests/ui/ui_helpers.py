@@ -50,3 +50,23 @@ def register_slow_method(delay: float = 0.02):
         time.sleep(delay)
         return torch.lerp(a, b, alpha)
     return slow
+
+
+SIZED = "ui_test_slow_by_size"
+
+
+def register_sized_method(seconds_per_element: float):
+    """A test-only method that waits in proportion to each key's size, as a merge limited by its
+    reads and writes does: an honest ETA must come out right for it (the engine starts with the
+    largest keys, so the share of keys done says little)."""
+    from lib_mecha.methods import Float, Tensor, merge_method, unregister
+    from lib_mecha.methods.spec import SAME
+
+    unregister(SIZED)
+
+    @merge_method(name=SIZED, returns=SAME, label="Slow by size (test)", category="test",
+                  help="weighted_sum that waits in proportion to the key's size; for ETA tests")
+    def sized(a=Tensor(SAME), b=Tensor(SAME), alpha=Float(0.5, soft_minimum=0.0, soft_maximum=1.0)):
+        time.sleep(a.numel() * seconds_per_element)
+        return torch.lerp(a, b, alpha)
+    return sized

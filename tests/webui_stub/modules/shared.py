@@ -30,6 +30,7 @@ opts = Options({
     "forge_unet_storage_dtype": OptionInfo("Automatic", "Diffusion in Low Bits"),
     "add_model_hash_to_info": OptionInfo(True, "Add model hash to infotext"),
     "add_model_name_to_info": OptionInfo(True, "Add model name to infotext"),
+    "hide_samplers": OptionInfo([], "Hide samplers in user interface"),
 })
 state = State()
 settings_components = {}
