@@ -251,3 +251,48 @@ def test_hot_load_restore_cycles_leave_the_hosts_memory_where_one_left_it(webui)
             webui.note(f"cycle {i + 1}: {summary(job)}")
     webui.note("RSS after each cycle (MB): " + ", ".join(f"{x:.0f}" for x in levels))
     assert levels[-1] - levels[0] <= 200
+
+
+def xyz_alpha_args(webui, values):
+    """The X/Y/Z plot's arguments as ``/sdapi/v1/script-info`` lists them, with "Mecha: alpha
+    (step 1)" as the X axis (by its label) and the cells' own images in the answer."""
+    info = next(s for s in webui.ok("/sdapi/v1/script-info") if s["name"] == "x/y/z plot" and not s["is_img2img"])
+    labels = [a["label"] for a in info["args"]]
+    args = [a["value"] for a in info["args"]]
+    choices = [c[0] if isinstance(c, (list, tuple)) else c for c in info["args"][labels.index("X type")]["choices"]]
+    args[labels.index("X type")] = choices.index("Mecha: alpha (step 1)")
+    args[labels.index("X values")] = values
+    args[labels.index("Y type")] = args[labels.index("Z type")] = 0              # "Nothing"
+    args[labels.index("Include Sub Images")] = True
+    return args
+
+
+def test_an_xyz_alpha_grid_through_the_api_is_its_cells_merged_one_by_one(webui):
+    """Issue 18, point 5: a 3-cell grid over the loaded merge's alpha, through the host's own
+    txt2img and X/Y/Z plot; each cell is the same merge hot-loaded alone, each cell's infotext
+    names a recipe that resolves to it, and the merge loaded before the grid is back after it."""
+    from PIL import Image
+    a, b = models(webui)
+    webui.select(a)
+    webui.txt2img()
+    webui.merge(ws(a, b, 0.5))
+    before, _ = webui.txt2img()
+    t0 = time.perf_counter()
+    out = webui.ok("/sdapi/v1/txt2img", {**GEN, "script_name": "x/y/z plot",
+                                          "script_args": xyz_alpha_args(webui, "0.2, 0.4, 0.6")})
+    grid_wall = time.perf_counter() - t0
+    cells = [Image.open(io.BytesIO(base64.b64decode(i))).convert("RGB").tobytes() for i in out["images"][1:]]
+    infotexts = json.loads(out["info"])["infotexts"][1:]
+    report = webui.ok("/mecha/v1/status")["grid"]
+    webui.note(f"3-cell alpha grid in {grid_wall:.1f} s: " + "; ".join(
+        f"{c['keys_merged']} keys in {c['seconds']} s" for c in report["cells"]))
+    assert len(cells) == 3 and len(set(cells)) == 3
+    assert webui.txt2img()[0] == before                      # the merge of before the grid is back
+    for alpha, cell, infotext, cell_report in zip((0.2, 0.4, 0.6), cells, infotexts, report["cells"]):
+        assert f"Mecha recipe: {cell_report['recipe_id']}" in infotext
+        assert "alpha" in webui.ok(f"/mecha/v1/recipes/{cell_report['recipe_id']}")["recipe"]
+        webui.merge(ws(a, b, alpha))
+        alone, _ = webui.txt2img()
+        assert alone == cell, f"the cell of alpha {alpha} differs from the same merge hot-loaded alone"
+    webui.note("grid cells == the same merges hot-loaded one by one; the merge of before the grid back after it")
+    webui.ok("/mecha/v1/restore", {})
