@@ -290,9 +290,10 @@ def test_an_xyz_alpha_grid_through_the_api_is_its_cells_merged_one_by_one(webui)
     assert webui.txt2img()[0] == before                      # the merge of before the grid is back
     for alpha, cell, infotext, cell_report in zip((0.2, 0.4, 0.6), cells, infotexts, report["cells"]):
         assert f"Mecha recipe: {cell_report['recipe_id']}" in infotext
-        assert "alpha" in webui.ok(f"/mecha/v1/recipes/{cell_report['recipe_id']}")["recipe"]
         webui.merge(ws(a, b, alpha))
         alone, _ = webui.txt2img()
         assert alone == cell, f"the cell of alpha {alpha} differs from the same merge hot-loaded alone"
+        webui.merge(webui.ok(f"/mecha/v1/recipes/{cell_report['recipe_id']}")["recipe"])
+        assert webui.txt2img()[0] == cell, f"the recipe in the infotext of alpha {alpha}'s cell is not that cell's"
     webui.note("grid cells == the same merges hot-loaded one by one; the merge of before the grid back after it")
     webui.ok("/mecha/v1/restore", {})
