@@ -100,6 +100,9 @@ class MergeOptions:
                                       "are merged in chunks to stay inside it, and a whole-tensor key larger "
                                       "than it runs alone; besides it, one finished key per thread may wait "
                                       "to be written")
+    vram_budget_mb: Optional[int] = _opt(None, "upper bound for the merge's memory on a GPU, in MiB; a key that does "
+                                               "not fit is merged on the CPU instead. Default: half of the VRAM "
+                                               "free when the merge starts", type=int)
     model_dirs: Tuple[str, ...] = _opt((), "folders searched for relative model names, in order",
                                        flags=("--models-dir", "--model-dir"))
     overwrite: bool = _opt(False, "replace an existing output file")
@@ -115,6 +118,9 @@ class MergeOptions:
             raise ParameterError("merge", "torch_threads", f"must be 0 or more, got {self.torch_threads}")
         if int(self.memory_budget_mb) < 16:
             raise ParameterError("merge", "memory_budget_mb", f"must be at least 16, got {self.memory_budget_mb}")
+        if self.vram_budget_mb is not None and int(self.vram_budget_mb) <= 0:
+            raise ParameterError("merge", "vram_budget_mb", f"must be more than 0, got {self.vram_budget_mb}",
+                                 "leave it out for half of the free VRAM")
         object.__setattr__(self, "model_dirs", tuple(str(d) for d in self.model_dirs))
 
     @property
