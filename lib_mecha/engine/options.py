@@ -6,7 +6,7 @@ appears everywhere at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -48,6 +48,19 @@ def parse_device(name) -> torch.device:
     except (RuntimeError, ValueError, TypeError):
         raise ParameterError("merge", "device", f"unknown device {name!r}",
                              "use cpu, cuda, cuda:1, mps, ...") from None
+
+
+def available_devices() -> List[str]:
+    """The devices this torch can merge on here: ``cpu``; ``cuda`` when there is a CUDA GPU (and
+    ``cuda:0``, ``cuda:1``... when there are several); ``mps`` on an Apple GPU."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        out += ["cuda"] + ([f"cuda:{i}" for i in range(count)] if count > 1 else [])
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
 
 
 def require_device(name) -> torch.device:
