@@ -23,7 +23,7 @@ ReadInto = Callable[[int, int, torch.Tensor], torch.Tensor]
 
 
 class _Stage:
-    def __init__(self, device: torch.device):
+    def __init__(self):
         self.buffer = torch.empty(STAGE_BYTES, dtype=torch.uint8, pin_memory=True)
         self.copied = torch.cuda.Event()  # recorded after the transfer out of the buffer
 
@@ -43,17 +43,19 @@ class PinnedStaging:
         out = torch.empty(numel, dtype=dtype, device=self.device)
         step = max(STAGE_BYTES // dtype.itemsize, 1)
         stream = torch.cuda.current_stream(self.device)
-        stages = self._stages()
-        for i, start in enumerate(range(0, numel, step)):
+        for start in range(0, numel, step):
             end = min(start + step, numel)
-            stage = stages[i % 2]
+            stage = self._next_stage()
             stage.wait()  # its previous transfer is done: it may be written again
             out[start:end].copy_(read(start, end, stage.buffer), non_blocking=True)
             stage.copied.record(stream)
         return out
 
-    def _stages(self) -> List[_Stage]:
-        stages = getattr(self._local, "stages", None)
+    def _next_stage(self) -> _Stage:
+        """This thread's buffers in turn (across inputs too: the small inputs of a slice each
+        fit one buffer, and the next one's read overlaps their transfer)."""
+        stages: List[_Stage] = getattr(self._local, "stages", None)
         if stages is None:
-            stages = self._local.stages = [_Stage(self.device), _Stage(self.device)]
-        return stages
+            stages = self._local.stages = [_Stage(), _Stage()]
+        stages.reverse()
+        return stages[0]
