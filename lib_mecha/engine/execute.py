@@ -76,7 +76,8 @@ def execute(plan: Plan, sink, *, placement: Placement, compute_dtype: torch.dtyp
     name) and the error is raised: :class:`~lib_mecha.errors.MergeCancelled` for a cancel.
     """
     flag = CancelFlag(cancel)
-    evaluator = Evaluator(plan, placement, compute_dtype, MAX_CHUNK_ELEMENTS, sink_copies=getattr(sink, "copies", False))
+    evaluator = Evaluator(plan, placement, compute_dtype, MAX_CHUNK_ELEMENTS,
+                          sink_copies=getattr(sink, "copies", False))
     state = Progress(len(plan.keys), progress)
     try:
         with MergeThreads(threads, torch_threads) as pools:

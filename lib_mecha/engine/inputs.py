@@ -48,10 +48,10 @@ class Inputs:
         the evaluation owns."""
         shape = item.read_shape(expr)
         if work.device.type == "cuda" and self.staging is not None:
-            offset = item.start or 0
-            handle = self.sources[expr.source].file
-            raw = self.staging.load(lambda start, end, out: handle.read_range(expr.key, offset + start, offset + end, out),
-                                    math.prod(shape), expr.dtype)
+            offset, handle = item.start or 0, self.sources[expr.source].file
+            raw = self.staging.load(
+                lambda start, end, out: handle.read_range(expr.key, offset + start, offset + end, out),
+                math.prod(shape), expr.dtype)
             return raw.to(self.compute_dtype).view(shape)  # (a new tensor unless already the compute dtype)
         source = self._mapped(expr, item)
         if work.device.type != "cpu":

@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection, Dict, List, Optional
 
-import torch
-
 from ..engine.execute import execute
 from ..engine.options import KEEP, MergeOptions
 from ..engine.placement import placement_for
