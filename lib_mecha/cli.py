@@ -28,7 +28,7 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         elif f.name == "model_dirs":
             kw["action"] = "append"
         else:
-            kw["type"] = int if isinstance(f.default, int) else str
+            kw["type"] = f.metadata.get("type") or (int if isinstance(f.default, int) else str)
             if f.metadata.get("choices"):
                 kw["choices"] = list(f.metadata["choices"])
         parser.add_argument(*flags, **kw)

@@ -207,6 +207,13 @@ class Scratch:
         storage = storage_of(tensor)
         return any(storage_of(b) == storage for b in self._buffers.values())
 
+    def abandon(self) -> None:
+        """After a failure: the CPU memory is not reused (the failed call may still refer to it)."""
+        self._buffers.clear()
+        memory, self._memory = self._memory, []
+        for buffer in memory:
+            self._pool.forget(buffer)
+
     def release(self) -> None:
         """Gives the CPU memory back to the pool (on the thread that used it, once nothing refers
         to the buffers any more: the pool checks)."""

@@ -163,9 +163,12 @@ class Workspace:
     def abandon(self) -> None:
         """After a failure: nothing lent is reused (the failed call's frames may still refer to it)."""
         with self._lock:
-            lent, self._lent, self._scratches = self._lent, [], []
+            lent, self._lent = self._lent, []
+            scratches, self._scratches = self._scratches, []
         for buffer in lent:
             self._pool.forget(buffer)
+        for scratch in scratches:  # (a loop that failed did not release its scratch)
+            scratch.abandon()
 
 
 def _no_state():

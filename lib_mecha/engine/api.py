@@ -14,7 +14,8 @@ from ..errors import MechaError, OutputError
 from ..recipe import as_node
 from .execute import ProgressFn, execute
 from .hashes import sha256_of
-from .options import MergeOptions, require_device
+from .options import MergeOptions
+from .placement import placement_for
 from .outputs import refuse_input_as_output
 from .plan import Plan, Skipped, finalize_with, make_plan, summarize_skipped
 from .sinks import DictSink, FileSink
@@ -35,7 +36,7 @@ class MergeResult:
         seconds: wall time of planning and merging.
         bytes: output tensor bytes.
         warnings: things worth knowing that did not stop the merge (e.g. LoRA keys that
-            matched nothing).
+            matched nothing, keys merged on the CPU instead of the GPU).
     """
 
     path: Optional[Path]
@@ -104,7 +105,7 @@ def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progre
         output = Path(output)
         if output.suffix != ".safetensors":
             raise OutputError(f"output must be a .safetensors file, got {output}")
-    device = require_device(opts.device)
+    placement = placement_for(opts)  # the device and its VRAM budget, checked before any file is made
     if output is not None:
         refuse_input_as_output(node, output, opts.model_dirs, opts.fallback_model)
     with make_plan(node, opts) as p:
@@ -121,18 +122,20 @@ def merge(recipe, output=None, *, options: Optional[MergeOptions] = None, progre
         try:
             if planned is not None:
                 planned(len(p.keys), p.output_bytes)
-            written = execute(p, sink, device=device, compute_dtype=opts.torch_compute_dtype,
+            written = execute(p, sink, placement=placement, compute_dtype=opts.torch_compute_dtype,
                               threads=int(opts.threads), budget_bytes=int(opts.memory_budget_mb) << 20,
                               progress=progress, cancel=cancel, torch_threads=int(opts.torch_threads))
             produced = sink.commit()
         except BaseException:
             sink.abort()  # whatever failed, before or inside execute: no temp file stays
             raise
+        for message in placement.notes():
+            log.warning(message)
         return MergeResult(
             path=output, state_dict=produced if output is None else None,
             keys=[k.key for k in p.keys], skipped=list(p.skipped), recipe_text=text,
             seconds=time.perf_counter() - started, bytes=written,
-            fingerprints={k.key: k.fingerprint for k in p.keys}, warnings=list(p.warnings))
+            fingerprints={k.key: k.fingerprint for k in p.keys}, warnings=list(p.warnings) + placement.notes())
 
 
 def _input_hashes(p: Plan) -> Dict[str, str]:

@@ -27,6 +27,7 @@ from ..workspace import ThreadCaches, Workspace
 from .expr import Call, Const, Expr, Read
 from .inputs import Inputs
 from .items import WorkItem
+from .placement import DeviceOutOfMemory, Placement
 from .plan import KeyPlan, Plan
 from .split import split_call
 
@@ -58,12 +59,13 @@ class Output:
 
 
 class Evaluator:
-    """Evaluates work items of one merge: its inputs, device, dtypes, memory pool and caches."""
+    """Evaluates work items of one merge: its inputs, devices, dtypes, memory pool and caches.
+    ``placement`` decides each item's device (:mod:`.placement`)."""
 
-    def __init__(self, plan: Plan, device: torch.device, compute_dtype: torch.dtype, chunk: int, *,
+    def __init__(self, plan: Plan, placement: Placement, compute_dtype: torch.dtype, chunk: int, *,
                  sink_copies: bool = False):
-        self.inputs = Inputs(plan.sources, device, compute_dtype, chunk)
-        self.device = device
+        self.inputs = Inputs(plan.sources, placement.device, compute_dtype, chunk)
+        self.placement = placement
         self.compute_dtype = compute_dtype
         self.chunk = chunk
         self.pool = BufferPool()
@@ -72,13 +74,17 @@ class Evaluator:
 
     def run(self, item: WorkItem, helpers: Optional[Executor] = None, helper_count: int = 0,
             memory: Optional[int] = None) -> Output:
-        """Evaluates ``item`` (its loops may also use ``helper_count`` threads of ``helpers``).
-        ``memory``: the bytes the running items may use now (the budget, or this item's estimate
-        when it is larger), which bounds the pool."""
+        """Evaluates ``item`` on the device the placement gives it (its loops may also use
+        ``helper_count`` threads of ``helpers``). ``memory``: the bytes the running items may use
+        now (the budget, or this item's estimate when it is larger), which bounds the pool."""
         if memory is not None:
             self.pool.limit(memory)
+        return self.placement.run(item, lambda device: self._run_on(device, item, helpers, helper_count))
+
+    def _run_on(self, device: torch.device, item: WorkItem, helpers: Optional[Executor],
+                helper_count: int) -> Output:
         lent_to = f"key {item.plan.key!r}"
-        work = Workspace(self.device, self.pool, helpers, helper_count, self.caches, lent_to)
+        work = Workspace(device, self.pool, helpers, helper_count, self.caches, lent_to)
         try:
             tensor = KeyEvaluation(self, item, work).result()
         except BaseException:
@@ -99,7 +105,7 @@ class Evaluator:
             kwargs = {**kwargs, spec.workspace: work}
         try:
             return spec.func(*args, **kwargs)
-        except MechaError:
+        except (MechaError, DeviceOutOfMemory):  # (the placement merges the key again on the CPU)
             raise
         except Exception as e:  # a method failing on one key: say which method and key
             raise MechaError(f"{expr.method} failed on key {kp.key!r}: {type(e).__name__}: {e}") from e
@@ -207,7 +213,7 @@ class KeyEvaluation:
         """An argument a method takes in its stored dtype: a Read used only here comes as a view
         of the file's pages when widening it to the compute dtype is exact."""
         if isinstance(expr, Read) and self.remaining[expr] == 1 and expr not in self.values:
-            view = self.evaluator.inputs.stored(expr, self.item)
+            view = self.evaluator.inputs.stored(expr, self.item, self.work.device)
             if view is not None:
                 self.remaining[expr] -= 1
                 return view
@@ -221,7 +227,7 @@ class KeyEvaluation:
         return self.work.empty(value.numel(), self.evaluator.compute_dtype).view(value.shape).copy_(value)
 
     def _as_output(self, result) -> torch.Tensor:
-        kp, item, device = self.plan, self.item, self.evaluator.device
+        kp, item, device = self.plan, self.item, self.work.device
         expected = item.shape
         if not isinstance(result, torch.Tensor):
             result = torch.full(expected, float(result), dtype=self.evaluator.compute_dtype, device=device)

@@ -31,6 +31,7 @@ from ..memory import Budget
 from . import items
 from .evaluate import Evaluator
 from .items import WorkItem
+from .placement import Placement, release_device_memory
 from .plan import Plan
 from .threads import MergeThreads
 from .writer import WriteBehind, write, write_now
@@ -63,17 +64,20 @@ class CancelFlag:
         return bool(c())
 
 
-def execute(plan: Plan, sink, *, device: torch.device, compute_dtype: torch.dtype, threads: int,
+def execute(plan: Plan, sink, *, placement: Placement, compute_dtype: torch.dtype, threads: int,
             budget_bytes: int, progress: Optional[ProgressFn] = None, cancel=None,
             torch_threads: Optional[int] = 1) -> int:
     """Merge every planned key into ``sink``. Returns the number of output bytes.
 
-    ``torch_threads``: torch's intra-op threads on each thread of the merge (0: torch's own).
+    ``placement``: the merge's device and the CPU fallback (:mod:`.placement`); its notes say
+    which keys fell back. ``torch_threads``: torch's intra-op threads on each thread of the
+    merge (0: torch's own).
     On any error or on cancellation the sink is aborted (nothing is left under the output
     name) and the error is raised: :class:`~lib_mecha.errors.MergeCancelled` for a cancel.
     """
     flag = CancelFlag(cancel)
-    evaluator = Evaluator(plan, device, compute_dtype, MAX_CHUNK_ELEMENTS, sink_copies=getattr(sink, "copies", False))
+    evaluator = Evaluator(plan, placement, compute_dtype, MAX_CHUNK_ELEMENTS,
+                          sink_copies=getattr(sink, "copies", False))
     state = Progress(len(plan.keys), progress)
     try:
         with MergeThreads(threads, torch_threads) as pools:
@@ -84,6 +88,9 @@ def execute(plan: Plan, sink, *, device: torch.device, compute_dtype: torch.dtyp
     except BaseException:
         sink.abort()
         raise
+    finally:
+        del evaluator  # (its caches may hold device memory)
+        release_device_memory(placement.device)  # what the merge used goes back to the host
     return state.bytes_done
 
 

@@ -6,7 +6,7 @@ appears everywhere at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -48,6 +48,19 @@ def parse_device(name) -> torch.device:
     except (RuntimeError, ValueError, TypeError):
         raise ParameterError("merge", "device", f"unknown device {name!r}",
                              "use cpu, cuda, cuda:1, mps, ...") from None
+
+
+def available_devices() -> List[str]:
+    """The devices this torch can merge on here: ``cpu``; ``cuda`` when there is a CUDA GPU (and
+    ``cuda:0``, ``cuda:1``... when there are several); ``mps`` on an Apple GPU."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        out += ["cuda"] + ([f"cuda:{i}" for i in range(count)] if count > 1 else [])
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
 
 
 def require_device(name) -> torch.device:
@@ -100,6 +113,9 @@ class MergeOptions:
                                       "are merged in chunks to stay inside it, and a whole-tensor key larger "
                                       "than it runs alone; besides it, one finished key per thread may wait "
                                       "to be written")
+    vram_budget_mb: Optional[int] = _opt(None, "upper bound for the merge's memory on a GPU, in MiB; a key that does "
+                                               "not fit is merged on the CPU instead. Default: half of the VRAM "
+                                               "free when the merge starts", type=int)
     model_dirs: Tuple[str, ...] = _opt((), "folders searched for relative model names, in order",
                                        flags=("--models-dir", "--model-dir"))
     overwrite: bool = _opt(False, "replace an existing output file")
@@ -115,6 +131,9 @@ class MergeOptions:
             raise ParameterError("merge", "torch_threads", f"must be 0 or more, got {self.torch_threads}")
         if int(self.memory_budget_mb) < 16:
             raise ParameterError("merge", "memory_budget_mb", f"must be at least 16, got {self.memory_budget_mb}")
+        if self.vram_budget_mb is not None and int(self.vram_budget_mb) <= 0:
+            raise ParameterError("merge", "vram_budget_mb", f"must be more than 0, got {self.vram_budget_mb}",
+                                 "leave it out for half of the free VRAM")
         object.__setattr__(self, "model_dirs", tuple(str(d) for d in self.model_dirs))
 
     @property

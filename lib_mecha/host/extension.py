@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 from .detect import make_host
 from .jobs import MergeJobs
 from .recipes import INFOTEXT_KEY
-from .settings import OPTIONS
+from .settings import options
 
 TAB = ("Mecha", "mecha")
 # Python files defining the user's own merge methods (README, "Your own merge methods")
@@ -66,7 +66,7 @@ def load_user_methods(folder: Path) -> None:
 def _on_ui_settings() -> None:
     host = current_host()
     if host is not None:
-        host.register_options(OPTIONS)
+        host.register_options(options())
 
 
 def _on_ui_tabs():

@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection, Dict, List, Optional
 
-import torch
-
 from ..engine.execute import execute
 from ..engine.options import KEEP, MergeOptions
+from ..engine.placement import placement_for
 from ..engine.plan import KeyPlan, Plan, make_plan
 from ..errors import HostError, MechaError, MergeCancelled
 from ..recipe import model as model_node
@@ -84,7 +83,7 @@ def stream_merge(target: LiveTarget, state: LiveState, recipe, options, ident, *
                 planned(len(changed), sum(k.nbytes for k in changed))
             if progress is not None:
                 progress(0, len(changed), 0)
-            _write_keys(target, state, plan, changed, table.routes, progress, cancel)
+            report.warnings += _write_keys(target, state, plan, changed, table.routes, progress, cancel)
         if stale:
             report.keys_restored = _restore_stale(target, state, stale)
         state.fingerprints = {k.key: k.fingerprint for k in keys}
@@ -96,12 +95,13 @@ def stream_merge(target: LiveTarget, state: LiveState, recipe, options, ident, *
 
 
 def _write_keys(target: LiveTarget, state: LiveState, plan: Plan, keys: List[KeyPlan], routes, progress,
-                cancel) -> None:
+                cancel) -> List[str]:
+    """Merges ``keys`` into the model; returns the notes of keys merged on the CPU instead of the GPU."""
     sink = LiveSink(target, routes, keys)
     target.begin([n for k in keys for n in routes[k.key].names])
     try:
         try:
-            _execute(plan, keys, sink, progress, cancel)
+            return _execute(plan, keys, sink, progress, cancel)
         except BaseException as exc:
             outcome = _put_back(target, state, sink.touched)
             if isinstance(exc, MergeCancelled):
@@ -126,11 +126,14 @@ def _restore_stale(target: LiveTarget, state: LiveState, keys: List[str]) -> int
                           "the WebUI reloads the checkpoint") from exc
 
 
-def _execute(plan: Plan, keys: List[KeyPlan], sink, progress, cancel) -> None:
+def _execute(plan: Plan, keys: List[KeyPlan], sink, progress, cancel) -> List[str]:
+    """Merges ``keys`` into ``sink``; returns the placement's notes."""
     opts = plan.options
-    execute(replace(plan, keys=keys), sink, device=torch.device(opts.device), compute_dtype=opts.torch_compute_dtype,
+    placement = placement_for(opts)
+    execute(replace(plan, keys=keys), sink, placement=placement, compute_dtype=opts.torch_compute_dtype,
             threads=int(opts.threads), budget_bytes=int(opts.memory_budget_mb) << 20, progress=progress,
             cancel=cancel, torch_threads=int(opts.torch_threads))
+    return placement.notes()
 
 
 # what a checkpoint may carry besides the weights a WebUI runs: nobody misses these

@@ -117,7 +117,7 @@ def extract_lora(tuned, base, output, *, rank: Optional[int] = 32, energy: Optio
     """
     from ..engine.api import _input_hashes, _options, _recipe_text
     from ..engine.execute import execute
-    from ..engine.options import require_device
+    from ..engine.placement import placement_for
     from ..engine.outputs import refuse_input_as_output
     from ..engine.plan import make_plan
     from ..methods import build
@@ -128,7 +128,7 @@ def extract_lora(tuned, base, output, *, rank: Optional[int] = 32, energy: Optio
     delta = build("subtract", tuned if isinstance(tuned, RecipeNode) else model(tuned),
                   base if isinstance(base, RecipeNode) else model(base))
     opts = _options(options, dict(overrides, output_dtype="fp32"))
-    device = require_device(opts.device)
+    placement = placement_for(opts)
     refuse_input_as_output(delta, output, opts.model_dirs, opts.fallback_model)
     conv_rank = rank if conv_rank is None else conv_rank
     with make_plan(delta, opts) as p:
@@ -141,11 +141,11 @@ def extract_lora(tuned, base, output, *, rank: Optional[int] = 32, energy: Optio
                   and arch.component_of(k.key) in wanted and (conv_rank != 0 or not is_conv(k.shape))]
         _check_limits(p.keys, rank, conv_rank, arch)
         sink = _SvdSink(p.keys, arch, (rank, conv_rank or None), energy, parse_dtype(dtype))
-        execute(p, sink, device=device, compute_dtype=opts.torch_compute_dtype,
+        execute(p, sink, placement=placement, compute_dtype=opts.torch_compute_dtype,
                 threads=int(opts.threads), budget_bytes=int(opts.memory_budget_mb) << 20,
                 progress=progress, cancel=cancel, torch_threads=int(opts.torch_threads))
         text = _recipe_text(p, _input_hashes(p) if hash_inputs else {})
-        warnings = ([p.skipped_summary()] if p.skipped else []) + list(p.warnings)
+        warnings = ([p.skipped_summary()] if p.skipped else []) + list(p.warnings) + placement.notes()
     settings = {"rank": rank, "energy": energy, "conv_rank": conv_rank, "components": sorted(wanted),
                 "dtype": dtype, "architecture": arch.identifier}
     w = sink.writer

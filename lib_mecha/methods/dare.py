@@ -270,7 +270,7 @@ def dropout(*deltas,
             subset.clamp_(max=2 ** n - 1)
         for i, d in enumerate(flat):
             if independent:  # kept where u < 1 - p
-                _kept_(streams[i].shifted_uniform(u, start), 1 + (1 - probability), kept)
+                _kept_(streams[i].shifted_uniform(u, start).to(kept.device), 1 + (1 - probability), kept)
             else:  # bit i of the drawn set
                 kept.copy_(torch.bitwise_and(torch.bitwise_right_shift(subset, i), 1))
             if i == 0:

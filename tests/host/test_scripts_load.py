@@ -5,10 +5,17 @@ import sys
 import types
 
 import gradio as gr
+import pytest
+import torch
 
 from host_stub import ROOT, hot_load
 
 SCRIPT = ROOT / "scripts" / "mecha.py"
+
+
+def mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
 
 
 def load_script():
@@ -49,6 +56,47 @@ def test_settings_registered_with_prefix_and_readable_before_registration(webui)
     assert all(shared.opts.data_labels[k].section == ("mecha", "Mecha") for k in keys)
     shared.opts.data["mecha_threads"] = 5
     assert settings.merge_option_values(host)["threads"] == 5
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or mps_available(), reason="about a machine with no GPU")
+def test_the_merge_device_setting_offers_only_the_cpu_on_a_machine_without_gpu(webui):
+    # the Settings page makes the OptionInfo's component with its component_args (A1111
+    # modules/ui_settings.py, create_setting_component: `args = info.component_args() if
+    # callable(info.component_args) else info.component_args`)
+    from modules import script_callbacks, shared
+    load_script()
+    script_callbacks.fire("ui_settings")
+    assert shared.opts.data_labels["mecha_merge_device"].component_args == {"choices": ["auto", "cpu"]}
+
+
+def test_the_merge_device_choices_come_from_torch(monkeypatch):
+    from lib_mecha.host import settings
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert settings.device_choices() == ("auto", "cpu", "cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert settings.device_choices() == ("auto", "cpu", "cuda", "cuda:0", "cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert settings.device_choices() == ("auto", "cpu", "mps")
+    registered = {o.key: o for o in settings.options()}
+    assert registered["mecha_merge_device"].choices == ("auto", "cpu", "mps")
+
+
+def test_the_vram_budget_setting_reaches_the_merge_options(webui):
+    import lib_mecha
+    from lib_mecha.errors import ParameterError
+    from lib_mecha.host import extension, settings
+    from modules import shared
+    load_script()
+    host = extension.current_host()
+    assert settings.merge_option_values(host)["vram_budget_mb"] is None  # 0, the default: half the free VRAM
+    shared.opts.data["mecha_vram_budget_mb"] = 3000
+    assert lib_mecha.MergeOptions(**settings.merge_option_values(host)).vram_budget_mb == 3000
+    shared.opts.data["mecha_vram_budget_mb"] = -1
+    with pytest.raises(ParameterError, match="vram_budget_mb': must be more than 0, got -1"):
+        lib_mecha.MergeOptions(**settings.merge_option_values(host))
 
 
 def test_tab_comes_from_lib_mecha_ui_when_it_exists(webui, monkeypatch):
