@@ -105,8 +105,8 @@ def test_compare_in_the_browser(webui, host, browser):
             set_number(page, "mecha_preview_steps", 1)
             click(page, "mecha_compare_diff")
             click(page, "mecha_compare")
-            expect_text(page, "mecha_preview_message", re.compile(r"original and merge compared: seed 5; original back in "
-                                                          r"[\d.]+ s \(\d+ keys\), merge again in"))
+            expect_text(page, "mecha_preview_message", re.compile(
+                r"original and merge compared: seed 5; original back in [\d.]+ s \(\d+ keys\), merge again in"))
             gallery = page.locator("#mecha_gallery")
             for caption in ("original checkpoint", "merge", "difference"):
                 expect_text(page, "mecha_gallery", caption)
