@@ -3,7 +3,6 @@ settings), optionally their difference, the merge loaded again afterwards; again
 A1111 and Forge 2.x, from the panel's handler and in Debian's chromium (both gradio stacks)."""
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -74,22 +73,6 @@ def test_the_difference_of_identical_images_says_so():
 
 
 # --- in the browser -------------------------------------------------------------------------------------
-
-@pytest.fixture()
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    from ui_browser import CHROMIUM, CHROMIUM_ARGS
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
 
 @pytest.mark.browser
 @pytest.mark.parametrize("webui", ["a1111"], indirect=True)
