@@ -47,7 +47,7 @@ from lib_mecha import compose, methods  # noqa: E402
 from lib_mecha.arch import resolve_architecture  # noqa: E402
 from lib_mecha.engine import api  # noqa: E402
 from lib_mecha.engine.placement import placement_for  # noqa: E402
-from lib_mecha.io import SafetensorsWriter  # noqa: E402
+from make_models import write_model  # noqa: E402
 from run import io_floor  # noqa: E402
 
 TOLERANCE = 1e-4                 # of the largest magnitude of the CPU's result
@@ -57,7 +57,6 @@ PARAMS = {"truncate_rank": {"rank": 2}, "ties_sum_with_dropout": {"probability":
 SMALL_KEY_STEP = 40              # --small: every 40th key of the SD1 table in the agreement model
 SMALL_DIVISOR = 64               # --small: shape divisor of the timing models...
 SMALL_TIMING_STEP = 10           # ...and every 10th key of their tables
-GENERATE_ELEMENTS = 1 << 26      # elements generated at once
 SD_MECHA_TIMEOUT_S = 120
 OOM_CAP_MIB = 96
 COLUMNS = ("check", "case", "seconds", "IO floor s", "ratio", "peak VRAM MiB", "sd-mecha s", "result")
@@ -91,21 +90,6 @@ def entries(arch_id: str, divisor: int = 1, step: int = 1):
         shape = tuple(max(1, s // divisor) if s >= 16 else s for s in spec.shape)
         out.append((key, torch.float16 if spec.dtype.is_floating_point else spec.dtype, shape))
     return out[::step]
-
-
-def write_model(path: pathlib.Path, table_entries, seed: int, device: torch.device) -> None:
-    """N(0, 0.02²) noise in every float key, drawn on ``device`` (fast on a GPU), streamed to the file."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with SafetensorsWriter(path, table_entries, overwrite=True, fsync=False) as writer:
-        for key, dtype, shape in table_entries:
-            numel = math.prod(shape)
-            if not dtype.is_floating_point:
-                writer.write(key, torch.arange(numel, dtype=dtype).reshape(shape))
-                continue
-            for start in range(0, numel, GENERATE_ELEMENTS):
-                n = min(GENERATE_ELEMENTS, numel - start)
-                chunk = torch.randn(n, generator=gen, device=device).mul_(0.02).to(torch.float16)
-                writer.write_range(key, start, chunk.cpu())
 
 
 def write_models(folder: pathlib.Path, prefix: str, table_entries, device) -> List[pathlib.Path]:

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from ui_helpers import SLOW, register_slow_method, write_models
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))  # host_stub, for the WebUI fixtures
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +67,23 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(params=["a1111", "forge2"])
+def webui(request, tmp_path):
+    """The stand-in WebUI (tests/host/host_stub.py), in both flavours."""
+    from host_stub import WebUI, stand_in
+    w = WebUI(request.param, tmp_path / "webui")
+    yield w
+    from lib_mecha.host import extension
+    extension._state.clear()
+    stand_in.purge()
+
+
+@pytest.fixture()
+def webui_host(webui):
+    """The host adapter the extension makes inside the stand-in WebUI."""
+    from lib_mecha.host.detect import make_host
+    h = make_host()
+    yield h
+    h.close()

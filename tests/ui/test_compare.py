@@ -13,7 +13,7 @@ import lib_mecha
 from lib_mecha.recipe import model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
-from host_stub import WebUI, options, stand_in  # noqa: E402
+from host_stub import options  # noqa: E402
 
 from lib_mecha.host.base import MergeIdentity, PreviewParams  # noqa: E402
 from lib_mecha.ui import actions  # noqa: E402
@@ -21,21 +21,10 @@ from lib_mecha.ui import actions  # noqa: E402
 RECIPE = lib_mecha.weighted_sum(model("model-a.safetensors"), model("model-b.safetensors"), alpha=0.4)
 
 
-@pytest.fixture(params=["a1111", "forge2"])
-def webui(request, tmp_path):
-    w = WebUI(request.param, tmp_path / "webui")
-    yield w
-    from lib_mecha.host import extension
-    extension._state.clear()
-    stand_in.purge()
-
-
 @pytest.fixture()
-def host(webui):
-    from lib_mecha.host.detect import make_host
-    h = make_host()
-    yield h
-    h.close()
+def host(webui_host):
+    """The WebUI's host adapter in this module (the standalone one elsewhere in tests/ui)."""
+    return webui_host
 
 
 def load_merge(host):

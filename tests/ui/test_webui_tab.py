@@ -12,7 +12,6 @@ from lib_mecha.errors import Busy, HostError
 from lib_mecha.recipe import model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
-from host_stub import WebUI, stand_in  # noqa: E402
 
 from lib_mecha.host.base import PreviewParams  # noqa: E402
 from lib_mecha.ui import actions  # noqa: E402
@@ -21,21 +20,10 @@ from lib_mecha.jobs import JobRunner  # noqa: E402
 from lib_mecha.ui.session import Session  # noqa: E402
 
 
-@pytest.fixture(params=["a1111", "forge2"])
-def webui(request, tmp_path):
-    w = WebUI(request.param, tmp_path / "webui")
-    yield w
-    from lib_mecha.host import extension
-    extension._state.clear()
-    stand_in.purge()
-
-
 @pytest.fixture()
-def host(webui):
-    from lib_mecha.host.detect import make_host
-    h = make_host()
-    yield h
-    h.close()
+def host(webui_host):
+    """The WebUI's host adapter in this module (the standalone one elsewhere in tests/ui)."""
+    return webui_host
 
 
 def merge(host, catalog, runner):
@@ -181,7 +169,6 @@ def test_the_tab_never_saves_over_an_input(webui, host, tmp_path, name, overwrit
         actions.start_save(host, catalog, node, actions.SaveRequest(name, overwrite=overwrite), "sd1-ldm",
                            runner=JobRunner())
     assert {p.name: p.read_bytes() for p in webui.ckpt_dir.iterdir()} == before
-
 
 
 def test_the_preview_offers_the_hosts_samplers(webui, host):
